@@ -1,0 +1,86 @@
+//! `broker`: serves the log over TCP. See `broker --help`.
+
+use std::process::ExitCode;
+
+use kafka_like_broker::{Broker, Config};
+
+const USAGE: &str = "\
+Usage: broker [OPTIONS]
+
+Serves a Kafka-like message log over a line protocol (try: nc localhost 9092).
+
+Options:
+  --addr HOST:PORT          listen address [default: localhost:9092]
+                            (port 0 picks a free port; the real one is printed)
+  --data-dir DIR            where kafka_log.txt lives [default: .]
+  --max-line-bytes N        longest request line accepted [default: 1048576]
+  --max-connections N       clients served at once [default: 4096]
+  --max-output-bytes N      pending replies per client before its requests
+                            stop being read [default: 1048576]
+  -h, --help                print this help
+  -V, --version             print the version
+
+Logging goes to stderr; set RUST_LOG=debug for per-connection events.
+";
+
+fn parse_args() -> Result<Option<Config>, lexopt::Error> {
+    use lexopt::prelude::*;
+    let mut config = Config::default();
+    let mut parser = lexopt::Parser::from_env();
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Long("addr") => config.addr = parser.value()?.string()?,
+            Long("data-dir") => config.data_dir = parser.value()?.into(),
+            Long("max-line-bytes") => config.max_line_bytes = positive(parser.value()?.parse()?)?,
+            Long("max-connections") => config.max_connections = positive(parser.value()?.parse()?)?,
+            Long("max-output-bytes") => {
+                config.max_output_bytes = positive(parser.value()?.parse()?)?
+            }
+            Short('h') | Long("help") => {
+                print!("{USAGE}");
+                return Ok(None);
+            }
+            Short('V') | Long("version") => {
+                println!("broker {}", env!("CARGO_PKG_VERSION"));
+                return Ok(None);
+            }
+            _ => return Err(arg.unexpected()),
+        }
+    }
+    Ok(Some(config))
+}
+
+fn positive(n: usize) -> Result<usize, lexopt::Error> {
+    if n == 0 {
+        return Err("the value must be at least 1".into());
+    }
+    Ok(n)
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let config = match parse_args() {
+        Ok(Some(config)) => config,
+        Ok(None) => return ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("broker: {e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let broker = match Broker::bind(config) {
+        Ok(broker) => broker,
+        Err(e) => {
+            eprintln!("broker: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // The one line on stdout: scripts and tests read the real port here.
+    println!("Broker started on {}", broker.display_addr());
+    match broker.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("broker: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

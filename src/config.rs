@@ -1,0 +1,45 @@
+//! Defaults and limits, in one place.
+
+use std::path::PathBuf;
+
+/// Where the broker listens unless told otherwise (loopback only).
+pub const DEFAULT_ADDR: &str = "localhost:9092";
+/// The default topic's log file, as the original project named it.
+pub const LOG_FILE: &str = "kafka_log.txt";
+/// Longest request line accepted, `\r\n` not counted.
+pub const DEFAULT_MAX_LINE_BYTES: usize = 1 << 20;
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Pending output per connection above which the broker stops reading that
+/// connection's requests until the client reads its replies.
+pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 1 << 20;
+
+/// Bytes read from a socket at once (one buffer shared by all connections).
+pub const READ_CHUNK: usize = 64 * 1024;
+/// Reads per connection per loop turn before others get their turn.
+pub const READS_PER_TURN: usize = 16;
+/// Staged log bytes that force a write before the end of the loop turn.
+pub const MAX_BATCH_BYTES: usize = 4 << 20;
+
+/// How the broker is run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `HOST:PORT` to listen on; port 0 picks a free port.
+    pub addr: String,
+    /// Directory holding the log files.
+    pub data_dir: PathBuf,
+    pub max_line_bytes: usize,
+    pub max_connections: usize,
+    pub max_output_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            addr: DEFAULT_ADDR.to_string(),
+            data_dir: PathBuf::from("."),
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
+        }
+    }
+}

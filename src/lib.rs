@@ -1,0 +1,17 @@
+//! A lightweight Kafka-like message broker: one thread, one mio reactor, a
+//! line protocol you can drive with `nc`.
+//!
+//! - [`protocol`]: framing, request parsing and reply words (no I/O);
+//! - [`connection`]: one client's socket and buffers;
+//! - [`reactor`]: the poll loop that owns the listener, clients and logs;
+//! - [`storage`]: the append-only log files;
+//! - [`config`]: defaults and limits.
+
+pub mod config;
+pub mod connection;
+pub mod protocol;
+pub mod reactor;
+pub mod storage;
+
+pub use config::Config;
+pub use reactor::{Broker, BrokerError};

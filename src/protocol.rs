@@ -1,0 +1,444 @@
+//! The text protocol: framing, requests, and reply words. No I/O here.
+//!
+//! Every request and every reply is one line ending in `\n`; a `\r` just
+//! before the `\n` is dropped so `telnet` works. Command words are
+//! case-insensitive. Every request line gets exactly one reply line, except
+//! `HELP`, whose reply ends with a line `END`. `docs/PROTOCOL.md` is the
+//! user-facing reference; this module is where the words live.
+//!
+//! | request             | reply                                                  |
+//! |---------------------|--------------------------------------------------------|
+//! | `PRODUCE <message>` | `ACK offset:<n>`                                       |
+//! | `CONSUME <offset>`  | `MESSAGE offset:<n> <message>` or `NO_MESSAGE`         |
+//! | `PING`              | `PONG`                                                 |
+//! | `HELP`              | one line per command, then `END`                       |
+//! | `QUIT`              | `BYE`, then the broker closes the connection          |
+//!
+//! Errors: `INVALID_REQUEST <why>`, `INVALID_OFFSET <why>`,
+//! `MESSAGE_TOO_LARGE <limit>`, `STORAGE_ERROR <why>`,
+//! `TOO_MANY_CONNECTIONS`. An error never consumes an offset and, apart from
+//! `TOO_MANY_CONNECTIONS`, leaves the connection usable.
+
+use memchr::memchr;
+
+/// Reply words and fixed reply lines, in one place.
+pub mod reply {
+    pub const ACK: &[u8] = b"ACK offset:";
+    pub const MESSAGE: &[u8] = b"MESSAGE offset:";
+    pub const NO_MESSAGE: &[u8] = b"NO_MESSAGE\n";
+    pub const PONG: &[u8] = b"PONG\n";
+    pub const BYE: &[u8] = b"BYE\n";
+    pub const END: &[u8] = b"END\n";
+    pub const INVALID_REQUEST: &str = "INVALID_REQUEST";
+    pub const INVALID_OFFSET: &str = "INVALID_OFFSET";
+    pub const MESSAGE_TOO_LARGE: &[u8] = b"MESSAGE_TOO_LARGE ";
+    pub const STORAGE_ERROR: &[u8] = b"STORAGE_ERROR ";
+    pub const TOO_MANY_CONNECTIONS: &[u8] = b"TOO_MANY_CONNECTIONS\n";
+
+    /// The reply to `HELP`: one line per command, then `END`.
+    pub const HELP: &[u8] = b"PRODUCE <message>   append a message; replies ACK offset:<n>\n\
+CONSUME <offset>    read one message; replies MESSAGE offset:<n> <message> or NO_MESSAGE\n\
+PING                replies PONG\n\
+HELP                this list, then END\n\
+QUIT                replies BYE and closes the connection\n\
+END\n";
+}
+
+/// One parsed request. Borrowed from the line it came from: no allocation.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Request<'a> {
+    /// Append `message` (every byte after the first space, non-empty).
+    Produce(&'a [u8]),
+    /// Read the message at an offset.
+    Consume(u64),
+    Ping,
+    Help,
+    Quit,
+}
+
+/// Why a line is not a valid request. `Display` gives the whole reply line
+/// without its newline.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum ParseError {
+    /// Unknown command, wrong number of arguments, empty message.
+    InvalidRequest(&'static str),
+    /// An offset that is not a decimal `u64`.
+    InvalidOffset(&'static str),
+}
+
+impl std::fmt::Display for ParseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ParseError::InvalidRequest(why) => write!(f, "{} {why}", reply::INVALID_REQUEST),
+            ParseError::InvalidOffset(why) => write!(f, "{} {why}", reply::INVALID_OFFSET),
+        }
+    }
+}
+
+const OFFSET_RANGE: &str = "offset must be a decimal number from 0 to 18446744073709551615";
+
+/// Parses one line (without its `\n` or `\r\n`).
+pub fn parse(line: &[u8]) -> Result<Request<'_>, ParseError> {
+    let (word, rest) = match memchr(b' ', line) {
+        Some(i) => (&line[..i], Some(&line[i + 1..])),
+        None => (line, None),
+    };
+    if word.is_empty() {
+        return Err(if line.is_empty() {
+            ParseError::InvalidRequest("empty request; try HELP")
+        } else {
+            ParseError::InvalidRequest("a request starts with a command word; try HELP")
+        });
+    }
+    if word.eq_ignore_ascii_case(b"PRODUCE") {
+        return match rest {
+            Some(message) if !message.is_empty() => Ok(Request::Produce(message)),
+            _ => Err(ParseError::InvalidRequest(
+                "PRODUCE needs a non-empty message: PRODUCE <message>",
+            )),
+        };
+    }
+    let mut args = rest
+        .unwrap_or(b"")
+        .split(|&b| b == b' ')
+        .filter(|a| !a.is_empty());
+    if word.eq_ignore_ascii_case(b"CONSUME") {
+        let offset = args.next().ok_or(ParseError::InvalidRequest(
+            "CONSUME needs an offset: CONSUME <offset>",
+        ))?;
+        if args.next().is_some() {
+            return Err(ParseError::InvalidRequest(
+                "CONSUME takes one argument: CONSUME <offset>",
+            ));
+        }
+        return parse_u64(offset)
+            .map(Request::Consume)
+            .ok_or(ParseError::InvalidOffset(OFFSET_RANGE));
+    }
+    let (request, name) = if word.eq_ignore_ascii_case(b"PING") {
+        (Request::Ping, "PING takes no arguments")
+    } else if word.eq_ignore_ascii_case(b"HELP") {
+        (Request::Help, "HELP takes no arguments")
+    } else if word.eq_ignore_ascii_case(b"QUIT") {
+        (Request::Quit, "QUIT takes no arguments")
+    } else {
+        return Err(ParseError::InvalidRequest("unknown command; try HELP"));
+    };
+    if args.next().is_some() {
+        return Err(ParseError::InvalidRequest(name));
+    }
+    Ok(request)
+}
+
+/// A strict decimal `u64`: digits only (no sign, no spaces), no overflow.
+pub fn parse_u64(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for &b in digits {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+    }
+    Some(n)
+}
+
+/// Appends the decimal form of `n` to `out` without going through `fmt`.
+pub fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// A frame found by [`LineDecoder`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Frame<'a> {
+    /// A complete line, without `\n` and without a `\r` just before it.
+    Line(&'a [u8]),
+    /// A line longer than the limit. The decoder discards the rest of it, up
+    /// to and including the next `\n`, without buffering it.
+    TooLong,
+}
+
+/// Splits a byte stream into lines, buffering at most `max + 1` bytes of one
+/// partial line.
+///
+/// Complete lines that arrive whole in one input slice are returned borrowed
+/// from that slice (no copy). Only the unfinished tail of a read is copied
+/// into the decoder's own buffer, so an idle connection holds no buffer.
+/// Bytes already buffered have been searched for `\n` and are never scanned
+/// again.
+#[derive(Debug)]
+pub struct LineDecoder {
+    partial: Vec<u8>,
+    max: usize,
+    discarding: bool,
+    /// `partial` holds a line handed out by the last call; clear it first.
+    returned: bool,
+}
+
+impl LineDecoder {
+    /// A decoder for lines of at most `max` bytes (not counting `\r\n`).
+    pub fn new(max: usize) -> Self {
+        LineDecoder {
+            partial: Vec::new(),
+            max,
+            discarding: false,
+            returned: false,
+        }
+    }
+
+    /// Bytes held for an unfinished line.
+    pub fn buffered(&self) -> usize {
+        if self.returned { 0 } else { self.partial.len() }
+    }
+
+    /// Whether the decoder is skipping the rest of an over-long line.
+    pub fn is_discarding(&self) -> bool {
+        self.discarding
+    }
+
+    /// Consumes bytes from the front of `input` and returns how many it used
+    /// and the frame they completed, if any. Call again with the rest of the
+    /// input until it is empty; every byte is either returned in a frame,
+    /// buffered, or discarded.
+    pub fn decode<'a>(&'a mut self, input: &'a [u8]) -> (usize, Option<Frame<'a>>) {
+        if self.returned {
+            self.partial.clear();
+            self.returned = false;
+            if self.partial.capacity() > 64 * 1024 {
+                self.partial.shrink_to(1024);
+            }
+        }
+        let newline = memchr(b'\n', input);
+        if self.discarding {
+            return match newline {
+                Some(i) => {
+                    self.discarding = false;
+                    (i + 1, None)
+                }
+                None => (input.len(), None),
+            };
+        }
+        match newline {
+            Some(i) => {
+                let used = i + 1;
+                let line_len = self.partial.len() + i;
+                let ends_with_cr = if i > 0 {
+                    input[i - 1] == b'\r'
+                } else {
+                    self.partial.last() == Some(&b'\r')
+                };
+                let content_len = line_len - usize::from(ends_with_cr);
+                if content_len > self.max {
+                    self.partial.clear();
+                    return (used, Some(Frame::TooLong));
+                }
+                if self.partial.is_empty() {
+                    return (used, Some(Frame::Line(&input[..content_len])));
+                }
+                self.partial.extend_from_slice(&input[..i]);
+                self.partial.truncate(content_len);
+                self.returned = true;
+                (used, Some(Frame::Line(&self.partial)))
+            }
+            None => {
+                // One byte of slack: the line may still end in "\r\n".
+                if self.partial.len() + input.len() > self.max + 1 {
+                    self.partial.clear();
+                    self.discarding = true;
+                    return (input.len(), Some(Frame::TooLong));
+                }
+                self.partial.extend_from_slice(input);
+                (input.len(), None)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `chunks` to a decoder and collects what it yields.
+    fn decode_all(max: usize, chunks: &[&[u8]]) -> Vec<Option<Vec<u8>>> {
+        let mut decoder = LineDecoder::new(max);
+        let mut frames = Vec::new();
+        for chunk in chunks {
+            let mut input = *chunk;
+            while !input.is_empty() {
+                let (used, frame) = decoder.decode(input);
+                assert!(used > 0, "decoder made no progress");
+                match frame {
+                    Some(Frame::Line(line)) => frames.push(Some(line.to_vec())),
+                    Some(Frame::TooLong) => frames.push(None),
+                    None => {}
+                }
+                input = &input[used..];
+            }
+        }
+        frames
+    }
+
+    fn lines(items: &[&str]) -> Vec<Option<Vec<u8>>> {
+        items.iter().map(|s| Some(s.as_bytes().to_vec())).collect()
+    }
+
+    #[test]
+    fn two_commands_in_one_read() {
+        assert_eq!(
+            decode_all(100, &[b"PING\nPRODUCE a b\n"]),
+            lines(&["PING", "PRODUCE a b"])
+        );
+    }
+
+    #[test]
+    fn split_at_every_byte() {
+        let stream = b"PRODUCE hello world\r\nCONSUME 0\n\nPING\r\n";
+        let expected = lines(&["PRODUCE hello world", "CONSUME 0", "", "PING"]);
+        for cut in 0..=stream.len() {
+            let (a, b) = stream.split_at(cut);
+            assert_eq!(decode_all(100, &[a, b]), expected, "cut at {cut}");
+        }
+        let bytes: Vec<&[u8]> = stream.chunks(1).collect();
+        assert_eq!(decode_all(100, &bytes), expected);
+    }
+
+    #[test]
+    fn carriage_return_only_before_newline_is_dropped() {
+        assert_eq!(
+            decode_all(100, &[b"a\rb\r\n", b"\r\r\n", b"x\r", b"\n"]),
+            lines(&["a\rb", "\r", "x"])
+        );
+    }
+
+    #[test]
+    fn empty_lines() {
+        assert_eq!(decode_all(10, &[b"\n\r\n"]), lines(&["", ""]));
+    }
+
+    #[test]
+    fn line_at_the_limit_passes_and_one_more_byte_is_too_long() {
+        assert_eq!(decode_all(5, &[b"12345\n"]), lines(&["12345"]));
+        assert_eq!(decode_all(5, &[b"12345\r\n"]), lines(&["12345"]));
+        assert_eq!(decode_all(5, &[b"123", b"45\r", b"\n"]), lines(&["12345"]));
+        assert_eq!(
+            decode_all(5, &[b"123456\nPING\n"]),
+            vec![None, Some(b"PING".to_vec())]
+        );
+    }
+
+    #[test]
+    fn over_long_line_is_discarded_up_to_the_next_newline() {
+        // Reported as soon as it is known, without buffering the rest.
+        let mut decoder = LineDecoder::new(4);
+        let (used, frame) = decoder.decode(b"PRODUCE");
+        assert_eq!((used, frame), (7, Some(Frame::TooLong)));
+        assert!(decoder.is_discarding());
+        assert_eq!(decoder.buffered(), 0);
+        assert_eq!(decoder.decode(b"xxxxxxxxxxxx"), (12, None));
+        assert_eq!(decoder.buffered(), 0);
+        assert_eq!(decoder.decode(b"yy\nPING\n"), (3, None));
+        assert_eq!(decoder.decode(b"PING\n"), (5, Some(Frame::Line(b"PING"))));
+        // Split at every byte: exactly one TooLong, then the next line.
+        let stream = b"0123456789\nPING\n";
+        for cut in 0..=stream.len() {
+            let (a, b) = stream.split_at(cut);
+            assert_eq!(
+                decode_all(4, &[a, b]),
+                vec![None, Some(b"PING".to_vec())],
+                "cut at {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn buffer_never_exceeds_limit() {
+        let mut decoder = LineDecoder::new(8);
+        for _ in 0..100 {
+            let _ = decoder.decode(b"abc");
+            assert!(decoder.buffered() <= 9);
+        }
+    }
+
+    #[test]
+    fn parse_commands() {
+        assert_eq!(parse(b"PRODUCE hello"), Ok(Request::Produce(b"hello")));
+        assert_eq!(
+            parse(b"produce  two  spaces "),
+            Ok(Request::Produce(b" two  spaces "))
+        );
+        assert_eq!(
+            parse(b"Produce \xff\x00x"),
+            Ok(Request::Produce(b"\xff\x00x"))
+        );
+        assert_eq!(parse(b"CONSUME 0"), Ok(Request::Consume(0)));
+        assert_eq!(parse(b"consume  42 "), Ok(Request::Consume(42)));
+        assert_eq!(
+            parse(b"CONSUME 18446744073709551615"),
+            Ok(Request::Consume(u64::MAX))
+        );
+        assert_eq!(parse(b"ping"), Ok(Request::Ping));
+        assert_eq!(parse(b"HELP"), Ok(Request::Help));
+        assert_eq!(parse(b"Quit"), Ok(Request::Quit));
+    }
+
+    #[test]
+    fn parse_errors() {
+        let invalid = |line: &[u8]| matches!(parse(line), Err(ParseError::InvalidRequest(_)));
+        for line in [
+            &b"PRODUCE"[..],
+            b"PRODUCE ",
+            b"PRODUCEX",
+            b"PRODUCEX hello",
+            b"CONSUME",
+            b"CONSUME ",
+            b"CONSUME 1 2",
+            b"PING x",
+            b"",
+            b" PING",
+            b"FOO",
+        ] {
+            assert!(invalid(line), "{:?}", String::from_utf8_lossy(line));
+        }
+        for offset in [
+            &b"abc"[..],
+            b"-1",
+            b"+1",
+            b"18446744073709551616",
+            b"1.5",
+            b"0x10",
+        ] {
+            let mut line = b"CONSUME ".to_vec();
+            line.extend_from_slice(offset);
+            assert!(
+                matches!(parse(&line), Err(ParseError::InvalidOffset(_))),
+                "{:?}",
+                String::from_utf8_lossy(&line)
+            );
+        }
+        assert_eq!(
+            parse(b"CONSUME x").unwrap_err().to_string(),
+            "INVALID_OFFSET offset must be a decimal number from 0 to 18446744073709551615"
+        );
+    }
+
+    #[test]
+    fn push_u64_matches_display() {
+        for n in [0, 1, 9, 10, 99, 100, 12345, u64::MAX] {
+            let mut out = Vec::new();
+            push_u64(&mut out, n);
+            assert_eq!(out, n.to_string().as_bytes());
+        }
+    }
+}

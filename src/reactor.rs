@@ -1,0 +1,755 @@
+//! The reactor: one thread, one `mio::Poll`, every client in a `Slab`.
+//!
+//! Each loop turn:
+//! 1. wait for readiness (or a timer, or `0` if some connection still has
+//!    input we did not get to);
+//! 2. accept new clients; read and execute requests from readable clients.
+//!    `PRODUCE` only *stages* the message in the log's batch and queues a
+//!    held `ACK`;
+//! 3. write the whole batch to the file with one `write` (the "before
+//!    sleep" step), then settle the held `ACK`s: sent if the write
+//!    succeeded, turned into `STORAGE_ERROR` if it failed;
+//! 4. write each touched connection's replies to its socket once, keeping
+//!    the rest for a later writable event.
+//!
+//! So an `ACK` never leaves the broker before its message is in the file,
+//! and replies are coalesced into one socket write per connection per turn.
+//! No call here blocks on a client: sockets are non-blocking and are read
+//! and written until `WouldBlock`.
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use log::{debug, error, info, warn};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+use slab::Slab;
+
+use crate::config::{self, Config};
+use crate::connection::{Connection, Hold, HoldState, Output};
+use crate::protocol::{self, Frame, Request, push_u64, reply};
+use crate::storage::{Log, StorageError};
+
+const LISTENER: Token = Token(usize::MAX - 1);
+const SIGNALS: Token = Token(usize::MAX - 2);
+
+/// How long accepting pauses when the process is out of file descriptors
+/// and no spare descriptor is left to turn clients away with.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// At most one warning per this interval for a repeating condition.
+const WARN_EVERY: Duration = Duration::from_secs(1);
+
+/// Why the broker could not start or stopped with an error.
+#[derive(Debug)]
+pub enum BrokerError {
+    /// The listening address could not be resolved or bound.
+    Bind { addr: String, source: io::Error },
+    /// The data directory could not be created or locked.
+    DataDir { path: PathBuf, source: io::Error },
+    /// Another broker holds the data directory.
+    Locked { path: PathBuf },
+    /// A log could not be opened or recovered.
+    Storage(StorageError),
+    /// The poll loop itself failed.
+    Poll(io::Error),
+}
+
+impl fmt::Display for BrokerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BrokerError::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
+            BrokerError::DataDir { path, source } => {
+                write!(f, "data directory {}: {source}", path.display())
+            }
+            BrokerError::Locked { path } => write!(
+                f,
+                "data directory {} is in use by another broker (lock file {} is held)",
+                path.parent().unwrap_or(path).display(),
+                path.display()
+            ),
+            BrokerError::Storage(e) => write!(f, "{e}"),
+            BrokerError::Poll(e) => write!(f, "poll failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for BrokerError {}
+
+impl From<StorageError> for BrokerError {
+    fn from(e: StorageError) -> Self {
+        BrokerError::Storage(e)
+    }
+}
+
+/// Counters for the whole broker.
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    pub connections_total: u64,
+    pub produced: u64,
+    pub consumed: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub rejected_connections: u64,
+}
+
+/// An append that failed, remembered until the `ACK`s waiting for it are
+/// settled at the end of the turn.
+#[derive(Debug)]
+struct Failure {
+    /// The log's epoch the failed batch was staged in.
+    epoch: u32,
+    /// The first offset of the failed batch; earlier ones were written.
+    from: u64,
+    /// The reply line that replaces each failed `ACK`.
+    reply: Vec<u8>,
+}
+
+/// A log plus what the reactor needs to settle `ACK`s for it.
+#[derive(Debug)]
+struct Topic {
+    log: Log,
+    /// Bumped at every failed append, so an `ACK` staged before the failure
+    /// can tell it was part of the failed batch even if its offset is
+    /// staged again afterwards.
+    epoch: u32,
+    failures: Vec<Failure>,
+}
+
+impl Topic {
+    fn new(log: Log) -> Self {
+        Topic {
+            log,
+            epoch: 0,
+            failures: Vec::new(),
+        }
+    }
+
+    /// Writes staged messages; a failure is logged and remembered for the
+    /// `ACK`s that waited on it.
+    fn flush(&mut self) {
+        if !self.log.has_staged() {
+            return;
+        }
+        let from = self.log.flushed_offset();
+        if let Err(err) = self.log.flush() {
+            error!("append failed: {err}");
+            let mut reply = reply::STORAGE_ERROR.to_vec();
+            reply.extend_from_slice(err.client_reason().as_bytes());
+            reply.push(b'\n');
+            self.failures.push(Failure {
+                epoch: self.epoch,
+                from,
+                reply,
+            });
+            self.epoch = self.epoch.wrapping_add(1);
+        }
+    }
+
+    fn hold_state(&self, hold: &Hold) -> HoldState<'_> {
+        if hold.epoch == self.epoch {
+            return if hold.offset < self.log.flushed_offset() {
+                HoldState::Done
+            } else {
+                HoldState::Pending
+            };
+        }
+        match self.failures.iter().find(|f| f.epoch == hold.epoch) {
+            Some(f) if hold.offset >= f.from => HoldState::Failed(&f.reply),
+            _ => HoldState::Done,
+        }
+    }
+}
+
+/// What request handlers work on: the logs, counters and scratch space.
+struct Core {
+    topics: Vec<Topic>,
+    stats: Stats,
+    /// Scratch for reading the log.
+    read_buf: Vec<u8>,
+    max_line_bytes: usize,
+}
+
+/// What the connection should do after a request.
+enum Control {
+    Continue,
+    Quit,
+}
+
+impl Core {
+    fn flush_all(&mut self) {
+        for topic in &mut self.topics {
+            topic.flush();
+        }
+    }
+
+    fn execute(&mut self, out: &mut Output, line: &[u8]) -> Control {
+        match protocol::parse(line) {
+            Ok(Request::Produce(message)) => {
+                let topic = &mut self.topics[0];
+                let offset = topic.log.stage(message);
+                out.push_ack(0, topic.epoch, offset);
+                self.stats.produced += 1;
+                if topic.log.staged_bytes() >= config::MAX_BATCH_BYTES {
+                    topic.flush();
+                }
+            }
+            Ok(Request::Consume(offset)) => self.consume(0, offset, out),
+            Ok(Request::Ping) => out.push(reply::PONG),
+            Ok(Request::Help) => out.push(reply::HELP),
+            Ok(Request::Quit) => {
+                out.push(reply::BYE);
+                return Control::Quit;
+            }
+            Err(err) => {
+                let buf = out.buf_mut();
+                let _ = writeln!(buf, "{err}");
+            }
+        }
+        Control::Continue
+    }
+
+    /// Answers `CONSUME`: one message or `NO_MESSAGE`.
+    fn consume(&mut self, topic: usize, offset: u64, out: &mut Output) {
+        let Core {
+            topics,
+            stats,
+            read_buf,
+            ..
+        } = self;
+        let topic = &mut topics[topic];
+        if offset >= topic.log.flushed_offset() && offset < topic.log.next_offset() {
+            // Staged in this very turn (a pipelined PRODUCE then CONSUME):
+            // write it now so the reader sees what was acknowledged.
+            topic.flush();
+        }
+        let buf = out.buf_mut();
+        let mut found = false;
+        let result = topic
+            .log
+            .read(offset, 1, usize::MAX, read_buf, |n, message| {
+                buf.extend_from_slice(reply::MESSAGE);
+                push_u64(buf, n);
+                buf.push(b' ');
+                buf.extend_from_slice(message);
+                buf.push(b'\n');
+                found = true;
+            });
+        match result {
+            Ok(_) if found => stats.consumed += 1,
+            Ok(_) => buf.extend_from_slice(reply::NO_MESSAGE),
+            Err(err) => {
+                error!("read failed: {err}");
+                buf.extend_from_slice(reply::STORAGE_ERROR);
+                buf.extend_from_slice(err.client_reason().as_bytes());
+                buf.push(b'\n');
+            }
+        }
+    }
+
+    /// Decodes and executes the requests in `input`. Returns how many bytes
+    /// it used: fewer than all when the connection's output is over
+    /// `max_output` (the connection is then paused) or it quit (the rest is
+    /// then dropped, and all of `input` counts as used).
+    fn process(&mut self, conn: &mut Connection, input: &[u8], max_output: usize) -> usize {
+        let mut used = 0;
+        while used < input.len() {
+            if conn.output.pending() >= max_output {
+                conn.paused = true;
+                break;
+            }
+            let (n, frame) = conn.decoder.decode(&input[used..]);
+            used += n;
+            match frame {
+                None => {}
+                Some(Frame::Line(line)) => {
+                    if let Control::Quit = self.execute(&mut conn.output, line) {
+                        conn.quitting = true;
+                        return input.len();
+                    }
+                }
+                Some(Frame::TooLong) => {
+                    debug!("peer={} line over {} bytes", conn.peer, self.max_line_bytes);
+                    let buf = conn.output.buf_mut();
+                    buf.extend_from_slice(reply::MESSAGE_TOO_LARGE);
+                    push_u64(buf, self.max_line_bytes as u64);
+                    buf.push(b'\n');
+                }
+            }
+        }
+        used
+    }
+}
+
+/// The broker: listener, clients, logs.
+pub struct Broker {
+    poll: Poll,
+    listener: Option<TcpListener>,
+    signals: Signals,
+    local_addr: SocketAddr,
+    display_addr: String,
+    conns: Slab<Connection>,
+    core: Core,
+    config: Config,
+    /// Socket reads land here; only unfinished lines are copied out.
+    scratch: Vec<u8>,
+    /// Connections with output to settle and send at the end of the turn.
+    dirty: Vec<usize>,
+    /// Connections to service next turn without waiting for an event.
+    ready: Vec<usize>,
+    turn: u64,
+    accept_paused_until: Option<Instant>,
+    /// A descriptor kept in reserve so that, out of descriptors, the broker
+    /// can still accept and turn away a client instead of spinning.
+    spare_fd: Option<File>,
+    last_warning: Option<Instant>,
+    _lock: File,
+}
+
+impl Broker {
+    /// Opens the data directory, recovers the log, and binds the listener.
+    pub fn bind(config: Config) -> Result<Broker, BrokerError> {
+        fs::create_dir_all(&config.data_dir).map_err(|source| BrokerError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        let lock = lock_data_dir(&config.data_dir)?;
+        let log = Log::open(config.data_dir.join(config::LOG_FILE))?;
+
+        let bind_err = |source| BrokerError::Bind {
+            addr: config.addr.clone(),
+            source,
+        };
+        let addr = resolve(&config.addr).map_err(bind_err)?;
+        let mut listener = TcpListener::bind(addr).map_err(bind_err)?;
+        let local_addr = listener.local_addr().map_err(bind_err)?;
+        let host = config
+            .addr
+            .rsplit_once(':')
+            .map_or(config.addr.as_str(), |(h, _)| h);
+        let display_addr = format!("{host}:{}", local_addr.port());
+
+        raise_fd_limit(config.max_connections as u64 + 64);
+        let poll = Poll::new().map_err(BrokerError::Poll)?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)
+            .map_err(BrokerError::Poll)?;
+        let mut signals = Signals::new([SIGINT, SIGTERM]).map_err(BrokerError::Poll)?;
+        poll.registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)
+            .map_err(BrokerError::Poll)?;
+        info!(
+            "listening addr={local_addr} data_dir={} max_connections={} max_line_bytes={}",
+            config.data_dir.display(),
+            config.max_connections,
+            config.max_line_bytes
+        );
+        Ok(Broker {
+            poll,
+            listener: Some(listener),
+            signals,
+            local_addr,
+            display_addr,
+            conns: Slab::new(),
+            core: Core {
+                topics: vec![Topic::new(log)],
+                stats: Stats::default(),
+                read_buf: Vec::new(),
+                max_line_bytes: config.max_line_bytes,
+            },
+            config,
+            scratch: vec![0; config::READ_CHUNK],
+            dirty: Vec::new(),
+            ready: Vec::new(),
+            turn: 0,
+            accept_paused_until: None,
+            spare_fd: File::open("/dev/null").ok(),
+            last_warning: None,
+            _lock: lock,
+        })
+    }
+
+    /// The address the listener really bound (with the real port).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// `HOST:PORT` as given on the command line, with the real port.
+    pub fn display_addr(&self) -> &str {
+        &self.display_addr
+    }
+
+    /// Serves until SIGINT or SIGTERM, then flushes and returns.
+    pub fn run(mut self) -> Result<(), BrokerError> {
+        let mut events = Events::with_capacity(1024);
+        let mut readable = Vec::new();
+        loop {
+            let timeout = self.poll_timeout();
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(BrokerError::Poll(e));
+            }
+            self.turn += 1;
+            let mut stop = false;
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept(),
+                    SIGNALS => stop |= self.signals.pending().next().is_some(),
+                    Token(key) => {
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            readable.push(key);
+                        } else if let Some(conn) = self.conns.get_mut(key) {
+                            mark_dirty(conn, key, &mut self.dirty);
+                        }
+                    }
+                }
+            }
+            if self
+                .accept_paused_until
+                .is_some_and(|t| Instant::now() >= t)
+            {
+                self.accept_paused_until = None;
+                self.accept();
+            }
+            readable.append(&mut self.ready);
+            for key in readable.drain(..) {
+                self.service(key);
+            }
+            self.finish_turn();
+            if stop {
+                return self.shutdown();
+            }
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Duration> {
+        if !self.ready.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        self.accept_paused_until
+            .map(|t| t.saturating_duration_since(Instant::now()))
+    }
+
+    fn accept(&mut self) {
+        if self.accept_paused_until.is_some() {
+            return;
+        }
+        loop {
+            let Some(listener) = &self.listener else {
+                return;
+            };
+            match listener.accept() {
+                Ok((stream, peer)) => self.admit(stream, peer),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if is_out_of_descriptors(&e) => {
+                    // Use the spare descriptor to take the client off the
+                    // backlog and tell it, rather than leave it there and
+                    // spin on a listener that stays readable.
+                    if let Some(spare) = self.spare_fd.take() {
+                        drop(spare);
+                        let turned_away = self.listener.as_ref().map(|l| l.accept());
+                        if let Some(Ok((stream, peer))) = turned_away {
+                            self.warn_limited(&format!(
+                                "out of file descriptors ({e}); turned away peer={peer}"
+                            ));
+                            reject(stream);
+                            self.core.stats.rejected_connections += 1;
+                        }
+                        self.spare_fd = File::open("/dev/null").ok();
+                        if self.spare_fd.is_some() {
+                            continue;
+                        }
+                    }
+                    self.warn_limited(&format!("out of file descriptors ({e}); pausing accept"));
+                    self.accept_paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
+                    return;
+                }
+                Err(e) => {
+                    self.warn_limited(&format!("accept failed: {e}; pausing accept"));
+                    self.accept_paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr) {
+        if self.conns.len() >= self.config.max_connections {
+            self.warn_limited(&format!(
+                "max_connections={} reached; turning away peer={peer}",
+                self.config.max_connections
+            ));
+            reject(stream);
+            self.core.stats.rejected_connections += 1;
+            return;
+        }
+        if let Err(e) = stream.set_nodelay(true) {
+            debug!("peer={peer} set_nodelay: {e}");
+        }
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        // Both interests for the connection's whole life: edge-triggered
+        // readiness costs nothing while idle and saves a reregister per
+        // partial write.
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            Token(key),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            warn!("peer={peer} register failed: {e}");
+            return;
+        }
+        entry.insert(Connection::new(stream, peer, self.config.max_line_bytes));
+        self.core.stats.connections_total += 1;
+        debug!(
+            "accept token={key} peer={peer} connections={}",
+            self.conns.len()
+        );
+    }
+
+    /// Reads and executes a connection's requests, within a per-turn budget.
+    fn service(&mut self, key: usize) {
+        let max_output = self.config.max_output_bytes;
+        let Broker {
+            conns,
+            core,
+            scratch,
+            dirty,
+            ready,
+            turn,
+            ..
+        } = self;
+        let Some(conn) = conns.get_mut(key) else {
+            return;
+        };
+        if conn.serviced_turn == *turn {
+            return;
+        }
+        conn.serviced_turn = *turn;
+        mark_dirty(conn, key, dirty);
+        conn.paused = false;
+        if !conn.stash.is_empty() {
+            let stash = std::mem::take(&mut conn.stash);
+            let used = core.process(conn, &stash, max_output);
+            if used < stash.len() {
+                conn.stash = stash[used..].to_vec();
+                return;
+            }
+        }
+        if conn.quitting || conn.eof || conn.broken {
+            return;
+        }
+        for _ in 0..config::READS_PER_TURN {
+            if conn.output.pending() >= max_output {
+                conn.paused = true;
+                return;
+            }
+            match conn.read(scratch) {
+                Ok(0) => {
+                    conn.eof = true;
+                    if conn.decoder.buffered() > 0 {
+                        debug!(
+                            "peer={} closed in the middle of a line; dropping it",
+                            conn.peer
+                        );
+                    }
+                    return;
+                }
+                Ok(n) => {
+                    core.stats.bytes_in += n as u64;
+                    let used = core.process(conn, &scratch[..n], max_output);
+                    if used < n {
+                        conn.stash.extend_from_slice(&scratch[used..n]);
+                        return;
+                    }
+                    if conn.quitting {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    debug!("peer={} read failed: {e}", conn.peer);
+                    conn.broken = true;
+                    return;
+                }
+            }
+        }
+        // Budget used up; the socket may hold more, and no new edge will
+        // say so.
+        ready.push(key);
+    }
+
+    /// The before-sleep step: append what was produced, settle the `ACK`s,
+    /// then send each touched connection's replies.
+    fn finish_turn(&mut self) {
+        self.core.flush_all();
+        let max_output = self.config.max_output_bytes;
+        for i in 0..self.dirty.len() {
+            let key = self.dirty[i];
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            conn.dirty = false;
+            if conn.output.has_holds() {
+                let topics = &self.core.topics;
+                conn.output
+                    .settle(|hold| topics[hold.log as usize].hold_state(hold));
+            }
+            if conn.output.has_sendable() && !conn.broken {
+                match conn.flush() {
+                    Ok(n) => self.core.stats.bytes_out += n as u64,
+                    Err(e) => {
+                        debug!("peer={} write failed: {e}", conn.peer);
+                        conn.broken = true;
+                    }
+                }
+            }
+            if conn.paused && conn.output.pending() < max_output / 2 {
+                self.ready.push(key);
+            }
+            if conn.is_finished() {
+                self.close(key);
+            }
+        }
+        self.dirty.clear();
+        for topic in &mut self.core.topics {
+            topic.failures.clear();
+        }
+    }
+
+    fn close(&mut self, key: usize) {
+        let mut conn = self.conns.remove(key);
+        if let Err(e) = self.poll.registry().deregister(&mut conn.stream) {
+            debug!("peer={} deregister: {e}", conn.peer);
+        }
+        debug!(
+            "close token={key} peer={} connections={}",
+            conn.peer,
+            self.conns.len()
+        );
+    }
+
+    /// Stops accepting, writes and syncs the log, sends what replies it can.
+    fn shutdown(mut self) -> Result<(), BrokerError> {
+        info!("shutting down: connections={}", self.conns.len());
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        self.finish_turn();
+        for topic in &self.core.topics {
+            if let Err(e) = topic.log.sync() {
+                error!("{e}");
+            }
+        }
+        let s = &self.core.stats;
+        info!(
+            "stopped: produced={} consumed={} connections_total={}",
+            s.produced, s.consumed, s.connections_total
+        );
+        Ok(())
+    }
+
+    fn warn_limited(&mut self, message: &str) {
+        let now = Instant::now();
+        if self
+            .last_warning
+            .is_none_or(|t| now.duration_since(t) >= WARN_EVERY)
+        {
+            self.last_warning = Some(now);
+            warn!("{message}");
+        } else {
+            debug!("{message}");
+        }
+    }
+}
+
+fn mark_dirty(conn: &mut Connection, key: usize, dirty: &mut Vec<usize>) {
+    if !conn.dirty {
+        conn.dirty = true;
+        dirty.push(key);
+    }
+}
+
+/// Tells a client it cannot be served and closes it.
+fn reject(mut stream: TcpStream) {
+    // A fresh socket's send buffer is empty, so this does not block or
+    // write short; if it fails the client just sees the close.
+    let _ = stream.write(reply::TOO_MANY_CONNECTIONS);
+}
+
+fn is_out_of_descriptors(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+/// Resolves `HOST:PORT`, preferring IPv4 so `localhost` means 127.0.0.1.
+fn resolve(addr: &str) -> io::Result<SocketAddr> {
+    let addrs: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address found"))
+}
+
+/// Takes an exclusive `flock` on `DIR/.lock` so two brokers never append to
+/// the same log. The lock dies with the process, even after `kill -9`.
+fn lock_data_dir(dir: &std::path::Path) -> Result<File, BrokerError> {
+    let path = dir.join(".lock");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| BrokerError::DataDir {
+            path: path.clone(),
+            source,
+        })?;
+    // SAFETY: flock on a descriptor we own; no memory is involved.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let source = io::Error::last_os_error();
+        if source.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            return Err(BrokerError::Locked { path });
+        }
+        return Err(BrokerError::DataDir { path, source });
+    }
+    Ok(file)
+}
+
+/// Raises the soft limit on open files towards `wanted` (within the hard
+/// limit), so `--max-connections` is not cut short by a default of 1024.
+fn raise_fd_limit(wanted: u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit write/read only the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 || lim.rlim_cur >= wanted {
+            return;
+        }
+        let target = wanted.min(lim.rlim_max);
+        if target > lim.rlim_cur {
+            lim.rlim_cur = target;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                warn!("could not raise the open file limit to {target}");
+            }
+        }
+        if target < wanted {
+            warn!("open file limit is {target}; fewer than max_connections clients can connect");
+        }
+    }
+}
