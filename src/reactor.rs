@@ -442,6 +442,9 @@ impl Broker {
         if self.accept_paused_until.is_some() {
             return;
         }
+        if self.spare_fd.is_none() {
+            self.spare_fd = File::open("/dev/null").ok();
+        }
         loop {
             let Some(listener) = &self.listener else {
                 return;
@@ -454,18 +457,28 @@ impl Broker {
                     // Use the spare descriptor to take the client off the
                     // backlog and tell it, rather than leave it there and
                     // spin on a listener that stays readable.
+                    // (Linux reports EMFILE before looking at the backlog,
+                    // so an empty backlog shows up as WouldBlock here.)
                     if let Some(spare) = self.spare_fd.take() {
                         drop(spare);
                         let turned_away = self.listener.as_ref().map(|l| l.accept());
-                        if let Some(Ok((stream, peer))) = turned_away {
-                            self.warn_limited(&format!(
-                                "out of file descriptors ({e}); turned away peer={peer}"
-                            ));
-                            reject(stream);
-                            self.core.stats.rejected_connections += 1;
-                        }
+                        let backlog_empty = match turned_away {
+                            Some(Ok((stream, peer))) => {
+                                self.warn_limited(&format!(
+                                    "out of file descriptors ({e}); turned away peer={peer}"
+                                ));
+                                reject(stream);
+                                self.core.stats.rejected_connections += 1;
+                                false
+                            }
+                            Some(Err(e)) => e.kind() == io::ErrorKind::WouldBlock,
+                            None => true,
+                        };
                         self.spare_fd = File::open("/dev/null").ok();
                         if self.spare_fd.is_some() {
+                            if backlog_empty {
+                                return;
+                            }
                             continue;
                         }
                     }
