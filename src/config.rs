@@ -13,6 +13,10 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 /// connection's requests until the client reads its replies.
 pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 1 << 20;
 
+pub const DEFAULT_MAX_TOPICS: usize = 1024;
+/// A subscriber's output is topped up from the log to this many bytes.
+pub const SUBSCRIPTION_WINDOW: usize = 256 * 1024;
+
 /// Bytes read from a socket at once (one buffer shared by all connections).
 pub const READ_CHUNK: usize = 64 * 1024;
 /// Reads per connection per loop turn before others get their turn.
@@ -30,6 +34,11 @@ pub struct Config {
     pub max_line_bytes: usize,
     pub max_connections: usize,
     pub max_output_bytes: usize,
+    /// `USE` of an unknown topic creates it.
+    pub auto_create_topics: bool,
+    pub max_topics: usize,
+    /// A file holding the token clients must send with `AUTH`.
+    pub auth_token_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -40,6 +49,9 @@ impl Default for Config {
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
+            auto_create_topics: true,
+            max_topics: DEFAULT_MAX_TOPICS,
+            auth_token_file: None,
         }
     }
 }

@@ -26,10 +26,11 @@ pub struct Hold {
     pos: usize,
     /// Length of the `ACK` line.
     len: u32,
-    /// Which log the message went to.
+    /// Which journal (topic log, or the offsets file) the write went to.
     pub log: u32,
-    /// The log's failure epoch when the message was staged.
+    /// The journal's failure epoch when the write was staged.
     pub epoch: u32,
+    /// The message's offset (or the commit's sequence number).
     pub offset: u64,
 }
 
@@ -80,16 +81,25 @@ impl Output {
 
     /// Queues `ACK offset:<offset>`, held until the append is settled.
     pub fn push_ack(&mut self, log: u32, epoch: u32, offset: u64) {
+        self.push_held(log, epoch, offset, |buf| {
+            buf.extend_from_slice(reply::ACK);
+            push_u64(buf, offset);
+            buf.push(b'\n');
+        });
+    }
+
+    /// Queues the reply line `render` writes, held until write number
+    /// `seq` of journal `log` is settled (and replaced by an error line if
+    /// that write fails).
+    pub fn push_held(&mut self, log: u32, epoch: u32, seq: u64, render: impl FnOnce(&mut Vec<u8>)) {
         let pos = self.buf.len();
-        self.buf.extend_from_slice(reply::ACK);
-        push_u64(&mut self.buf, offset);
-        self.buf.push(b'\n');
+        render(&mut self.buf);
         self.holds.push_back(Hold {
             pos,
             len: (self.buf.len() - pos) as u32,
             log,
             epoch,
-            offset,
+            offset: seq,
         });
     }
 
@@ -190,6 +200,40 @@ impl Output {
     }
 }
 
+/// What a client has asked for beyond single requests.
+#[derive(Debug)]
+pub struct Session {
+    /// The topic its commands apply to (`USE`).
+    pub topic: u32,
+    pub authenticated: bool,
+    pub auth_failures: u8,
+    /// A `FETCH` parked until data arrives or its wait ends; the client's
+    /// later requests are not read meanwhile, so replies stay in order.
+    pub wait: Option<Wait>,
+    /// An open `SUBSCRIBE` stream.
+    pub subscription: Option<Subscription>,
+}
+
+/// A parked `FETCH`.
+#[derive(Debug, Clone, Copy)]
+pub struct Wait {
+    pub topic: u32,
+    pub offset: u64,
+    pub max: u64,
+    /// Matches the timer entry, so a stale timer is ignored.
+    pub id: u64,
+}
+
+/// A `SUBSCRIBE` stream: messages from `next` on are sent as the socket
+/// drains, read from the log, never buffered beyond a window.
+#[derive(Debug, Clone, Copy)]
+pub struct Subscription {
+    pub topic: u32,
+    pub next: u64,
+    /// Registered with the topic to hear of new messages.
+    pub waiting: bool,
+}
+
 /// One client.
 #[derive(Debug)]
 pub struct Connection {
@@ -197,12 +241,14 @@ pub struct Connection {
     pub peer: SocketAddr,
     pub decoder: LineDecoder,
     pub output: Output,
+    pub session: Session,
     /// Input read from the socket but not yet processed, kept only while
-    /// the connection is paused (bounded by one read).
+    /// the connection is paused or parked (bounded by one read).
     pub stash: Vec<u8>,
     /// The peer closed its sending side.
     pub eof: bool,
-    /// `QUIT` was received: send what is queued, then close.
+    /// `QUIT` was received (or auth failed too often): send what is
+    /// queued, then close.
     pub quitting: bool,
     /// Requests are not being read until the output drains.
     pub paused: bool,
@@ -215,12 +261,19 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub fn new(stream: TcpStream, peer: SocketAddr, max_line: usize) -> Self {
+    pub fn new(stream: TcpStream, peer: SocketAddr, max_line: usize, authenticated: bool) -> Self {
         Connection {
             stream,
             peer,
             decoder: LineDecoder::new(max_line),
             output: Output::default(),
+            session: Session {
+                topic: 0,
+                authenticated,
+                auth_failures: 0,
+                wait: None,
+                subscription: None,
+            },
             stash: Vec::new(),
             eof: false,
             quitting: false,
@@ -249,7 +302,12 @@ impl Connection {
     /// Whether the connection has nothing more to do and can be closed.
     pub fn is_finished(&self) -> bool {
         self.broken
-            || ((self.quitting || (self.eof && self.stash.is_empty())) && self.output.is_empty())
+            || (self.output.is_empty()
+                && (self.quitting
+                    || (self.eof
+                        && self.stash.is_empty()
+                        && self.session.wait.is_none()
+                        && self.session.subscription.is_none())))
     }
 }
 

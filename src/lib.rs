@@ -4,11 +4,15 @@
 //! - [`protocol`]: framing, request parsing and reply words (no I/O);
 //! - [`connection`]: one client's socket and buffers;
 //! - [`reactor`]: the poll loop that owns the listener, clients and logs;
+//! - [`commands`]: what each request does: topics, offsets, stats;
 //! - [`storage`]: the append-only log files;
+//! - [`offsets`]: committed consumer-group offsets;
 //! - [`config`]: defaults and limits.
 
+pub mod commands;
 pub mod config;
 pub mod connection;
+pub mod offsets;
 pub mod protocol;
 pub mod reactor;
 pub mod storage;

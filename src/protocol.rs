@@ -3,21 +3,35 @@
 //! Every request and every reply is one line ending in `\n`; a `\r` just
 //! before the `\n` is dropped so `telnet` works. Command words are
 //! case-insensitive. Every request line gets exactly one reply line, except
-//! `HELP`, whose reply ends with a line `END`. `docs/PROTOCOL.md` is the
-//! user-facing reference; this module is where the words live.
+//! the multi-line replies (`FETCH`, `TOPICS`, `STATS`, `HELP`, and the
+//! stream `SUBSCRIBE` starts), which end with a line starting `END`.
+//! `docs/PROTOCOL.md` is the user-facing reference; this module is where
+//! the words live.
 //!
-//! | request             | reply                                                  |
-//! |---------------------|--------------------------------------------------------|
-//! | `PRODUCE <message>` | `ACK offset:<n>`                                       |
-//! | `CONSUME <offset>`  | `MESSAGE offset:<n> <message>` or `NO_MESSAGE`         |
-//! | `PING`              | `PONG`                                                 |
-//! | `HELP`              | one line per command, then `END`                       |
-//! | `QUIT`              | `BYE`, then the broker closes the connection          |
+//! | request                          | reply                                              |
+//! |----------------------------------|----------------------------------------------------|
+//! | `PRODUCE <message>`              | `ACK offset:<n>`                                   |
+//! | `CONSUME <offset>`               | `MESSAGE offset:<n> <message>` or `NO_MESSAGE`     |
+//! | `FETCH <offset> <max> [<wait>]`  | `MESSAGE ...` lines, then `END offset:<next>`      |
+//! | `SUBSCRIBE <offset>`             | `MESSAGE ...` lines as messages arrive             |
+//! | `UNSUBSCRIBE`                    | `END offset:<next>`                                |
+//! | `USE <topic>`                    | `USING <topic>`                                    |
+//! | `CREATE <topic>`                 | `CREATED <topic>` or `TOPIC_EXISTS <topic>`        |
+//! | `TOPICS`                         | `TOPIC <name> first:<n> next:<n> bytes:<n>` lines, `END` |
+//! | `COMMIT <group> <offset>`        | `COMMITTED <group> <offset>`                       |
+//! | `OFFSET <group>`                 | `OFFSET <group> <offset>`                          |
+//! | `STATS`                          | `STAT <name> <value>` lines, then `END`            |
+//! | `AUTH <token>`                   | `AUTHENTICATED`                                    |
+//! | `PING`                           | `PONG`                                             |
+//! | `HELP`                           | one line per command, then `END`                   |
+//! | `QUIT`                           | `BYE`, then the broker closes the connection      |
 //!
 //! Errors: `INVALID_REQUEST <why>`, `INVALID_OFFSET <why>`,
-//! `MESSAGE_TOO_LARGE <limit>`, `STORAGE_ERROR <why>`,
-//! `TOO_MANY_CONNECTIONS`. An error never consumes an offset and, apart from
-//! `TOO_MANY_CONNECTIONS`, leaves the connection usable.
+//! `UNKNOWN_TOPIC <why>`, `MESSAGE_TOO_LARGE <limit>`,
+//! `STORAGE_ERROR <why>`, `NOAUTH <why>`, `INVALID_TOKEN <why>`,
+//! `TOO_MANY_CONNECTIONS`. An error never consumes an offset and, apart
+//! from `TOO_MANY_CONNECTIONS` and repeated `INVALID_TOKEN`, leaves the
+//! connection usable.
 
 use memchr::memchr;
 
@@ -26,23 +40,54 @@ pub mod reply {
     pub const ACK: &[u8] = b"ACK offset:";
     pub const MESSAGE: &[u8] = b"MESSAGE offset:";
     pub const NO_MESSAGE: &[u8] = b"NO_MESSAGE\n";
+    pub const END_OFFSET: &[u8] = b"END offset:";
+    pub const USING: &[u8] = b"USING ";
+    pub const CREATED: &[u8] = b"CREATED ";
+    pub const TOPIC_EXISTS: &[u8] = b"TOPIC_EXISTS ";
+    pub const TOPIC: &[u8] = b"TOPIC ";
+    pub const COMMITTED: &[u8] = b"COMMITTED ";
+    pub const OFFSET: &[u8] = b"OFFSET ";
+    pub const STAT: &[u8] = b"STAT ";
+    pub const AUTHENTICATED: &[u8] = b"AUTHENTICATED\n";
     pub const PONG: &[u8] = b"PONG\n";
     pub const BYE: &[u8] = b"BYE\n";
     pub const END: &[u8] = b"END\n";
     pub const INVALID_REQUEST: &str = "INVALID_REQUEST";
     pub const INVALID_OFFSET: &str = "INVALID_OFFSET";
+    pub const UNKNOWN_TOPIC: &[u8] = b"UNKNOWN_TOPIC ";
     pub const MESSAGE_TOO_LARGE: &[u8] = b"MESSAGE_TOO_LARGE ";
     pub const STORAGE_ERROR: &[u8] = b"STORAGE_ERROR ";
+    pub const NOAUTH: &[u8] = b"NOAUTH authentication required; send AUTH <token>\n";
+    pub const INVALID_TOKEN: &[u8] = b"INVALID_TOKEN wrong token\n";
+    pub const INVALID_TOKEN_CLOSING: &[u8] =
+        b"INVALID_TOKEN wrong token; closing after repeated failures\n";
     pub const TOO_MANY_CONNECTIONS: &[u8] = b"TOO_MANY_CONNECTIONS\n";
 
     /// The reply to `HELP`: one line per command, then `END`.
-    pub const HELP: &[u8] = b"PRODUCE <message>   append a message; replies ACK offset:<n>\n\
-CONSUME <offset>    read one message; replies MESSAGE offset:<n> <message> or NO_MESSAGE\n\
-PING                replies PONG\n\
-HELP                this list, then END\n\
-QUIT                replies BYE and closes the connection\n\
+    pub const HELP: &[u8] = b"PRODUCE <message>               append a message; replies ACK offset:<n>\n\
+CONSUME <offset>                read one message; replies MESSAGE offset:<n> <message> or NO_MESSAGE\n\
+FETCH <offset> <max> [<wait_ms>] up to <max> MESSAGE lines, then END offset:<next>; waits up to <wait_ms> for the first\n\
+SUBSCRIBE <offset>              stream MESSAGE lines from <offset> on, as they arrive, until UNSUBSCRIBE\n\
+UNSUBSCRIBE                     stop the stream; replies END offset:<next>\n\
+USE <topic>                     switch this connection to <topic>; replies USING <topic>\n\
+CREATE <topic>                  create a topic; replies CREATED <topic> or TOPIC_EXISTS <topic>\n\
+TOPICS                          one TOPIC <name> first:<n> next:<n> bytes:<n> line per topic, then END\n\
+COMMIT <group> <offset>         store <group>'s position in this topic; replies COMMITTED <group> <offset>\n\
+OFFSET <group>                  replies OFFSET <group> <offset>, the committed position (0 if none)\n\
+STATS                           STAT <name> <value> lines, then END\n\
+AUTH <token>                    authenticate; replies AUTHENTICATED\n\
+PING                            replies PONG\n\
+HELP                            this list, then END\n\
+QUIT                            replies BYE and closes the connection\n\
 END\n";
 }
+
+/// Most messages one `FETCH` may ask for.
+pub const MAX_FETCH_COUNT: u64 = 100_000;
+/// Longest wait one `FETCH` may ask for, in milliseconds.
+pub const MAX_WAIT_MS: u64 = 60_000;
+/// Longest topic or group name.
+pub const MAX_NAME_LEN: usize = 64;
 
 /// One parsed request. Borrowed from the line it came from: no allocation.
 #[derive(Debug, PartialEq, Eq)]
@@ -51,6 +96,30 @@ pub enum Request<'a> {
     Produce(&'a [u8]),
     /// Read the message at an offset.
     Consume(u64),
+    /// Read up to `max` messages from `offset`, waiting up to `wait_ms`
+    /// for the first one if there is none yet.
+    Fetch {
+        offset: u64,
+        max: u64,
+        wait_ms: Option<u64>,
+    },
+    /// Stream every message from an offset on.
+    Subscribe(u64),
+    Unsubscribe,
+    /// Switch the connection to a topic (a validated name).
+    Use(&'a [u8]),
+    Create(&'a [u8]),
+    Topics,
+    /// Store a consumer group's position in the current topic.
+    Commit {
+        group: &'a [u8],
+        offset: u64,
+    },
+    /// Ask for a consumer group's committed position.
+    Offset(&'a [u8]),
+    Stats,
+    /// Authenticate with a token (every byte after the first space).
+    Auth(&'a [u8]),
     Ping,
     Help,
     Quit,
@@ -60,7 +129,7 @@ pub enum Request<'a> {
 /// without its newline.
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
 pub enum ParseError {
-    /// Unknown command, wrong number of arguments, empty message.
+    /// Unknown command, wrong number of arguments, empty message, bad name.
     InvalidRequest(&'static str),
     /// An offset that is not a decimal `u64`.
     InvalidOffset(&'static str),
@@ -76,6 +145,13 @@ impl std::fmt::Display for ParseError {
 }
 
 const OFFSET_RANGE: &str = "offset must be a decimal number from 0 to 18446744073709551615";
+const BAD_NAME: &str = "names are 1 to 64 characters of A-Z a-z 0-9 . _ - and not . or ..";
+
+macro_rules! usage {
+    ($usage:literal) => {
+        ParseError::InvalidRequest(concat!("wrong number of arguments; usage: ", $usage))
+    };
+}
 
 /// Parses one line (without its `\n` or `\r\n`).
 pub fn parse(line: &[u8]) -> Result<Request<'_>, ParseError> {
@@ -90,44 +166,137 @@ pub fn parse(line: &[u8]) -> Result<Request<'_>, ParseError> {
             ParseError::InvalidRequest("a request starts with a command word; try HELP")
         });
     }
-    if word.eq_ignore_ascii_case(b"PRODUCE") {
-        return match rest {
-            Some(message) if !message.is_empty() => Ok(Request::Produce(message)),
-            _ => Err(ParseError::InvalidRequest(
-                "PRODUCE needs a non-empty message: PRODUCE <message>",
-            )),
-        };
+    let mut upper = [0u8; 12];
+    if word.len() > upper.len() {
+        return Err(ParseError::InvalidRequest("unknown command; try HELP"));
     }
-    let mut args = rest
+    let upper = &mut upper[..word.len()];
+    upper.copy_from_slice(word);
+    upper.make_ascii_uppercase();
+
+    // Commands whose argument is the rest of the line, spaces and all.
+    match &*upper {
+        b"PRODUCE" => {
+            return match rest {
+                Some(message) if !message.is_empty() => Ok(Request::Produce(message)),
+                _ => Err(ParseError::InvalidRequest(
+                    "PRODUCE needs a non-empty message: PRODUCE <message>",
+                )),
+            };
+        }
+        b"AUTH" => {
+            return match rest {
+                Some(token) if !token.is_empty() => Ok(Request::Auth(token)),
+                _ => Err(usage!("AUTH <token>")),
+            };
+        }
+        _ => {}
+    }
+
+    // The rest take space-separated arguments; at most 3, a 4th is "extra".
+    let mut args: [&[u8]; 4] = [b""; 4];
+    let mut n = 0;
+    for arg in rest
         .unwrap_or(b"")
         .split(|&b| b == b' ')
-        .filter(|a| !a.is_empty());
-    if word.eq_ignore_ascii_case(b"CONSUME") {
-        let offset = args.next().ok_or(ParseError::InvalidRequest(
-            "CONSUME needs an offset: CONSUME <offset>",
-        ))?;
-        if args.next().is_some() {
-            return Err(ParseError::InvalidRequest(
-                "CONSUME takes one argument: CONSUME <offset>",
-            ));
+        .filter(|a| !a.is_empty())
+    {
+        if n == args.len() {
+            break;
         }
-        return parse_u64(offset)
-            .map(Request::Consume)
-            .ok_or(ParseError::InvalidOffset(OFFSET_RANGE));
+        args[n] = arg;
+        n += 1;
     }
-    let (request, name) = if word.eq_ignore_ascii_case(b"PING") {
-        (Request::Ping, "PING takes no arguments")
-    } else if word.eq_ignore_ascii_case(b"HELP") {
-        (Request::Help, "HELP takes no arguments")
-    } else if word.eq_ignore_ascii_case(b"QUIT") {
-        (Request::Quit, "QUIT takes no arguments")
-    } else {
-        return Err(ParseError::InvalidRequest("unknown command; try HELP"));
+    let args = &args[..n];
+    let no_args = |request: Request<'static>, error: ParseError| {
+        if args.is_empty() {
+            Ok(request)
+        } else {
+            Err(error)
+        }
     };
-    if args.next().is_some() {
-        return Err(ParseError::InvalidRequest(name));
+    match &*upper {
+        b"CONSUME" => match args {
+            [offset] => Ok(Request::Consume(parse_offset(offset)?)),
+            _ => Err(usage!("CONSUME <offset>")),
+        },
+        b"FETCH" => match args {
+            [offset, max] | [offset, max, _] => {
+                let offset = parse_offset(offset)?;
+                let max = parse_u64(max)
+                    .filter(|m| (1..=MAX_FETCH_COUNT).contains(m))
+                    .ok_or(ParseError::InvalidRequest(
+                        "max must be a number from 1 to 100000",
+                    ))?;
+                let wait_ms = match args.get(2) {
+                    None => None,
+                    Some(wait) => Some(parse_u64(wait).filter(|w| *w <= MAX_WAIT_MS).ok_or(
+                        ParseError::InvalidRequest("wait_ms must be a number from 0 to 60000"),
+                    )?),
+                };
+                Ok(Request::Fetch {
+                    offset,
+                    max,
+                    wait_ms,
+                })
+            }
+            _ => Err(usage!("FETCH <offset> <max> [<wait_ms>]")),
+        },
+        b"SUBSCRIBE" => match args {
+            [offset] => Ok(Request::Subscribe(parse_offset(offset)?)),
+            _ => Err(usage!("SUBSCRIBE <offset>")),
+        },
+        b"USE" => match args {
+            [name] => Ok(Request::Use(parse_name(name)?)),
+            _ => Err(usage!("USE <topic>")),
+        },
+        b"CREATE" => match args {
+            [name] => Ok(Request::Create(parse_name(name)?)),
+            _ => Err(usage!("CREATE <topic>")),
+        },
+        b"COMMIT" => match args {
+            [group, offset] => Ok(Request::Commit {
+                group: parse_name(group)?,
+                offset: parse_offset(offset)?,
+            }),
+            _ => Err(usage!("COMMIT <group> <offset>")),
+        },
+        b"OFFSET" => match args {
+            [group] => Ok(Request::Offset(parse_name(group)?)),
+            _ => Err(usage!("OFFSET <group>")),
+        },
+        b"UNSUBSCRIBE" => no_args(Request::Unsubscribe, usage!("UNSUBSCRIBE")),
+        b"TOPICS" => no_args(Request::Topics, usage!("TOPICS")),
+        b"STATS" => no_args(Request::Stats, usage!("STATS")),
+        b"PING" => no_args(Request::Ping, usage!("PING")),
+        b"HELP" => no_args(Request::Help, usage!("HELP")),
+        b"QUIT" => no_args(Request::Quit, usage!("QUIT")),
+        _ => Err(ParseError::InvalidRequest("unknown command; try HELP")),
     }
-    Ok(request)
+}
+
+fn parse_offset(digits: &[u8]) -> Result<u64, ParseError> {
+    parse_u64(digits).ok_or(ParseError::InvalidOffset(OFFSET_RANGE))
+}
+
+fn parse_name(name: &[u8]) -> Result<&[u8], ParseError> {
+    if is_valid_name(name) {
+        Ok(name)
+    } else {
+        Err(ParseError::InvalidRequest(BAD_NAME))
+    }
+}
+
+/// Whether `name` may name a topic or a consumer group: 1 to 64 of
+/// `[A-Za-z0-9._-]`, not `.` or `..`. Such a name is always a single,
+/// harmless path component.
+pub fn is_valid_name(name: &[u8]) -> bool {
+    (1..=MAX_NAME_LEN).contains(&name.len())
+        && name != b"."
+        && name != b".."
+        && name
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// A strict decimal `u64`: digits only (no sign, no spaces), no overflow.
@@ -388,6 +557,43 @@ mod tests {
             parse(b"CONSUME 18446744073709551615"),
             Ok(Request::Consume(u64::MAX))
         );
+        assert_eq!(
+            parse(b"fetch 5 10"),
+            Ok(Request::Fetch {
+                offset: 5,
+                max: 10,
+                wait_ms: None
+            })
+        );
+        assert_eq!(
+            parse(b"FETCH 0 100000 60000"),
+            Ok(Request::Fetch {
+                offset: 0,
+                max: 100_000,
+                wait_ms: Some(60_000)
+            })
+        );
+        assert_eq!(parse(b"SUBSCRIBE 3"), Ok(Request::Subscribe(3)));
+        assert_eq!(parse(b"unsubscribe"), Ok(Request::Unsubscribe));
+        assert_eq!(
+            parse(b"USE orders.v2_eu-1"),
+            Ok(Request::Use(b"orders.v2_eu-1"))
+        );
+        assert_eq!(parse(b"CREATE t"), Ok(Request::Create(b"t")));
+        assert_eq!(parse(b"TOPICS"), Ok(Request::Topics));
+        assert_eq!(
+            parse(b"COMMIT g1 17"),
+            Ok(Request::Commit {
+                group: b"g1",
+                offset: 17
+            })
+        );
+        assert_eq!(parse(b"OFFSET g1"), Ok(Request::Offset(b"g1")));
+        assert_eq!(parse(b"STATS"), Ok(Request::Stats));
+        assert_eq!(
+            parse(b"AUTH s3cret with space"),
+            Ok(Request::Auth(b"s3cret with space"))
+        );
         assert_eq!(parse(b"ping"), Ok(Request::Ping));
         assert_eq!(parse(b"HELP"), Ok(Request::Help));
         assert_eq!(parse(b"Quit"), Ok(Request::Quit));
@@ -404,10 +610,26 @@ mod tests {
             b"CONSUME",
             b"CONSUME ",
             b"CONSUME 1 2",
+            b"FETCH 1",
+            b"FETCH 1 0",
+            b"FETCH 1 100001",
+            b"FETCH 1 x",
+            b"FETCH 1 10 60001",
+            b"FETCH 1 10 -5",
+            b"FETCH 1 10 100 7",
+            b"SUBSCRIBE",
+            b"UNSUBSCRIBE 1",
+            b"USE",
+            b"USE a b",
+            b"COMMIT g",
+            b"OFFSET",
+            b"AUTH",
+            b"AUTH ",
             b"PING x",
             b"",
             b" PING",
             b"FOO",
+            b"AVERYLONGCOMMANDWORD",
         ] {
             assert!(invalid(line), "{:?}", String::from_utf8_lossy(line));
         }
@@ -419,18 +641,51 @@ mod tests {
             b"1.5",
             b"0x10",
         ] {
-            let mut line = b"CONSUME ".to_vec();
-            line.extend_from_slice(offset);
-            assert!(
-                matches!(parse(&line), Err(ParseError::InvalidOffset(_))),
-                "{:?}",
-                String::from_utf8_lossy(&line)
-            );
+            for command in ["CONSUME ", "SUBSCRIBE ", "FETCH ", "COMMIT g "] {
+                let mut line = command.as_bytes().to_vec();
+                line.extend_from_slice(offset);
+                if command == "FETCH " {
+                    line.extend_from_slice(b" 10");
+                }
+                assert!(
+                    matches!(parse(&line), Err(ParseError::InvalidOffset(_))),
+                    "{:?}",
+                    String::from_utf8_lossy(&line)
+                );
+            }
         }
         assert_eq!(
             parse(b"CONSUME x").unwrap_err().to_string(),
             "INVALID_OFFSET offset must be a decimal number from 0 to 18446744073709551615"
         );
+        assert_eq!(
+            parse(b"CONSUME").unwrap_err().to_string(),
+            "INVALID_REQUEST wrong number of arguments; usage: CONSUME <offset>"
+        );
+    }
+
+    #[test]
+    fn names_cannot_become_paths() {
+        for bad in [
+            &b"."[..],
+            b"..",
+            b"../etc",
+            b"a/b",
+            b"/abs",
+            b"",
+            b"a\\b",
+            b"caf\xc3\xa9",
+            b"nul\x00",
+            &[b'a'; 65],
+        ] {
+            assert!(!is_valid_name(bad), "{:?}", String::from_utf8_lossy(bad));
+            let mut line = b"USE ".to_vec();
+            line.extend_from_slice(bad);
+            assert!(parse(&line).is_err());
+        }
+        for good in [&b"a"[..], b"...", b".hidden", b"A-Z_0.9", &[b'x'; 64]] {
+            assert!(is_valid_name(good), "{:?}", String::from_utf8_lossy(good));
+        }
     }
 
     #[test]

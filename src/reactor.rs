@@ -25,17 +25,18 @@ use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use log::{debug, error, info, warn};
+use log::{debug, info, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
+use crate::commands::{Control, Core};
 use crate::config::{self, Config};
-use crate::connection::{Connection, Hold, HoldState, Output};
-use crate::protocol::{self, Frame, Request, push_u64, reply};
-use crate::storage::{Log, StorageError};
+use crate::connection::Connection;
+use crate::protocol::{Frame, reply};
+use crate::storage::StorageError;
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
@@ -57,6 +58,8 @@ pub enum BrokerError {
     Locked { path: PathBuf },
     /// A log could not be opened or recovered.
     Storage(StorageError),
+    /// The auth token file could not be read or is empty.
+    AuthToken { path: PathBuf, why: String },
     /// The poll loop itself failed.
     Poll(io::Error),
 }
@@ -75,6 +78,9 @@ impl fmt::Display for BrokerError {
                 path.display()
             ),
             BrokerError::Storage(e) => write!(f, "{e}"),
+            BrokerError::AuthToken { path, why } => {
+                write!(f, "auth token file {}: {why}", path.display())
+            }
             BrokerError::Poll(e) => write!(f, "poll failed: {e}"),
         }
     }
@@ -85,205 +91,6 @@ impl std::error::Error for BrokerError {}
 impl From<StorageError> for BrokerError {
     fn from(e: StorageError) -> Self {
         BrokerError::Storage(e)
-    }
-}
-
-/// Counters for the whole broker.
-#[derive(Debug, Default, Clone)]
-pub struct Stats {
-    pub connections_total: u64,
-    pub produced: u64,
-    pub consumed: u64,
-    pub bytes_in: u64,
-    pub bytes_out: u64,
-    pub rejected_connections: u64,
-}
-
-/// An append that failed, remembered until the `ACK`s waiting for it are
-/// settled at the end of the turn.
-#[derive(Debug)]
-struct Failure {
-    /// The log's epoch the failed batch was staged in.
-    epoch: u32,
-    /// The first offset of the failed batch; earlier ones were written.
-    from: u64,
-    /// The reply line that replaces each failed `ACK`.
-    reply: Vec<u8>,
-}
-
-/// A log plus what the reactor needs to settle `ACK`s for it.
-#[derive(Debug)]
-struct Topic {
-    log: Log,
-    /// Bumped at every failed append, so an `ACK` staged before the failure
-    /// can tell it was part of the failed batch even if its offset is
-    /// staged again afterwards.
-    epoch: u32,
-    failures: Vec<Failure>,
-}
-
-impl Topic {
-    fn new(log: Log) -> Self {
-        Topic {
-            log,
-            epoch: 0,
-            failures: Vec::new(),
-        }
-    }
-
-    /// Writes staged messages; a failure is logged and remembered for the
-    /// `ACK`s that waited on it.
-    fn flush(&mut self) {
-        if !self.log.has_staged() {
-            return;
-        }
-        let from = self.log.flushed_offset();
-        if let Err(err) = self.log.flush() {
-            error!("append failed: {err}");
-            let mut reply = reply::STORAGE_ERROR.to_vec();
-            reply.extend_from_slice(err.client_reason().as_bytes());
-            reply.push(b'\n');
-            self.failures.push(Failure {
-                epoch: self.epoch,
-                from,
-                reply,
-            });
-            self.epoch = self.epoch.wrapping_add(1);
-        }
-    }
-
-    fn hold_state(&self, hold: &Hold) -> HoldState<'_> {
-        if hold.epoch == self.epoch {
-            return if hold.offset < self.log.flushed_offset() {
-                HoldState::Done
-            } else {
-                HoldState::Pending
-            };
-        }
-        match self.failures.iter().find(|f| f.epoch == hold.epoch) {
-            Some(f) if hold.offset >= f.from => HoldState::Failed(&f.reply),
-            _ => HoldState::Done,
-        }
-    }
-}
-
-/// What request handlers work on: the logs, counters and scratch space.
-struct Core {
-    topics: Vec<Topic>,
-    stats: Stats,
-    /// Scratch for reading the log.
-    read_buf: Vec<u8>,
-    max_line_bytes: usize,
-}
-
-/// What the connection should do after a request.
-enum Control {
-    Continue,
-    Quit,
-}
-
-impl Core {
-    fn flush_all(&mut self) {
-        for topic in &mut self.topics {
-            topic.flush();
-        }
-    }
-
-    fn execute(&mut self, out: &mut Output, line: &[u8]) -> Control {
-        match protocol::parse(line) {
-            Ok(Request::Produce(message)) => {
-                let topic = &mut self.topics[0];
-                let offset = topic.log.stage(message);
-                out.push_ack(0, topic.epoch, offset);
-                self.stats.produced += 1;
-                if topic.log.staged_bytes() >= config::MAX_BATCH_BYTES {
-                    topic.flush();
-                }
-            }
-            Ok(Request::Consume(offset)) => self.consume(0, offset, out),
-            Ok(Request::Ping) => out.push(reply::PONG),
-            Ok(Request::Help) => out.push(reply::HELP),
-            Ok(Request::Quit) => {
-                out.push(reply::BYE);
-                return Control::Quit;
-            }
-            Err(err) => {
-                let buf = out.buf_mut();
-                let _ = writeln!(buf, "{err}");
-            }
-        }
-        Control::Continue
-    }
-
-    /// Answers `CONSUME`: one message or `NO_MESSAGE`.
-    fn consume(&mut self, topic: usize, offset: u64, out: &mut Output) {
-        let Core {
-            topics,
-            stats,
-            read_buf,
-            ..
-        } = self;
-        let topic = &mut topics[topic];
-        if offset >= topic.log.flushed_offset() && offset < topic.log.next_offset() {
-            // Staged in this very turn (a pipelined PRODUCE then CONSUME):
-            // write it now so the reader sees what was acknowledged.
-            topic.flush();
-        }
-        let buf = out.buf_mut();
-        let mut found = false;
-        let result = topic
-            .log
-            .read(offset, 1, usize::MAX, read_buf, |n, message| {
-                buf.extend_from_slice(reply::MESSAGE);
-                push_u64(buf, n);
-                buf.push(b' ');
-                buf.extend_from_slice(message);
-                buf.push(b'\n');
-                found = true;
-            });
-        match result {
-            Ok(_) if found => stats.consumed += 1,
-            Ok(_) => buf.extend_from_slice(reply::NO_MESSAGE),
-            Err(err) => {
-                error!("read failed: {err}");
-                buf.extend_from_slice(reply::STORAGE_ERROR);
-                buf.extend_from_slice(err.client_reason().as_bytes());
-                buf.push(b'\n');
-            }
-        }
-    }
-
-    /// Decodes and executes the requests in `input`. Returns how many bytes
-    /// it used: fewer than all when the connection's output is over
-    /// `max_output` (the connection is then paused) or it quit (the rest is
-    /// then dropped, and all of `input` counts as used).
-    fn process(&mut self, conn: &mut Connection, input: &[u8], max_output: usize) -> usize {
-        let mut used = 0;
-        while used < input.len() {
-            if conn.output.pending() >= max_output {
-                conn.paused = true;
-                break;
-            }
-            let (n, frame) = conn.decoder.decode(&input[used..]);
-            used += n;
-            match frame {
-                None => {}
-                Some(Frame::Line(line)) => {
-                    if let Control::Quit = self.execute(&mut conn.output, line) {
-                        conn.quitting = true;
-                        return input.len();
-                    }
-                }
-                Some(Frame::TooLong) => {
-                    debug!("peer={} line over {} bytes", conn.peer, self.max_line_bytes);
-                    let buf = conn.output.buf_mut();
-                    buf.extend_from_slice(reply::MESSAGE_TOO_LARGE);
-                    push_u64(buf, self.max_line_bytes as u64);
-                    buf.push(b'\n');
-                }
-            }
-        }
-        used
     }
 }
 
@@ -320,7 +127,11 @@ impl Broker {
             source,
         })?;
         let lock = lock_data_dir(&config.data_dir)?;
-        let log = Log::open(config.data_dir.join(config::LOG_FILE))?;
+        let auth_token = match &config.auth_token_file {
+            Some(path) => Some(read_token(path)?),
+            None => None,
+        };
+        let core = Core::open(&config, auth_token)?;
 
         let bind_err = |source| BrokerError::Bind {
             addr: config.addr.clone(),
@@ -345,10 +156,11 @@ impl Broker {
             .register(&mut signals, SIGNALS, Interest::READABLE)
             .map_err(BrokerError::Poll)?;
         info!(
-            "listening addr={local_addr} data_dir={} max_connections={} max_line_bytes={}",
+            "listening addr={local_addr} data_dir={} max_connections={} max_line_bytes={} auth={}",
             config.data_dir.display(),
             config.max_connections,
-            config.max_line_bytes
+            config.max_line_bytes,
+            if core.auth_required() { "token" } else { "off" }
         );
         Ok(Broker {
             poll,
@@ -357,12 +169,7 @@ impl Broker {
             local_addr,
             display_addr,
             conns: Slab::new(),
-            core: Core {
-                topics: vec![Topic::new(log)],
-                stats: Stats::default(),
-                read_buf: Vec::new(),
-                max_line_bytes: config.max_line_bytes,
-            },
+            core,
             config,
             scratch: vec![0; config::READ_CHUNK],
             dirty: Vec::new(),
@@ -404,10 +211,17 @@ impl Broker {
                     LISTENER => self.accept(),
                     SIGNALS => stop |= self.signals.pending().next().is_some(),
                     Token(key) => {
-                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                        let Some(conn) = self.conns.get_mut(key) else {
+                            continue;
+                        };
+                        if event.is_error() {
+                            // Reset by the peer: even a parked connection
+                            // that reads nothing must go.
+                            conn.broken = true;
+                        }
+                        mark_dirty(conn, key, &mut self.dirty);
+                        if event.is_readable() || event.is_read_closed() {
                             readable.push(key);
-                        } else if let Some(conn) = self.conns.get_mut(key) {
-                            mark_dirty(conn, key, &mut self.dirty);
                         }
                     }
                 }
@@ -419,6 +233,7 @@ impl Broker {
                 self.accept_paused_until = None;
                 self.accept();
             }
+            self.expire_waits();
             readable.append(&mut self.ready);
             for key in readable.drain(..) {
                 self.service(key);
@@ -434,8 +249,31 @@ impl Broker {
         if !self.ready.is_empty() {
             return Some(Duration::ZERO);
         }
-        self.accept_paused_until
-            .map(|t| t.saturating_duration_since(Instant::now()))
+        let deadline = match (self.accept_paused_until, self.core.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        // Round up so a timer is never found still a hair in the future.
+        deadline.map(|t| t.saturating_duration_since(Instant::now()) + Duration::from_millis(1))
+    }
+
+    /// Answers parked fetches whose wait ran out.
+    fn expire_waits(&mut self) {
+        if self.core.next_deadline().is_none_or(|t| t > Instant::now()) {
+            return;
+        }
+        for (key, id) in self.core.expired(Instant::now()) {
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            if self
+                .core
+                .expire(key, id, &mut conn.session, &mut conn.output)
+            {
+                mark_dirty(conn, key, &mut self.dirty);
+                self.ready.push(key);
+            }
+        }
     }
 
     fn accept(&mut self) {
@@ -468,7 +306,7 @@ impl Broker {
                                     "out of file descriptors ({e}); turned away peer={peer}"
                                 ));
                                 reject(stream);
-                                self.core.stats.rejected_connections += 1;
+                                self.core.stats.connections_rejected += 1;
                                 false
                             }
                             Some(Err(e)) => e.kind() == io::ErrorKind::WouldBlock,
@@ -502,7 +340,7 @@ impl Broker {
                 self.config.max_connections
             ));
             reject(stream);
-            self.core.stats.rejected_connections += 1;
+            self.core.stats.connections_rejected += 1;
             return;
         }
         if let Err(e) = stream.set_nodelay(true) {
@@ -521,8 +359,14 @@ impl Broker {
             warn!("peer={peer} register failed: {e}");
             return;
         }
-        entry.insert(Connection::new(stream, peer, self.config.max_line_bytes));
+        entry.insert(Connection::new(
+            stream,
+            peer,
+            self.config.max_line_bytes,
+            !self.core.auth_required(),
+        ));
         self.core.stats.connections_total += 1;
+        self.core.stats.connections_current += 1;
         debug!(
             "accept token={key} peer={peer} connections={}",
             self.conns.len()
@@ -550,15 +394,18 @@ impl Broker {
         conn.serviced_turn = *turn;
         mark_dirty(conn, key, dirty);
         conn.paused = false;
+        if conn.session.wait.is_some() || conn.broken {
+            return;
+        }
         if !conn.stash.is_empty() {
             let stash = std::mem::take(&mut conn.stash);
-            let used = core.process(conn, &stash, max_output);
+            let used = process(core, key, conn, &stash, max_output);
             if used < stash.len() {
                 conn.stash = stash[used..].to_vec();
                 return;
             }
         }
-        if conn.quitting || conn.eof || conn.broken {
+        if conn.quitting || conn.eof || conn.session.wait.is_some() {
             return;
         }
         for _ in 0..config::READS_PER_TURN {
@@ -579,12 +426,12 @@ impl Broker {
                 }
                 Ok(n) => {
                     core.stats.bytes_in += n as u64;
-                    let used = core.process(conn, &scratch[..n], max_output);
+                    let used = process(core, key, conn, &scratch[..n], max_output);
                     if used < n {
                         conn.stash.extend_from_slice(&scratch[used..n]);
                         return;
                     }
-                    if conn.quitting {
+                    if conn.quitting || conn.session.wait.is_some() {
                         return;
                     }
                 }
@@ -601,10 +448,20 @@ impl Broker {
         ready.push(key);
     }
 
-    /// The before-sleep step: append what was produced, settle the `ACK`s,
-    /// then send each touched connection's replies.
+    /// The before-sleep step: append what was produced, answer the waits
+    /// that new messages ended, settle the held replies, then send each
+    /// touched connection's replies.
     fn finish_turn(&mut self) {
         self.core.flush_all();
+        for key in std::mem::take(&mut self.core.woken) {
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            mark_dirty(conn, key, &mut self.dirty);
+            if self.core.wake(key, &mut conn.session, &mut conn.output) {
+                self.ready.push(key);
+            }
+        }
         let max_output = self.config.max_output_bytes;
         for i in 0..self.dirty.len() {
             let key = self.dirty[i];
@@ -613,19 +470,17 @@ impl Broker {
             };
             conn.dirty = false;
             if conn.output.has_holds() {
-                let topics = &self.core.topics;
-                conn.output
-                    .settle(|hold| topics[hold.log as usize].hold_state(hold));
+                let core = &self.core;
+                conn.output.settle(|hold| core.hold_state(hold));
             }
-            if conn.output.has_sendable() && !conn.broken {
-                match conn.flush() {
-                    Ok(n) => self.core.stats.bytes_out += n as u64,
-                    Err(e) => {
-                        debug!("peer={} write failed: {e}", conn.peer);
-                        conn.broken = true;
-                    }
-                }
+            if !conn.broken && self.send(key) {
+                // The subscriber's socket took everything and more is
+                // ready: continue next turn rather than hog this one.
+                self.ready.push(key);
             }
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
             if conn.paused && conn.output.pending() < max_output / 2 {
                 self.ready.push(key);
             }
@@ -634,13 +489,52 @@ impl Broker {
             }
         }
         self.dirty.clear();
-        for topic in &mut self.core.topics {
-            topic.failures.clear();
+        self.core.end_turn();
+        let conns = &self.conns;
+        self.core.prune_timers(|key, id| {
+            conns
+                .get(key)
+                .and_then(|c| c.session.wait)
+                .is_some_and(|w| w.id == id)
+        });
+    }
+
+    /// Writes a connection's replies until the socket would block, topping
+    /// up a subscription's stream from the log as it drains (a few windows
+    /// per turn at most). Returns whether the stream has more ready.
+    fn send(&mut self, key: usize) -> bool {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return false;
+        };
+        for _ in 0..4 {
+            let more = self.core.fill_subscription(
+                key,
+                &mut conn.session,
+                &mut conn.output,
+                config::SUBSCRIPTION_WINDOW,
+            );
+            if conn.output.has_sendable() {
+                match conn.flush() {
+                    Ok(n) => self.core.stats.bytes_out += n as u64,
+                    Err(e) => {
+                        debug!("peer={} write failed: {e}", conn.peer);
+                        conn.broken = true;
+                        return false;
+                    }
+                }
+            }
+            if !more || conn.output.has_sendable() {
+                // Done, or the socket is full: a writable event follows.
+                return false;
+            }
         }
+        true
     }
 
     fn close(&mut self, key: usize) {
         let mut conn = self.conns.remove(key);
+        self.core.forget(key, &conn.session);
+        self.core.stats.connections_current -= 1;
         if let Err(e) = self.poll.registry().deregister(&mut conn.stream) {
             debug!("peer={} deregister: {e}", conn.peer);
         }
@@ -658,11 +552,7 @@ impl Broker {
             let _ = self.poll.registry().deregister(&mut listener);
         }
         self.finish_turn();
-        for topic in &self.core.topics {
-            if let Err(e) = topic.log.sync() {
-                error!("{e}");
-            }
-        }
+        self.core.sync_all();
         let s = &self.core.stats;
         info!(
             "stopped: produced={} consumed={} connections_total={}",
@@ -683,6 +573,76 @@ impl Broker {
             debug!("{message}");
         }
     }
+}
+
+/// Decodes and executes the requests in `input`. Returns how many bytes it
+/// used: fewer than all when the connection's output is over `max_output`
+/// (the connection is then paused) or a request parked (later requests
+/// wait); all of them when it quit (the rest is dropped).
+fn process(
+    core: &mut Core,
+    key: usize,
+    conn: &mut Connection,
+    input: &[u8],
+    max_output: usize,
+) -> usize {
+    let mut used = 0;
+    while used < input.len() {
+        if conn.output.pending() >= max_output {
+            conn.paused = true;
+            break;
+        }
+        let (n, frame) = conn.decoder.decode(&input[used..]);
+        used += n;
+        match frame {
+            None => {}
+            Some(Frame::Line(line)) => {
+                match core.execute(key, conn.peer, &mut conn.session, &mut conn.output, line) {
+                    Control::Continue => {}
+                    Control::Park => break,
+                    Control::Quit => {
+                        conn.quitting = true;
+                        return input.len();
+                    }
+                }
+            }
+            Some(Frame::TooLong) => {
+                debug!("peer={} request line too long", conn.peer);
+                core.too_long(&mut conn.output);
+            }
+        }
+    }
+    used
+}
+
+/// Reads the `AUTH` token: the file's content without trailing whitespace.
+fn read_token(path: &std::path::Path) -> Result<Vec<u8>, BrokerError> {
+    let err = |why: String| BrokerError::AuthToken {
+        path: path.to_path_buf(),
+        why,
+    };
+    let mut token = fs::read(path).map_err(|e| err(e.to_string()))?;
+    while token.last().is_some_and(|b| b.is_ascii_whitespace()) {
+        token.pop();
+    }
+    if token.is_empty() {
+        return Err(err("the file is empty".into()));
+    }
+    if token.contains(&b'\n') {
+        return Err(err("the token must be one line".into()));
+    }
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = fs::metadata(path)
+            && meta.permissions().mode() & 0o004 != 0
+        {
+            warn!(
+                "auth token file {} is readable by every user",
+                path.display()
+            );
+        }
+    }
+    Ok(token)
 }
 
 fn mark_dirty(conn: &mut Connection, key: usize, dirty: &mut Vec<usize>) {

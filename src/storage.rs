@@ -71,7 +71,7 @@ pub enum StorageError {
 }
 
 impl StorageError {
-    fn io(path: &Path, what: impl Into<String>, source: io::Error) -> Self {
+    pub(crate) fn io(path: &Path, what: impl Into<String>, source: io::Error) -> Self {
         StorageError::Io {
             path: path.to_path_buf(),
             what: what.into(),

@@ -112,14 +112,20 @@ fn every_error_reply_and_errors_consume_no_offset() {
         ),
         (
             "CONSUME",
-            "INVALID_REQUEST CONSUME needs an offset: CONSUME <offset>",
+            "INVALID_REQUEST wrong number of arguments; usage: CONSUME <offset>",
         ),
         (
             "CONSUME 1 2",
-            "INVALID_REQUEST CONSUME takes one argument: CONSUME <offset>",
+            "INVALID_REQUEST wrong number of arguments; usage: CONSUME <offset>",
         ),
-        ("PING now", "INVALID_REQUEST PING takes no arguments"),
-        ("QUIT now", "INVALID_REQUEST QUIT takes no arguments"),
+        (
+            "PING now",
+            "INVALID_REQUEST wrong number of arguments; usage: PING",
+        ),
+        (
+            "QUIT now",
+            "INVALID_REQUEST wrong number of arguments; usage: QUIT",
+        ),
         (
             "CONSUME abc",
             "INVALID_OFFSET offset must be a decimal number from 0 to 18446744073709551615",

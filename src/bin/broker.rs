@@ -16,7 +16,13 @@ Options:
   --max-line-bytes N        longest request line accepted [default: 1048576]
   --max-connections N       clients served at once [default: 4096]
   --max-output-bytes N      pending replies per client before its requests
-                            stop being read [default: 1048576]
+                            stop being read; also the most message bytes
+                            in one FETCH reply [default: 1048576]
+  --no-auto-create          USE of an unknown topic is an error (UNKNOWN_TOPIC);
+                            topics are then made with CREATE
+  --max-topics N            most topics, the default one included [default: 1024]
+  --auth-token-file PATH    require AUTH <token> with the token in PATH (one
+                            line); never pass a token on the command line
   -h, --help                print this help
   -V, --version             print the version
 
@@ -36,6 +42,9 @@ fn parse_args() -> Result<Option<Config>, lexopt::Error> {
             Long("max-output-bytes") => {
                 config.max_output_bytes = positive(parser.value()?.parse()?)?
             }
+            Long("no-auto-create") => config.auto_create_topics = false,
+            Long("max-topics") => config.max_topics = positive(parser.value()?.parse()?)?,
+            Long("auth-token-file") => config.auth_token_file = Some(parser.value()?.into()),
             Short('h') | Long("help") => {
                 print!("{USAGE}");
                 return Ok(None);

@@ -1,0 +1,581 @@
+//! Integration tests for topics, FETCH, SUBSCRIBE, committed offsets,
+//! STATS and AUTH, against the real broker binary.
+
+mod common;
+
+use std::io::{BufRead, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{BrokerProcess, Client, TIMEOUT, temp_data_dir};
+
+/// Reads lines until one equals or starts with `end`, returning all.
+fn lines_until(c: &mut Client, end: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    loop {
+        let line = c.line();
+        let done = line.starts_with(end);
+        lines.push(line);
+        if done {
+            return lines;
+        }
+    }
+}
+
+#[test]
+fn topics_are_isolated_listed_and_recovered() {
+    let (_tmp, dir) = temp_data_dir();
+    {
+        let broker = BrokerProcess::start(&dir, &[]);
+        let mut c = broker.client();
+        assert_eq!(c.request("PRODUCE d0"), "ACK offset:0");
+        assert_eq!(c.request("USE orders"), "USING orders");
+        assert_eq!(c.request("PRODUCE o0"), "ACK offset:0");
+        assert_eq!(c.request("PRODUCE o1"), "ACK offset:1");
+        assert_eq!(c.request("CONSUME 0"), "MESSAGE offset:0 o0");
+        // Another connection starts on the default topic.
+        let mut other = broker.client();
+        assert_eq!(other.request("CONSUME 1"), "NO_MESSAGE");
+        assert_eq!(other.request("PRODUCE d1"), "ACK offset:1");
+        c.send("TOPICS\n");
+        assert_eq!(
+            lines_until(&mut c, "END"),
+            [
+                "TOPIC default first:0 next:2 bytes:40",
+                "TOPIC orders first:0 next:2 bytes:40",
+                "END"
+            ]
+        );
+        assert_eq!(c.request("USE default"), "USING default");
+        assert_eq!(c.request("CONSUME 1"), "MESSAGE offset:1 d1");
+    }
+    assert_eq!(
+        std::fs::read_to_string(dir.join("topics/orders/log.txt")).unwrap(),
+        "offset:0 message:o0\noffset:1 message:o1\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("kafka_log.txt")).unwrap(),
+        "offset:0 message:d0\noffset:1 message:d1\n"
+    );
+    let broker = BrokerProcess::start(&dir, &[]);
+    let mut c = broker.client();
+    assert_eq!(c.request("USE orders"), "USING orders");
+    assert_eq!(c.request("PRODUCE o2"), "ACK offset:2");
+    assert_eq!(c.request("CONSUME 1"), "MESSAGE offset:1 o1");
+}
+
+#[test]
+fn path_like_topic_names_are_rejected() {
+    let (tmp, dir) = temp_data_dir();
+    let broker = BrokerProcess::start(&dir, &[]);
+    let mut c = broker.client();
+    let long = "x".repeat(65);
+    for name in [
+        "..",
+        ".",
+        "../escape",
+        "a/b",
+        "/etc",
+        "..\\x",
+        "caf\u{e9}",
+        &long,
+        "a\tb",
+    ] {
+        assert_eq!(
+            c.request(&format!("USE {name}")),
+            "INVALID_REQUEST names are 1 to 64 characters of A-Z a-z 0-9 . _ - and not . or ..",
+            "{name:?}"
+        );
+    }
+    assert_eq!(
+        c.request("USE"),
+        "INVALID_REQUEST wrong number of arguments; usage: USE <topic>"
+    );
+    assert_eq!(
+        c.request(&format!("USE {}", "y".repeat(64))),
+        format!("USING {}", "y".repeat(64))
+    );
+    assert_eq!(c.request("USE ..."), "USING ...");
+    // Nothing was created outside the data dir's topics/ directory.
+    let mut outside: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    outside.sort();
+    assert_eq!(outside, ["data", "data.broker-stderr.log"]);
+    let mut topics: Vec<_> = std::fs::read_dir(dir.join("topics"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    topics.sort();
+    assert_eq!(topics, ["...", "y".repeat(64).as_str()]);
+}
+
+#[test]
+fn no_auto_create_needs_create() {
+    let (_tmp, dir) = temp_data_dir();
+    let broker = BrokerProcess::start(&dir, &["--no-auto-create", "--max-topics", "3"]);
+    let mut c = broker.client();
+    assert_eq!(
+        c.request("USE t1"),
+        "UNKNOWN_TOPIC t1 does not exist and auto-create is off; CREATE it first"
+    );
+    assert_eq!(c.request("PRODUCE still default"), "ACK offset:0");
+    assert_eq!(c.request("CREATE t1"), "CREATED t1");
+    assert_eq!(c.request("CREATE t1"), "TOPIC_EXISTS t1");
+    assert_eq!(c.request("CREATE default"), "TOPIC_EXISTS default");
+    assert_eq!(c.request("USE t1"), "USING t1");
+    assert_eq!(c.request("PRODUCE in t1"), "ACK offset:0");
+    assert_eq!(c.request("CREATE t2"), "CREATED t2");
+    assert_eq!(
+        c.request("CREATE t3"),
+        "STORAGE_ERROR too many topics (limit 3)"
+    );
+}
+
+#[test]
+fn fetch_batches_and_end_offsets() {
+    let (_tmp, dir) = temp_data_dir();
+    let broker = BrokerProcess::start(&dir, &[]);
+    let mut c = broker.client();
+    for i in 0..5 {
+        assert_eq!(
+            c.request(&format!("PRODUCE m{i}")),
+            format!("ACK offset:{i}")
+        );
+    }
+    c.send("FETCH 1 3\n");
+    assert_eq!(
+        lines_until(&mut c, "END"),
+        [
+            "MESSAGE offset:1 m1",
+            "MESSAGE offset:2 m2",
+            "MESSAGE offset:3 m3",
+            "END offset:4"
+        ]
+    );
+    c.send("FETCH 3 100\n");
+    assert_eq!(
+        lines_until(&mut c, "END"),
+        ["MESSAGE offset:3 m3", "MESSAGE offset:4 m4", "END offset:5"]
+    );
+    assert_eq!(c.request("FETCH 5 10"), "END offset:5");
+    assert_eq!(c.request("FETCH 99 10 0"), "END offset:99");
+    for (request, error) in [
+        (
+            "FETCH 0",
+            "INVALID_REQUEST wrong number of arguments; usage: FETCH <offset> <max> [<wait_ms>]",
+        ),
+        (
+            "FETCH 0 0",
+            "INVALID_REQUEST max must be a number from 1 to 100000",
+        ),
+        (
+            "FETCH 0 10 60001",
+            "INVALID_REQUEST wait_ms must be a number from 0 to 60000",
+        ),
+        (
+            "FETCH x 10",
+            "INVALID_OFFSET offset must be a decimal number from 0 to 18446744073709551615",
+        ),
+    ] {
+        assert_eq!(c.request(request), error);
+    }
+    // A pipelined PRODUCE then FETCH sees the message (written first).
+    c.send("PRODUCE m5\nFETCH 5 1\n");
+    assert_eq!(c.line(), "ACK offset:5");
+    assert_eq!(
+        lines_until(&mut c, "END"),
+        ["MESSAGE offset:5 m5", "END offset:6"]
+    );
+}
+
+#[test]
+fn fetch_bytes_are_bounded_per_reply() {
+    let (_tmp, dir) = temp_data_dir();
+    let broker = BrokerProcess::start(&dir, &["--max-output-bytes", "1000"]);
+    let mut c = broker.client();
+    let big = "z".repeat(400);
+    for i in 0..5 {
+        assert_eq!(
+            c.request(&format!("PRODUCE {big}")),
+            format!("ACK offset:{i}")
+        );
+    }
+    c.send("FETCH 0 100\n");
+    let lines = lines_until(&mut c, "END");
+    assert_eq!(lines.len(), 3, "two 400-byte messages fit in 1000 bytes");
+    assert_eq!(lines[2], "END offset:2");
+}
+
+#[test]
+fn parked_fetch_is_answered_on_arrival_and_keeps_order() {
+    let (_tmp, dir) = temp_data_dir();
+    let broker = BrokerProcess::start(&dir, &[]);
+    let mut consumer = broker.client();
+    // The FETCH parks; the PING pipelined behind it must wait for it.
+    consumer.send("FETCH 0 10 30000\nPING\n");
+    let mut producer = broker.client();
+    // Make sure the fetch is parked before producing (STATS says so).
+    wait_for_stat(&mut producer, "fetches_parked", 1);
+    let started = Instant::now();
+    assert_eq!(producer.request("PRODUCE arrived"), "ACK offset:0");
+    assert_eq!(consumer.line(), "MESSAGE offset:0 arrived");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "answered on arrival"
+    );
+    assert_eq!(consumer.line(), "END offset:1");
+    assert_eq!(consumer.line(), "PONG");
+    wait_for_stat(&mut producer, "fetches_parked", 0);
+}
+
+#[test]
+fn parked_fetch_times_out_with_an_empty_answer() {
+    let (_tmp, dir) = temp_data_dir();
+    let broker = BrokerProcess::start(&dir, &[]);
+    let mut c = broker.client();
+    let started = Instant::now();
+    assert_eq!(c.request("FETCH 0 10 300"), "END offset:0");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(300),
+        "answered after {took:?}"
+    );
+    // And a second one on another topic, to a future offset.
+    assert_eq!(c.request("USE other"), "USING other");
+    assert_eq!(c.request("FETCH 7 10 50"), "END offset:7");
+}
+
+/// Makes closing `stream` send a reset instead of a FIN.
+fn set_linger_zero(stream: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt reads the struct we pass, of the size we pass.
+    let rc = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0);
+}
+
+/// Polls STATS until `name` has `value` (bounded).
+fn wait_for_stat(c: &mut Client, name: &str, value: u64) {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        c.send("STATS\n");
+        let lines = lines_until(c, "END");
+        let want = format!("STAT {name} {value}");
+        if lines.contains(&want) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{want} never seen: {lines:?}");
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn parked_fetch_and_subscriber_survive_other_clients_errors() {
+    let (_tmp, dir) = temp_data_dir();
+    let broker = BrokerProcess::start(&dir, &["--max-line-bytes", "100"]);
+    let mut parked = broker.client();
+    parked.send("FETCH 0 10 30000\n");
+    let mut subscriber = broker.client();
+    subscriber.send("SUBSCRIBE 0\n");
+    let mut admin = broker.client();
+    wait_for_stat(&mut admin, "fetches_parked", 1);
+    wait_for_stat(&mut admin, "subscribers", 1);
+    // Misbehaving clients: garbage, an over-long line, an abrupt reset,
+    // a half-written request then a close.
+    let mut bad = broker.client();
+    assert_eq!(
+        bad.request("GARBAGE"),
+        "INVALID_REQUEST unknown command; try HELP"
+    );
+    bad.send(format!("PRODUCE {}\n", "x".repeat(500)));
+    assert_eq!(bad.line(), "MESSAGE_TOO_LARGE 100");
+    let reset = TcpStream::connect(broker.addr).unwrap();
+    set_linger_zero(&reset);
+    (&reset).write_all(b"FETCH 0 1 30000\n").unwrap();
+    drop(reset);
+    let torn = TcpStream::connect(broker.addr).unwrap();
+    (&torn).write_all(b"PRODUCE half").unwrap();
+    torn.shutdown(Shutdown::Both).unwrap();
+    drop(bad);
+    assert_eq!(admin.request("PRODUCE hello"), "ACK offset:0");
+    assert_eq!(parked.line(), "MESSAGE offset:0 hello");
+    assert_eq!(parked.line(), "END offset:1");
+    assert_eq!(subscriber.line(), "MESSAGE offset:0 hello");
+    assert_eq!(admin.request("PRODUCE again"), "ACK offset:1");
+    assert_eq!(subscriber.line(), "MESSAGE offset:1 again");
+    wait_for_stat(&mut admin, "fetches_parked", 0);
+}
+
+#[test]
+fn subscribe_streams_backlog_then_live_until_unsubscribe() {
+    let (_tmp, dir) = temp_data_dir();
+    let broker = BrokerProcess::start(&dir, &[]);
+    let mut p = broker.client();
+    for i in 0..3 {
+        assert_eq!(
+            p.request(&format!("PRODUCE m{i}")),
+            format!("ACK offset:{i}")
+        );
+    }
+    let mut s = broker.client();
+    s.send("SUBSCRIBE 1\n");
+    assert_eq!(s.line(), "MESSAGE offset:1 m1");
+    assert_eq!(s.line(), "MESSAGE offset:2 m2");
+    assert_eq!(p.request("PRODUCE live"), "ACK offset:3");
+    assert_eq!(s.line(), "MESSAGE offset:3 live");
+    // Other commands work inside the stream; their replies are inline.
+    assert_eq!(s.request("PING"), "PONG");
+    assert_eq!(
+        s.request("SUBSCRIBE 0"),
+        "INVALID_REQUEST already subscribed; send UNSUBSCRIBE first"
+    );
+    assert_eq!(
+        s.request("FETCH 0 1"),
+        "INVALID_REQUEST not while subscribed; send UNSUBSCRIBE first"
+    );
+    assert_eq!(s.request("UNSUBSCRIBE"), "END offset:4");
+    assert_eq!(p.request("PRODUCE after"), "ACK offset:4");
+    assert_eq!(
+        s.request("PING"),
+        "PONG",
+        "no more stream after UNSUBSCRIBE"
+    );
+    assert_eq!(s.request("UNSUBSCRIBE"), "INVALID_REQUEST not subscribed");
+    // A subscription to a topic follows that topic only.
+    assert_eq!(s.request("USE t"), "USING t");
+    s.send("SUBSCRIBE 0\n");
+    assert_eq!(p.request("PRODUCE default-only"), "ACK offset:5");
+    assert_eq!(p.request("USE t"), "USING t");
+    assert_eq!(p.request("PRODUCE t0"), "ACK offset:0");
+    assert_eq!(s.line(), "MESSAGE offset:0 t0");
+}
+
+#[test]
+fn stalled_subscriber_stays_bounded_while_100k_messages_are_produced() {
+    let (_tmp, dir) = temp_data_dir();
+    let broker = BrokerProcess::start(&dir, &[]);
+    let mut sub = TcpStream::connect(broker.addr).unwrap();
+    // A small receive buffer, and never read until the end.
+    sub.write_all(b"SUBSCRIBE 0\n").unwrap();
+    let mut admin = broker.client();
+    wait_for_stat(&mut admin, "subscribers", 1);
+    let baseline = broker.rss_kib();
+    let payload = "p".repeat(200);
+    let total = 100_000;
+    let mut producer = broker.client();
+    let mut reader = producer.reader.get_ref().try_clone().unwrap();
+    let counter = thread::spawn(move || {
+        let mut buf = vec![0u8; 1 << 16];
+        let mut acks = 0;
+        let mut partial = 0;
+        while acks < total {
+            let n = reader.read(&mut buf).unwrap();
+            assert!(n > 0);
+            for &b in &buf[..n] {
+                if b == b'\n' {
+                    acks += 1;
+                    partial = 0;
+                } else {
+                    partial += 1;
+                }
+            }
+        }
+        let _ = partial;
+    });
+    let mut batch = String::new();
+    for _ in 0..total {
+        batch.push_str("PRODUCE ");
+        batch.push_str(&payload);
+        batch.push('\n');
+    }
+    producer.send(batch.as_bytes());
+    counter.join().unwrap();
+    // 20 MB produced while the subscriber read nothing.
+    let grown = broker.rss_kib().saturating_sub(baseline);
+    assert!(
+        grown < 16 * 1024,
+        "RSS grew by {grown} KiB with a stalled subscriber"
+    );
+    // When it reads, it gets everything, in order.
+    sub.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut lines = std::io::BufReader::new(sub).lines();
+    for i in 0..total {
+        let line = lines.next().unwrap().unwrap();
+        assert_eq!(line, format!("MESSAGE offset:{i} {payload}"));
+    }
+}
+
+#[test]
+fn committed_offsets_are_per_topic_bounded_and_survive_kill_9() {
+    let (_tmp, dir) = temp_data_dir();
+    let mut broker = BrokerProcess::start(&dir, &[]);
+    let mut c = broker.client();
+    assert_eq!(c.request("OFFSET g"), "OFFSET g 0");
+    for i in 0..3 {
+        assert_eq!(
+            c.request(&format!("PRODUCE m{i}")),
+            format!("ACK offset:{i}")
+        );
+    }
+    assert_eq!(c.request("COMMIT g 2"), "COMMITTED g 2");
+    assert_eq!(c.request("COMMIT g 3"), "COMMITTED g 3");
+    assert_eq!(
+        c.request("COMMIT g 4"),
+        "INVALID_OFFSET offset 4 is past the end of topic default (next offset 3)"
+    );
+    assert_eq!(c.request("OFFSET g"), "OFFSET g 3");
+    assert_eq!(c.request("COMMIT other 1"), "COMMITTED other 1");
+    assert_eq!(c.request("USE t"), "USING t");
+    assert_eq!(c.request("OFFSET g"), "OFFSET g 0", "per topic");
+    assert_eq!(c.request("COMMIT g 0"), "COMMITTED g 0");
+    assert_eq!(
+        c.request("COMMIT ../g 0"),
+        "INVALID_REQUEST names are 1 to 64 characters of A-Z a-z 0-9 . _ - and not . or .."
+    );
+    // Pipelined commits all land; the last one wins.
+    c.send("USE default\nCOMMIT g 1\nCOMMIT g 2\nOFFSET g\n");
+    assert_eq!(c.line(), "USING default");
+    assert_eq!(c.line(), "COMMITTED g 1");
+    assert_eq!(c.line(), "COMMITTED g 2");
+    assert_eq!(c.line(), "OFFSET g 2");
+    broker.kill9();
+    let broker = BrokerProcess::start(&dir, &[]);
+    let mut c = broker.client();
+    assert_eq!(c.request("OFFSET g"), "OFFSET g 2");
+    assert_eq!(c.request("OFFSET other"), "OFFSET other 1");
+    assert_eq!(c.request("USE t"), "USING t");
+    assert_eq!(c.request("OFFSET g"), "OFFSET g 0");
+}
+
+#[test]
+fn committed_offset_past_a_shortened_log_is_lowered_at_start() {
+    let (_tmp, dir) = temp_data_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("kafka_log.txt"),
+        "offset:0 message:a\noffset:1 message:b\n",
+    )
+    .unwrap();
+    // As if the log lost its unsynced tail in a crash but the commit stayed.
+    std::fs::write(
+        dir.join("consumer_offsets.txt"),
+        "default g 7\ndefault h 1\n",
+    )
+    .unwrap();
+    let broker = BrokerProcess::start(&dir, &[]);
+    let mut c = broker.client();
+    assert_eq!(c.request("OFFSET g"), "OFFSET g 2");
+    assert_eq!(c.request("OFFSET h"), "OFFSET h 1");
+    assert!(broker.stderr().contains("pointed past the log end"));
+}
+
+#[test]
+fn stats_lists_stable_names() {
+    let (_tmp, dir) = temp_data_dir();
+    let broker = BrokerProcess::start(&dir, &[]);
+    let mut c = broker.client();
+    assert_eq!(c.request("PRODUCE x"), "ACK offset:0");
+    assert_eq!(c.request("CONSUME 0"), "MESSAGE offset:0 x");
+    c.send("STATS\n");
+    let lines = lines_until(&mut c, "END");
+    assert_eq!(lines.last().unwrap(), "END");
+    let stats: std::collections::HashMap<&str, &str> = lines[..lines.len() - 1]
+        .iter()
+        .map(|l| {
+            let mut parts = l.splitn(3, ' ');
+            assert_eq!(parts.next(), Some("STAT"), "{l}");
+            (parts.next().unwrap(), parts.next().unwrap())
+        })
+        .collect();
+    assert_eq!(stats["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(stats["pid"], broker.pid().to_string());
+    assert_eq!(stats["connections_current"], "1");
+    assert_eq!(stats["messages_produced"], "1");
+    assert_eq!(stats["messages_consumed"], "1");
+    assert_eq!(stats["topic.default.next_offset"], "1");
+    assert_eq!(stats["topic.default.first_offset"], "0");
+    assert_eq!(stats["topic.default.log_bytes"], "19");
+    assert_eq!(stats["fetches_parked"], "0");
+    assert_eq!(stats["subscribers"], "0");
+    for name in [
+        "uptime_seconds",
+        "connections_total",
+        "connections_rejected",
+        "bytes_in",
+        "bytes_out",
+        "rss_bytes",
+        "topics",
+    ] {
+        assert!(stats[name].parse::<u64>().is_ok(), "{name}");
+    }
+    assert!(stats["rss_bytes"].parse::<u64>().unwrap() > 100_000);
+}
+
+#[test]
+fn auth_is_enforced() {
+    let (tmp, dir) = temp_data_dir();
+    let token_file = tmp.path().join("token");
+    std::fs::write(&token_file, "s3cret-token\n").unwrap();
+    let broker = BrokerProcess::start(&dir, &["--auth-token-file", token_file.to_str().unwrap()]);
+    let mut c = broker.client();
+    assert_eq!(c.request("PING"), "PONG");
+    assert_eq!(
+        c.request("PRODUCE x"),
+        "NOAUTH authentication required; send AUTH <token>"
+    );
+    assert_eq!(
+        c.request("CONSUME 0"),
+        "NOAUTH authentication required; send AUTH <token>"
+    );
+    assert_eq!(
+        c.request("STATS"),
+        "NOAUTH authentication required; send AUTH <token>"
+    );
+    c.send("HELP\n");
+    lines_until(&mut c, "END");
+    assert_eq!(c.request("AUTH wrong"), "INVALID_TOKEN wrong token");
+    assert_eq!(c.request("AUTH s3cret-token"), "AUTHENTICATED");
+    assert_eq!(c.request("PRODUCE x"), "ACK offset:0");
+    // Repeated failures close the connection.
+    let mut bad = broker.client();
+    assert_eq!(bad.request("AUTH a"), "INVALID_TOKEN wrong token");
+    assert_eq!(bad.request("AUTH s3cret-toke"), "INVALID_TOKEN wrong token");
+    assert_eq!(
+        bad.request("AUTH s3cret-token-"),
+        "INVALID_TOKEN wrong token; closing after repeated failures"
+    );
+    bad.expect_closed();
+    let log = broker.stderr();
+    assert!(
+        log.contains("wrong AUTH token") && log.contains("peer=127.0.0.1:"),
+        "{log}"
+    );
+    assert!(!log.contains("s3cret"), "the token never reaches the log");
+
+    // Without a token file AUTH is an error, and an empty file is refused.
+    std::fs::write(&token_file, "\n").unwrap();
+    let (_tmp2, dir2) = temp_data_dir();
+    let out = std::process::Command::new(common::BROKER)
+        .args(["--addr", "127.0.0.1:0", "--data-dir"])
+        .arg(&dir2)
+        .arg("--auth-token-file")
+        .arg(&token_file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("the file is empty"));
+}
