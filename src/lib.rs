@@ -7,8 +7,10 @@
 //! - [`commands`]: what each request does: topics, offsets, stats;
 //! - [`storage`]: the append-only log files;
 //! - [`offsets`]: committed consumer-group offsets;
-//! - [`config`]: defaults and limits.
+//! - [`config`]: defaults and limits;
+//! - [`client`]: blocking helpers for the bundled clients.
 
+pub mod client;
 pub mod commands;
 pub mod config;
 pub mod connection;

@@ -1,0 +1,441 @@
+//! Integration tests for the bundled `producer` and `consumer` binaries,
+//! against the real broker.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
+
+use common::{BrokerProcess, TIMEOUT, temp_data_dir};
+
+const PRODUCER: &str = env!("CARGO_BIN_EXE_producer");
+const CONSUMER: &str = env!("CARGO_BIN_EXE_consumer");
+
+/// Runs the producer with `input` on a pipe; returns (status, stdout, stderr).
+fn produce(addr: &str, extra: &[&str], input: &[u8]) -> (std::process::ExitStatus, String, String) {
+    let mut child = Command::new(PRODUCER)
+        .args(["--addr", addr])
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A running consumer whose stdout lines arrive on a channel.
+struct Consumer {
+    child: Child,
+    lines: Receiver<String>,
+    stderr_path: std::path::PathBuf,
+}
+
+impl Consumer {
+    fn start(addr: &str, extra: &[&str], stderr_path: std::path::PathBuf) -> Consumer {
+        let mut child = Command::new(CONSUMER)
+            .args(["--addr", addr])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr_path).unwrap())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Consumer {
+            child,
+            lines: rx,
+            stderr_path,
+        }
+    }
+
+    fn line(&self) -> String {
+        self.lines
+            .recv_timeout(TIMEOUT)
+            .unwrap_or_else(|_| panic!("no consumer output; stderr: {}", self.stderr()))
+    }
+
+    fn expect_lines(&self, expected: &[String]) {
+        for want in expected {
+            assert_eq!(&self.line(), want);
+        }
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    fn stop(&mut self) {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(
+                    status.success(),
+                    "consumer exit {status:?}: {}",
+                    self.stderr()
+                );
+                return;
+            }
+            assert!(Instant::now() < deadline, "consumer did not stop");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Asserts nothing more is printed for a while (used after the expected
+    /// output, to catch duplicates).
+    fn expect_quiet(&self, wait: Duration) {
+        if let Ok(line) = self.lines.recv_timeout(wait) {
+            panic!("unexpected consumer output: {line}");
+        }
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn consumed(message: &str, offset: u64) -> String {
+    format!("Consumed: {message} (offset: {offset})")
+}
+
+#[test]
+fn piped_producer_prints_each_response_and_writes_the_log() {
+    let (_tmp, dir) = temp_data_dir();
+    let broker = BrokerProcess::start(&dir, &[]);
+    let addr = broker.addr.to_string();
+    let (status, out, err) = produce(&addr, &[], b"hello\nworld\n");
+    assert!(status.success(), "{err}");
+    assert_eq!(
+        out,
+        "Broker response: ACK offset:0\nBroker response: ACK offset:1\n"
+    );
+    assert_eq!(
+        broker.log_bytes(),
+        b"offset:0 message:hello\noffset:1 message:world\n"
+    );
+    // Empty lines are skipped; \r\n is fine; 'exit' is data when piped.
+    let (status, out, _) = produce(&addr, &[], b"\r\na b \r\n\nexit\n");
+    assert!(status.success());
+    assert_eq!(
+        out,
+        "Broker response: ACK offset:2\nBroker response: ACK offset:3\n"
+    );
+}
+
+#[test]
+fn piped_producer_pipelines_twenty_thousand_lines() {
+    let (_tmp, dir) = temp_data_dir();
+    let broker = BrokerProcess::start(&dir, &[]);
+    let input: String = (0..20_000).map(|i| format!("line {i}\n")).collect();
+    let (status, out, err) = produce(&broker.addr.to_string(), &[], input.as_bytes());
+    assert!(status.success(), "{err}");
+    let expected: String = (0..20_000)
+        .map(|i| format!("Broker response: ACK offset:{i}\n"))
+        .collect();
+    assert!(out == expected, "responses differ");
+}
+
+#[test]
+fn producer_reports_errors_and_exits_non_zero() {
+    let (_tmp, dir) = temp_data_dir();
+    let broker = BrokerProcess::start(&dir, &["--max-line-bytes", "20"]);
+    let (status, out, _) = produce(
+        &broker.addr.to_string(),
+        &[],
+        b"ok\nthis line is much too long\nok again\n",
+    );
+    assert_eq!(status.code(), Some(1));
+    assert_eq!(
+        out,
+        "Broker response: ACK offset:0\nBroker response: MESSAGE_TOO_LARGE 20\nBroker response: ACK offset:1\n"
+    );
+}
+
+#[test]
+fn producer_against_a_closed_port_fails_cleanly() {
+    // Bind and drop a listener to find a port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let (status, out, err) = produce(&addr, &[], b"hello\n");
+    assert_eq!(status.code(), Some(1));
+    assert!(out.is_empty());
+    assert!(
+        err.contains(&format!("cannot connect to broker at {addr}")),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn consumer_prints_backlog_then_live_messages() {
+    let (tmp, dir) = temp_data_dir();
+    let broker = BrokerProcess::start(&dir, &[]);
+    let mut c = broker.client();
+    assert_eq!(c.request("PRODUCE hello"), "ACK offset:0");
+    assert_eq!(c.request("PRODUCE world"), "ACK offset:1");
+    let addr = broker.addr.to_string();
+    let consumer = Consumer::start(&addr, &[], tmp.path().join("c1.err"));
+    consumer.expect_lines(&[
+        "Consumer started. Waiting for data...".into(),
+        format!("Connected to broker at {addr}"),
+        consumed("hello", 0),
+        consumed("world", 1),
+    ]);
+    let started = Instant::now();
+    assert_eq!(c.request("PRODUCE live one"), "ACK offset:2");
+    assert_eq!(consumer.line(), consumed("live one", 2));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "arrives promptly"
+    );
+
+    let from = Consumer::start(&addr, &["--from", "1"], tmp.path().join("c2.err"));
+    from.expect_lines(&[
+        "Consumer started. Waiting for data...".into(),
+        format!("Connected to broker at {addr}"),
+        consumed("world", 1),
+        consumed("live one", 2),
+    ]);
+}
+
+#[test]
+fn consumer_drains_a_large_backlog_in_order() {
+    let (tmp, dir) = temp_data_dir();
+    let broker = BrokerProcess::start(&dir, &[]);
+    let input: String = (0..50_000).map(|i| format!("m{i}\n")).collect();
+    let (status, _, err) = produce(&broker.addr.to_string(), &[], input.as_bytes());
+    assert!(status.success(), "{err}");
+    let consumer = Consumer::start(&broker.addr.to_string(), &[], tmp.path().join("c.err"));
+    consumer.line();
+    consumer.line();
+    for i in 0..50_000 {
+        assert_eq!(consumer.line(), consumed(&format!("m{i}"), i));
+    }
+}
+
+#[test]
+fn consumer_reconnects_after_a_broker_restart_without_gaps_or_repeats() {
+    let (tmp, dir) = temp_data_dir();
+    let mut broker = BrokerProcess::start(&dir, &[]);
+    let addr = broker.addr.to_string();
+    let mut c = broker.client();
+    assert_eq!(c.request("PRODUCE a"), "ACK offset:0");
+    let consumer = Consumer::start(&addr, &[], tmp.path().join("c.err"));
+    consumer.expect_lines(&[
+        "Consumer started. Waiting for data...".into(),
+        format!("Connected to broker at {addr}"),
+        consumed("a", 0),
+    ]);
+    let (status, _) = broker.signal_and_wait("TERM");
+    assert!(status.success());
+    drop(c);
+    let broker = BrokerProcess::start_on(&dir, &addr, &[]);
+    let mut c = broker.client();
+    assert_eq!(c.request("PRODUCE b"), "ACK offset:1");
+    assert_eq!(c.request("PRODUCE c"), "ACK offset:2");
+    consumer.expect_lines(&[
+        format!("Connected to broker at {addr}"),
+        consumed("b", 1),
+        consumed("c", 2),
+    ]);
+    consumer.expect_quiet(Duration::from_millis(300));
+    let err = consumer.stderr();
+    assert!(
+        err.contains(&format!("broker at {addr}")) && err.contains("retrying in"),
+        "{err}"
+    );
+}
+
+#[test]
+fn consumer_group_resumes_exactly_after_a_clean_stop() {
+    let (tmp, dir) = temp_data_dir();
+    let broker = BrokerProcess::start(&dir, &[]);
+    let addr = broker.addr.to_string();
+    let input: String = (0..3000).map(|i| format!("m{i}\n")).collect();
+    assert!(
+        produce(&addr, &["--topic", "jobs"], input.as_bytes())
+            .0
+            .success()
+    );
+    let args = ["--group", "workers", "--topic", "jobs"];
+    let mut first = Consumer::start(&addr, &args, tmp.path().join("c1.err"));
+    first.line();
+    first.line();
+    for i in 0..3000 {
+        assert_eq!(first.line(), consumed(&format!("m{i}"), i));
+    }
+    first.stop();
+    let mut c = broker.client();
+    assert_eq!(c.request("USE jobs"), "USING jobs");
+    assert_eq!(c.request("OFFSET workers"), "OFFSET workers 3000");
+    assert_eq!(c.request("PRODUCE next"), "ACK offset:3000");
+    let second = Consumer::start(&addr, &args, tmp.path().join("c2.err"));
+    second.expect_lines(&[
+        "Consumer started. Waiting for data...".into(),
+        format!("Connected to broker at {addr}"),
+        consumed("next", 3000),
+    ]);
+    second.expect_quiet(Duration::from_millis(300));
+    // The default topic's group offset is separate.
+    assert_eq!(c.request("USE default"), "USING default");
+    assert_eq!(c.request("OFFSET workers"), "OFFSET workers 0");
+}
+
+#[test]
+fn consumer_group_loses_nothing_after_a_crash() {
+    let (tmp, dir) = temp_data_dir();
+    let broker = BrokerProcess::start(&dir, &[]);
+    let addr = broker.addr.to_string();
+    let input: String = (0..5000).map(|i| format!("m{i}\n")).collect();
+    assert!(produce(&addr, &[], input.as_bytes()).0.success());
+    let mut first = Consumer::start(&addr, &["--group", "g"], tmp.path().join("c1.err"));
+    first.line();
+    first.line();
+    for i in 0..2500 {
+        assert_eq!(first.line(), consumed(&format!("m{i}"), i));
+    }
+    let _ = first.child.kill();
+    let _ = first.child.wait();
+    let mut c = broker.client();
+    let committed: u64 = c
+        .request("OFFSET g")
+        .strip_prefix("OFFSET g ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(committed <= 5000);
+    // At least once: it resumes at or before where it was killed.
+    let second = Consumer::start(&addr, &["--group", "g"], tmp.path().join("c2.err"));
+    second.line();
+    second.line();
+    for i in committed..5000 {
+        assert_eq!(second.line(), consumed(&format!("m{i}"), i));
+    }
+}
+
+#[test]
+fn clients_authenticate_with_a_token_file() {
+    let (tmp, dir) = temp_data_dir();
+    let token = tmp.path().join("token");
+    std::fs::write(&token, "tok-123\n").unwrap();
+    let token = token.to_str().unwrap();
+    let broker = BrokerProcess::start(&dir, &["--auth-token-file", token]);
+    let addr = broker.addr.to_string();
+    let (status, out, _) = produce(&addr, &["--auth-token-file", token], b"secret msg\n");
+    assert!(status.success());
+    assert_eq!(out, "Broker response: ACK offset:0\n");
+    let (status, out, _) = produce(&addr, &[], b"no token\n");
+    assert_eq!(status.code(), Some(1));
+    assert_eq!(
+        out,
+        "Broker response: NOAUTH authentication required; send AUTH <token>\n"
+    );
+    let consumer = Consumer::start(
+        &addr,
+        &["--auth-token-file", token],
+        tmp.path().join("c.err"),
+    );
+    consumer.line();
+    consumer.line();
+    assert_eq!(consumer.line(), consumed("secret msg", 0));
+}
+
+#[test]
+fn interactive_producer_prompts_like_the_original() {
+    let has_script = Command::new("sh")
+        .args(["-c", "command -v script"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !has_script {
+        eprintln!("skipping: util-linux 'script' is not installed (needed for a pty)");
+        return;
+    }
+    let (_tmp, dir) = temp_data_dir();
+    let broker = BrokerProcess::start(&dir, &[]);
+    // `script` runs the producer on a pseudo-terminal, so it prompts.
+    let command = format!("{PRODUCER} --addr {}", broker.addr);
+    let mut child = Command::new("script")
+        .args(["-qfec", &command, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stdout);
+        let mut all = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            use std::io::Read;
+            match reader.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    all.extend_from_slice(&chunk[..n]);
+                    let _ = tx.send(String::from_utf8_lossy(&all).into_owned());
+                }
+            }
+        }
+    });
+    // Everything printed so far; the reader thread sends growing snapshots.
+    let mut latest = String::new();
+    let mut wait_for = |needle: &str, count: usize| {
+        let deadline = Instant::now() + TIMEOUT;
+        while latest.matches(needle).count() < count {
+            assert!(
+                Instant::now() < deadline,
+                "never saw {needle:?} x{count}: {latest}"
+            );
+            if let Ok(text) = rx.recv_timeout(Duration::from_millis(100)) {
+                latest = text;
+            }
+        }
+    };
+    wait_for("What do you want to add? (type 'exit' to quit): ", 1);
+    stdin.write_all(b"hello\n").unwrap();
+    wait_for("Broker response: ACK offset:0", 1);
+    wait_for("What do you want to add? (type 'exit' to quit): ", 2);
+    stdin.write_all(b"EXIT\n").unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success());
+    assert_eq!(broker.log_bytes(), b"offset:0 message:hello\n");
+}
