@@ -18,11 +18,12 @@ use std::time::{Duration, Instant};
 
 use log::{error, info, warn};
 
-use crate::config::{self, Config};
+use crate::config::{self, Config, FsyncPolicy};
 use crate::connection::{Hold, HoldState, Output, Session, Subscription, Wait};
 use crate::offsets::Offsets;
 use crate::protocol::{self, Request, is_valid_name, push_u64, reply};
-use crate::storage::{Log, StorageError};
+use crate::storage::{Log, LogOptions, StorageError};
+use crate::syncer::{Done, Job, Syncer};
 
 /// The default topic: the one a connection starts on, stored as
 /// `kafka_log.txt` like the original project's single log.
@@ -31,6 +32,8 @@ pub const DEFAULT_TOPIC: &[u8] = b"default";
 pub const TOPICS_DIR: &str = "topics";
 /// A topic's log file inside its directory.
 pub const TOPIC_LOG_FILE: &str = "log.txt";
+/// How often retention looks for segments to drop.
+const RETENTION_CHECK: Duration = Duration::from_secs(10);
 /// The journal id of the committed-offsets file in held replies.
 const OFFSETS_JOURNAL: u32 = u32::MAX;
 /// `INVALID_TOKEN` replies before the connection is closed.
@@ -48,6 +51,8 @@ pub struct Stats {
     pub bytes_out: u64,
     pub parked_fetches: u64,
     pub subscribers: u64,
+    pub fsyncs: u64,
+    pub fsync_errors: u64,
 }
 
 /// An append that failed, remembered until the replies waiting for it are
@@ -109,15 +114,29 @@ pub struct Topic {
     journal: Journal,
     /// Connections with a parked `FETCH` or a caught-up subscription.
     waiters: Vec<usize>,
+    /// `--fsync always`: a message is acknowledged and readable only once
+    /// synced.
+    durable_acks: bool,
 }
 
 impl Topic {
-    fn new(name: &[u8], log: Log) -> Self {
+    fn new(name: &[u8], log: Log, durable_acks: bool) -> Self {
         Topic {
             name: name.into(),
             log,
             journal: Journal::default(),
             waiters: Vec::new(),
+            durable_acks,
+        }
+    }
+
+    /// One past the last message readers may see and producers may be
+    /// acknowledged for: written, or with `--fsync always` synced.
+    pub fn visible(&self) -> u64 {
+        if self.durable_acks {
+            self.log.synced_offset()
+        } else {
+            self.log.written_offset()
         }
     }
 
@@ -127,11 +146,11 @@ impl Topic {
         if !self.log.has_staged() {
             return false;
         }
-        let from = self.log.flushed_offset();
         match self.log.flush() {
-            Ok(written) => !written.is_empty(),
+            Ok(written) => !written.is_empty() && !self.durable_acks,
             Err(err) => {
-                self.journal.record_failure(from, &err);
+                // Whatever was written before the failure stays.
+                self.journal.record_failure(self.log.written_offset(), &err);
                 false
             }
         }
@@ -174,17 +193,42 @@ pub struct Core {
     /// Deadlines of parked fetches: (when, connection, wait id).
     timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
     next_wait_id: u64,
+    policy: FsyncPolicy,
+    log_options: LogOptions,
+    syncer: Syncer,
+    /// With `--fsync interval`, when the next sync is due.
+    next_sync_at: Instant,
+    retention_bytes: Option<u64>,
+    retention_age: Option<Duration>,
+    next_retention_at: Instant,
+    /// A write or sync failed since the last call to `take_failed`.
+    failed: bool,
 }
 
 impl Core {
     /// Opens the default topic, every topic directory, and the committed
     /// offsets, recovering each.
-    pub fn open(config: &Config, auth_token: Option<Vec<u8>>) -> Result<Core, StorageError> {
+    pub fn open(
+        config: &Config,
+        auth_token: Option<Vec<u8>>,
+        syncer: Syncer,
+    ) -> Result<Core, StorageError> {
         let dir = &config.data_dir;
-        let mut topics = vec![Topic::new(
-            DEFAULT_TOPIC,
-            Log::open(dir.join(config::LOG_FILE))?,
-        )];
+        let log_options = LogOptions {
+            segment_bytes: config.segment_bytes,
+            skip_corrupt: config.skip_corrupt_segments,
+            cut_on_sync_failure: config.fsync == FsyncPolicy::Always,
+        };
+        let durable = config.fsync == FsyncPolicy::Always;
+        let open_topic = |name: &[u8]| -> Result<Topic, StorageError> {
+            let (topic_dir, file) = topic_log_path(dir, name);
+            Ok(Topic::new(
+                name,
+                Log::open(&topic_dir, file, log_options)?,
+                durable,
+            ))
+        };
+        let mut topics = vec![open_topic(DEFAULT_TOPIC)?];
         let topics_dir = dir.join(TOPICS_DIR);
         let mut names = match fs::read_dir(&topics_dir) {
             Ok(entries) => entries
@@ -206,12 +250,11 @@ impl Core {
                 );
                 continue;
             }
-            let log = Log::open(topic_log_path(dir, &name))?;
-            topics.push(Topic::new(&name, log));
+            topics.push(open_topic(&name)?);
         }
         let mut offsets = Offsets::open(dir)?;
         for topic in &topics {
-            offsets.clamp(&topic.name, topic.log.flushed_offset())?;
+            offsets.clamp(&topic.name, topic.log.written_offset())?;
         }
         let by_name = topics
             .iter()
@@ -236,6 +279,16 @@ impl Core {
             woken: Vec::new(),
             timers: BinaryHeap::new(),
             next_wait_id: 0,
+            policy: config.fsync,
+            log_options,
+            syncer,
+            next_sync_at: Instant::now(),
+            retention_bytes: config.retention_bytes,
+            retention_age: config
+                .retention_hours
+                .map(|h| Duration::from_secs_f64(h * 3600.0)),
+            next_retention_at: Instant::now(),
+            failed: false,
         })
     }
 
@@ -248,26 +301,136 @@ impl Core {
     /// messages, one for new commits. Wakes the waiters of topics that got
     /// new messages.
     pub fn flush_all(&mut self) {
+        let mut rolled = false;
         for topic in &mut self.topics {
+            let segments = topic.log.segments();
             if topic.flush() {
                 self.woken.append(&mut topic.waiters);
             }
+            rolled |= topic.log.segments() != segments;
+            self.failed |= !topic.journal.failures.is_empty();
         }
-        self.flush_offsets();
-    }
-
-    fn flush_offsets(&mut self) {
+        if rolled {
+            // A new segment may put a topic over its size limit.
+            self.apply_retention();
+        }
         if self.offsets.has_staged() {
             let from = self.offsets.flushed_seq();
             if let Err(err) = self.offsets.flush() {
                 self.offsets_journal.record_failure(from, &err);
+                self.failed = true;
+            }
+        }
+        if self.policy == FsyncPolicy::Always {
+            self.start_syncs();
+        }
+    }
+
+    /// Hands every journal with unsynced writes to the sync thread (one
+    /// sync in flight per journal: what is written meanwhile goes with the
+    /// next one, so syncs batch themselves under load).
+    fn start_syncs(&mut self) {
+        for (i, topic) in self.topics.iter_mut().enumerate() {
+            if let Some(point) = topic.log.begin_sync() {
+                let job = Job::Sync {
+                    journal: i as u32,
+                    file: point.file,
+                    token: point.offset,
+                    len: point.len,
+                };
+                if self.syncer.submit(job).is_err() {
+                    error!("sync thread is gone; syncing inline");
+                    if let Err(e) = topic.log.sync() {
+                        error!("{e}");
+                    }
+                }
+            }
+        }
+        if let Some((file, seq)) = self.offsets.begin_sync() {
+            let job = Job::Sync {
+                journal: OFFSETS_JOURNAL,
+                file,
+                token: seq,
+                len: 0,
+            };
+            if self.syncer.submit(job).is_err()
+                && let Err(e) = self.offsets.sync()
+            {
+                error!("{e}");
             }
         }
     }
 
-    /// Syncs every file to stable storage (at shutdown).
-    pub fn sync_all(&self) {
-        for topic in &self.topics {
+    /// Applies syncs the sync thread finished. Returns whether any did.
+    pub fn collect_syncs(&mut self) -> bool {
+        let done: Vec<Done> = self.syncer.completed().collect();
+        let any = !done.is_empty();
+        for d in done {
+            self.sync_completed(d);
+        }
+        if any && self.policy == FsyncPolicy::Always {
+            // What was written while these ran goes out now.
+            self.start_syncs();
+        }
+        any
+    }
+
+    fn sync_completed(&mut self, done: Done) {
+        let cut = self.policy == FsyncPolicy::Always;
+        self.stats.fsyncs += 1;
+        if done.journal == OFFSETS_JOURNAL {
+            match done.result {
+                Ok(()) => self.offsets.sync_done(done.token),
+                Err(e) => {
+                    self.stats.fsync_errors += 1;
+                    let err = StorageError::io(self.offsets.path(), "fdatasync", e);
+                    let from = self.offsets.sync_failed();
+                    if cut {
+                        self.offsets_journal.record_failure(from, &err);
+                        self.failed = true;
+                    } else {
+                        error!("{err}; will retry");
+                    }
+                }
+            }
+            return;
+        }
+        let Some(topic) = self.topics.get_mut(done.journal as usize) else {
+            return;
+        };
+        match done.result {
+            Ok(()) => {
+                let before = topic.visible();
+                topic.log.sync_done(done.token, done.len);
+                if topic.visible() > before {
+                    self.woken.append(&mut topic.waiters);
+                }
+            }
+            Err(e) => {
+                self.stats.fsync_errors += 1;
+                let err = StorageError::io(topic.log.path(), "fdatasync", e);
+                match topic.log.sync_failed(done.token) {
+                    // Nothing from `from` on was acknowledged; it is cut
+                    // off and those waiting for it get STORAGE_ERROR.
+                    Some(from) => {
+                        topic.journal.record_failure(from, &err);
+                        self.failed = true;
+                    }
+                    None => error!("{err}; will retry"),
+                }
+            }
+        }
+    }
+
+    /// Whether a write or sync failed since the last call: held replies
+    /// anywhere may need to become errors.
+    pub fn take_failed(&mut self) -> bool {
+        std::mem::take(&mut self.failed)
+    }
+
+    /// Syncs every file to stable storage now (at shutdown).
+    pub fn sync_all(&mut self) {
+        for topic in &mut self.topics {
             if let Err(e) = topic.log.sync() {
                 error!("{e}");
             }
@@ -277,18 +440,78 @@ impl Core {
         }
     }
 
-    /// Whether a held reply can go, must wait, or failed.
-    pub fn hold_state(&self, hold: &Hold) -> HoldState<'_> {
-        if hold.log == OFFSETS_JOURNAL {
-            self.offsets_journal
-                .hold_state(hold, self.offsets.flushed_seq())
-        } else {
-            let topic = &self.topics[hold.log as usize];
-            topic.journal.hold_state(hold, topic.log.flushed_offset())
+    /// When the next timer (parked fetch, interval sync, retention) is due.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let fetch = self.timers.peek().map(|Reverse((when, _, _))| *when);
+        let sync = match self.policy {
+            FsyncPolicy::Interval(_) if self.has_unsynced() => Some(self.next_sync_at),
+            _ => None,
+        };
+        let retention = (self.retention_bytes.is_some() || self.retention_age.is_some())
+            .then_some(self.next_retention_at);
+        [fetch, sync, retention].into_iter().flatten().min()
+    }
+
+    fn has_unsynced(&self) -> bool {
+        self.topics
+            .iter()
+            .any(|t| t.log.synced_offset() < t.log.written_offset())
+            || self.offsets.has_unsynced()
+    }
+
+    /// Runs the interval sync and retention if due.
+    pub fn run_timers(&mut self, now: Instant) {
+        if let FsyncPolicy::Interval(every) = self.policy
+            && now >= self.next_sync_at
+        {
+            if self.has_unsynced() {
+                self.start_syncs();
+            }
+            self.next_sync_at = now + every;
+        }
+        if now >= self.next_retention_at {
+            self.next_retention_at = now + RETENTION_CHECK;
+            self.apply_retention();
         }
     }
 
-    /// Forgets this turn's failures once every held reply was settled.
+    /// Drops whole old segments past the retention limits; the sync thread
+    /// deletes the files.
+    fn apply_retention(&mut self) {
+        if self.retention_bytes.is_none() && self.retention_age.is_none() {
+            return;
+        }
+        let now = std::time::SystemTime::now();
+        for topic in &mut self.topics {
+            for path in topic
+                .log
+                .apply_retention(self.retention_bytes, self.retention_age, now)
+            {
+                if let Err(Job::Delete(path)) = self.syncer.submit(Job::Delete(path))
+                    && let Err(e) = fs::remove_file(&path)
+                {
+                    error!("cannot delete {}: {e}", path.display());
+                }
+            }
+        }
+    }
+
+    /// Whether a held reply can go, must wait, or failed.
+    pub fn hold_state(&self, hold: &Hold) -> HoldState<'_> {
+        if hold.log == OFFSETS_JOURNAL {
+            let durable = if self.policy == FsyncPolicy::Always {
+                self.offsets.synced_seq()
+            } else {
+                self.offsets.flushed_seq()
+            };
+            self.offsets_journal.hold_state(hold, durable)
+        } else {
+            let topic = &self.topics[hold.log as usize];
+            topic.journal.hold_state(hold, topic.visible())
+        }
+    }
+
+    /// Forgets the failures once every held reply was settled.
     pub fn end_turn(&mut self) {
         for topic in &mut self.topics {
             topic.journal.failures.clear();
@@ -332,6 +555,10 @@ impl Core {
                 }
             }
             Request::Consume(offset) => {
+                if let Some(first) = self.out_of_range(session.topic, offset) {
+                    out_of_range(out, first);
+                    return Control::Continue;
+                }
                 let found = self.read_into(session.topic, offset, 1, out);
                 if found == Some(0) {
                     out.push(reply::NO_MESSAGE);
@@ -347,7 +574,11 @@ impl Core {
                 }
                 let topic = session.topic;
                 self.flush_if_staged(topic, offset);
-                let available = offset < self.topics[topic as usize].log.flushed_offset();
+                if let Some(first) = self.out_of_range(topic, offset) {
+                    out_of_range(out, first);
+                    return Control::Continue;
+                }
+                let available = offset < self.topics[topic as usize].visible();
                 match wait_ms {
                     Some(ms) if ms > 0 && !available => {
                         let id = self.next_wait_id;
@@ -370,6 +601,10 @@ impl Core {
             Request::Subscribe(offset) => {
                 if session.subscription.is_some() {
                     return invalid(out, "already subscribed; send UNSUBSCRIBE first");
+                }
+                if let Some(first) = self.out_of_range(session.topic, offset) {
+                    out_of_range(out, first);
+                    return Control::Continue;
                 }
                 self.flush_if_staged(session.topic, offset);
                 session.subscription = Some(Subscription {
@@ -412,7 +647,7 @@ impl Core {
             Request::Commit { group, offset } => {
                 let t = session.topic as usize;
                 self.flush_if_staged(session.topic, offset.saturating_sub(1));
-                let end = self.topics[t].log.flushed_offset();
+                let end = self.topics[t].visible();
                 if offset > end {
                     let _ = writeln!(
                         out.buf_mut(),
@@ -486,10 +721,17 @@ impl Core {
     /// reader sees what was acknowledged.
     fn flush_if_staged(&mut self, t: u32, offset: u64) {
         let topic = &mut self.topics[t as usize];
-        if offset >= topic.log.flushed_offset() && offset < topic.log.next_offset() && topic.flush()
+        if offset >= topic.log.written_offset() && offset < topic.log.next_offset() && topic.flush()
         {
             self.woken.append(&mut topic.waiters);
         }
+        self.failed |= !topic.journal.failures.is_empty();
+    }
+
+    /// `Some(first)` if `offset` is below what topic `t` still stores.
+    fn out_of_range(&self, t: u32, offset: u64) -> Option<u64> {
+        let first = self.topics[t as usize].log.first_offset();
+        (offset < first).then_some(first)
     }
 
     /// Renders up to `max` messages from `offset` as `MESSAGE` lines.
@@ -505,8 +747,11 @@ impl Core {
         } = self;
         let buf = out.buf_mut();
         let mut count = 0u64;
-        let result = topics[t as usize].log.read(
+        let topic = &mut topics[t as usize];
+        let end = topic.visible();
+        let result = topic.log.read(
             offset,
+            end,
             max as usize,
             *max_fetch_bytes,
             read_buf,
@@ -543,7 +788,7 @@ impl Core {
     /// read again).
     pub fn wake(&mut self, key: usize, session: &mut Session, out: &mut Output) -> bool {
         if let Some(wait) = session.wait {
-            if wait.offset < self.topics[wait.topic as usize].log.flushed_offset() {
+            if wait.offset < self.topics[wait.topic as usize].visible() {
                 session.wait = None;
                 self.stats.parked_fetches -= 1;
                 self.answer_fetch(wait.topic, wait.offset, wait.max, out);
@@ -559,11 +804,6 @@ impl Core {
             sub.waiting = false;
         }
         false
-    }
-
-    /// The earliest deadline of a parked `FETCH`.
-    pub fn next_deadline(&self) -> Option<Instant> {
-        self.timers.peek().map(|Reverse((when, _, _))| *when)
     }
 
     /// Drops timers of waits that ended early (data arrived, connection
@@ -619,7 +859,15 @@ impl Core {
             return false;
         };
         let t = sub.topic as usize;
-        while out.pending() < window && sub.next < self.topics[t].log.flushed_offset() {
+        if let Some(first) = self.out_of_range(sub.topic, sub.next) {
+            // Retention dropped what the subscriber had not read yet.
+            out_of_range(out, first);
+            self.unwait(key, sub.topic, sub.waiting);
+            session.subscription = None;
+            self.stats.subscribers -= 1;
+            return false;
+        }
+        while out.pending() < window && sub.next < self.topics[t].visible() {
             let room = (window - out.pending()).min(self.max_fetch_bytes);
             let Core {
                 topics,
@@ -628,9 +876,11 @@ impl Core {
                 ..
             } = self;
             let buf = out.buf_mut();
-            let result = topics[t]
+            let topic = &mut topics[t];
+            let end = topic.visible();
+            let result = topic
                 .log
-                .read(sub.next, usize::MAX, room, read_buf, |n, message| {
+                .read(sub.next, end, usize::MAX, room, read_buf, |n, message| {
                     buf.extend_from_slice(reply::MESSAGE);
                     push_u64(buf, n);
                     buf.push(b' ');
@@ -654,7 +904,7 @@ impl Core {
                 }
             }
         }
-        let more = sub.next < self.topics[t].log.flushed_offset();
+        let more = sub.next < self.topics[t].visible();
         if !more && !sub.waiting {
             self.topics[t].waiters.push(key);
             sub.waiting = true;
@@ -693,12 +943,11 @@ impl Core {
         if self.topics.len() >= self.max_topics {
             return Err(format!("too many topics (limit {})", self.max_topics));
         }
-        let path = topic_log_path(&self.data_dir, name);
+        let (dir, file) = topic_log_path(&self.data_dir, name);
         let open = || -> Result<Log, StorageError> {
-            let dir = path.parent().unwrap_or(&self.data_dir);
-            fs::create_dir_all(dir).map_err(|e| StorageError::io(dir, "create directory", e))?;
-            let log = Log::open(&path)?;
-            crate::offsets::sync_dir(dir)?;
+            let log = Log::open(&dir, file, self.log_options)?;
+            crate::offsets::sync_dir(&dir)?;
+            crate::offsets::sync_dir(&self.data_dir.join(TOPICS_DIR))?;
             Ok(log)
         };
         let log = open().map_err(|e| {
@@ -707,7 +956,8 @@ impl Core {
         })?;
         let id = self.topics.len() as u32;
         info!("created topic={}", String::from_utf8_lossy(name));
-        self.topics.push(Topic::new(name, log));
+        self.topics
+            .push(Topic::new(name, log, self.policy == FsyncPolicy::Always));
         self.by_name.insert(name.into(), id);
         Ok(Some(id))
     }
@@ -717,8 +967,10 @@ impl Core {
         for topic in &self.topics {
             buf.extend_from_slice(reply::TOPIC);
             buf.extend_from_slice(&topic.name);
-            buf.extend_from_slice(b" first:0 next:");
-            push_u64(buf, topic.log.flushed_offset());
+            buf.extend_from_slice(b" first:");
+            push_u64(buf, topic.log.first_offset());
+            buf.extend_from_slice(b" next:");
+            push_u64(buf, topic.visible());
             buf.extend_from_slice(b" bytes:");
             push_u64(buf, topic.log.len_bytes());
             buf.push(b'\n');
@@ -751,36 +1003,51 @@ impl Core {
         stat("bytes_out", s.bytes_out);
         stat("fetches_parked", s.parked_fetches);
         stat("subscribers", s.subscribers);
+        stat("fsyncs", s.fsyncs);
+        stat("fsync_errors", s.fsync_errors);
         stat("rss_bytes", rss_bytes());
         stat("topics", self.topics.len() as u64);
         for topic in &self.topics {
             let name = topic.name_str();
-            stat(&format!("topic.{name}.first_offset"), 0);
             stat(
-                &format!("topic.{name}.next_offset"),
-                topic.log.flushed_offset(),
+                &format!("topic.{name}.first_offset"),
+                topic.log.first_offset(),
             );
+            stat(&format!("topic.{name}.next_offset"), topic.visible());
             stat(&format!("topic.{name}.log_bytes"), topic.log.len_bytes());
+            stat(
+                &format!("topic.{name}.segments"),
+                topic.log.segments() as u64,
+            );
         }
         out.push(reply::END);
     }
 }
 
-/// `data_dir/topics/<name>/log.txt`, or `kafka_log.txt` for the default.
-pub fn topic_log_path(data_dir: &Path, name: &[u8]) -> PathBuf {
+/// The directory and active file name of a topic's log:
+/// `data_dir/topics/<name>/log.txt`, or `data_dir/kafka_log.txt` for the
+/// default topic.
+pub fn topic_log_path(data_dir: &Path, name: &[u8]) -> (PathBuf, &'static str) {
     if name == DEFAULT_TOPIC {
-        return data_dir.join(config::LOG_FILE);
+        return (data_dir.to_path_buf(), config::LOG_FILE);
     }
     // Valid names are ASCII, one path component, never "." or "..".
-    data_dir
+    let dir = data_dir
         .join(TOPICS_DIR)
-        .join(String::from_utf8_lossy(name).as_ref())
-        .join(TOPIC_LOG_FILE)
+        .join(String::from_utf8_lossy(name).as_ref());
+    (dir, TOPIC_LOG_FILE)
 }
 
 fn invalid(out: &mut Output, why: &str) -> Control {
     let _ = writeln!(out.buf_mut(), "{} {why}", reply::INVALID_REQUEST);
     Control::Continue
+}
+
+fn out_of_range(out: &mut Output, first: u64) {
+    let buf = out.buf_mut();
+    buf.extend_from_slice(reply::OFFSET_OUT_OF_RANGE);
+    push_u64(buf, first);
+    buf.push(b'\n');
 }
 
 fn storage_error(out: &mut Output, why: &str) {
@@ -848,17 +1115,12 @@ mod tests {
     #[test]
     fn topic_paths_stay_inside_the_data_dir() {
         let dir = Path::new("/data");
-        assert_eq!(
-            topic_log_path(dir, b"default"),
-            Path::new("/data/kafka_log.txt")
-        );
-        assert_eq!(
-            topic_log_path(dir, b"orders"),
-            Path::new("/data/topics/orders/log.txt")
-        );
-        assert_eq!(
-            topic_log_path(dir, b"..."),
-            Path::new("/data/topics/.../log.txt")
-        );
+        let path = |name: &[u8]| {
+            let (dir, file) = topic_log_path(dir, name);
+            dir.join(file)
+        };
+        assert_eq!(path(b"default"), Path::new("/data/kafka_log.txt"));
+        assert_eq!(path(b"orders"), Path::new("/data/topics/orders/log.txt"));
+        assert_eq!(path(b"..."), Path::new("/data/topics/.../log.txt"));
     }
 }

@@ -1,6 +1,7 @@
 //! Defaults and limits, in one place.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Where the broker listens unless told otherwise (loopback only).
 pub const DEFAULT_ADDR: &str = "localhost:9092";
@@ -16,6 +17,23 @@ pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 1 << 20;
 pub const DEFAULT_MAX_TOPICS: usize = 1024;
 /// A subscriber's output is topped up from the log to this many bytes.
 pub const SUBSCRIPTION_WINDOW: usize = 256 * 1024;
+
+/// Active segments roll at this size.
+pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
+pub const DEFAULT_FSYNC_INTERVAL: Duration = Duration::from_millis(1000);
+
+/// When an acknowledged message reaches stable storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// `ACK` (and visibility to readers) only after `fdatasync`; one sync
+    /// covers everything written in a loop turn (group commit).
+    Always,
+    /// `ACK` after `write`; `fdatasync` at most this often (Redis's
+    /// `everysec`).
+    Interval(Duration),
+    /// `ACK` after `write`; the kernel writes back when it likes.
+    Never,
+}
 
 /// Bytes read from a socket at once (one buffer shared by all connections).
 pub const READ_CHUNK: usize = 64 * 1024;
@@ -39,6 +57,14 @@ pub struct Config {
     pub max_topics: usize,
     /// A file holding the token clients must send with `AUTH`.
     pub auth_token_file: Option<PathBuf>,
+    pub fsync: FsyncPolicy,
+    pub segment_bytes: u64,
+    /// Drop the oldest segments while a topic is bigger than this.
+    pub retention_bytes: Option<u64>,
+    /// Drop segments last written longer ago than this.
+    pub retention_hours: Option<f64>,
+    /// Start even if rolled segments fail their checks, without them.
+    pub skip_corrupt_segments: bool,
 }
 
 impl Default for Config {
@@ -52,6 +78,11 @@ impl Default for Config {
             auto_create_topics: true,
             max_topics: DEFAULT_MAX_TOPICS,
             auth_token_file: None,
+            fsync: FsyncPolicy::Interval(DEFAULT_FSYNC_INTERVAL),
+            segment_bytes: DEFAULT_SEGMENT_BYTES,
+            retention_bytes: None,
+            retention_hours: None,
+            skip_corrupt_segments: false,
         }
     }
 }

@@ -256,6 +256,8 @@ pub struct Connection {
     pub broken: bool,
     /// Queued on the reactor's flush list this turn.
     pub dirty: bool,
+    /// On the reactor's list of connections with replies held for a sync.
+    pub held: bool,
     /// The loop turn this connection was last serviced in.
     pub serviced_turn: u64,
 }
@@ -280,6 +282,7 @@ impl Connection {
             paused: false,
             broken: false,
             dirty: false,
+            held: false,
             serviced_turn: 0,
         }
     }

@@ -18,6 +18,7 @@ pub mod offsets;
 pub mod protocol;
 pub mod reactor;
 pub mod storage;
+pub mod syncer;
 
 pub use config::Config;
 pub use reactor::{Broker, BrokerError};

@@ -25,6 +25,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use log::{info, warn};
 
@@ -45,7 +46,7 @@ type Key = (Box<[u8]>, Box<[u8]>);
 #[derive(Debug)]
 pub struct Offsets {
     path: PathBuf,
-    file: File,
+    file: Arc<File>,
     len: u64,
     map: HashMap<Key, u64>,
     batch: Vec<u8>,
@@ -54,6 +55,9 @@ pub struct Offsets {
     /// Commits are numbered; `flushed` is one past the last one written.
     next: u64,
     flushed: u64,
+    /// Commits covered by an `fdatasync`; one sync in flight at a time.
+    synced: u64,
+    sync_in_flight: bool,
     dirty_tail: bool,
 }
 
@@ -99,7 +103,7 @@ impl Offsets {
             );
         }
         let mut offsets = Offsets {
-            file: open_append(&path)?,
+            file: Arc::new(open_append(&path)?),
             path,
             len: complete as u64,
             map,
@@ -107,6 +111,8 @@ impl Offsets {
             undo: Vec::new(),
             next: 0,
             flushed: 0,
+            synced: 0,
+            sync_in_flight: false,
             dirty_tail: complete < content.len(),
         };
         if lines as usize > offsets.map.len() || offsets.dirty_tail {
@@ -157,6 +163,45 @@ impl Offsets {
     /// Every entry, for listing.
     pub fn entries(&self) -> impl Iterator<Item = (&[u8], &[u8], u64)> {
         self.map.iter().map(|((t, g), o)| (&**t, &**g, *o))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// One past the last commit covered by an `fdatasync`.
+    pub fn synced_seq(&self) -> u64 {
+        self.synced
+    }
+
+    /// Whether written commits wait for a sync.
+    pub fn has_unsynced(&self) -> bool {
+        self.synced < self.flushed
+    }
+
+    /// The file and sequence number a sync should cover, marking one as
+    /// under way; `None` if one is, or nothing is unsynced.
+    pub fn begin_sync(&mut self) -> Option<(Arc<File>, u64)> {
+        if self.sync_in_flight || self.synced >= self.flushed {
+            return None;
+        }
+        self.sync_in_flight = true;
+        Some((self.file.clone(), self.flushed))
+    }
+
+    pub fn sync_done(&mut self, seq: u64) {
+        self.sync_in_flight = false;
+        self.synced = self.synced.max(seq.min(self.flushed));
+    }
+
+    /// A sync failed: the commits since the last good one are reported as
+    /// failed (they stay in the file; a client retries its commit). Returns
+    /// the first such sequence number.
+    pub fn sync_failed(&mut self) -> u64 {
+        self.sync_in_flight = false;
+        let from = self.synced;
+        self.synced = self.flushed;
+        from
     }
 
     /// The number assigned to the next staged commit.
@@ -234,10 +279,12 @@ impl Offsets {
     }
 
     /// Forces written commits to stable storage.
-    pub fn sync(&self) -> Result<(), StorageError> {
+    pub fn sync(&mut self) -> Result<(), StorageError> {
         self.file
             .sync_data()
-            .map_err(|e| StorageError::io(&self.path, "fdatasync", e))
+            .map_err(|e| StorageError::io(&self.path, "fdatasync", e))?;
+        self.synced = self.flushed;
+        Ok(())
     }
 
     fn live_bytes(&self) -> u64 {
@@ -280,8 +327,10 @@ impl Offsets {
         if let Some(dir) = self.path.parent() {
             sync_dir(dir)?;
         }
-        self.file = open_append(&self.path)?;
+        self.file = Arc::new(open_append(&self.path)?);
         self.len = content.len() as u64;
+        // The new file was synced before the rename.
+        self.synced = self.flushed;
         self.dirty_tail = false;
         Ok(())
     }
@@ -388,7 +437,7 @@ mod tests {
         let mut o = Offsets::open(dir.path()).unwrap();
         o.stage(b"t", b"g", 1);
         o.flush().unwrap();
-        o.file = OpenOptions::new().append(true).open("/dev/full").unwrap();
+        o.file = Arc::new(OpenOptions::new().append(true).open("/dev/full").unwrap());
         o.stage(b"t", b"g", 2);
         o.stage(b"t", b"new", 2);
         assert!(o.flush().is_err());

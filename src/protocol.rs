@@ -55,6 +55,7 @@ pub mod reply {
     pub const INVALID_REQUEST: &str = "INVALID_REQUEST";
     pub const INVALID_OFFSET: &str = "INVALID_OFFSET";
     pub const UNKNOWN_TOPIC: &[u8] = b"UNKNOWN_TOPIC ";
+    pub const OFFSET_OUT_OF_RANGE: &[u8] = b"OFFSET_OUT_OF_RANGE first:";
     pub const MESSAGE_TOO_LARGE: &[u8] = b"MESSAGE_TOO_LARGE ";
     pub const STORAGE_ERROR: &[u8] = b"STORAGE_ERROR ";
     pub const NOAUTH: &[u8] = b"NOAUTH authentication required; send AUTH <token>\n";

@@ -23,11 +23,12 @@ use std::io::{self, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Token, Waker};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
@@ -37,9 +38,11 @@ use crate::config::{self, Config};
 use crate::connection::Connection;
 use crate::protocol::{Frame, reply};
 use crate::storage::StorageError;
+use crate::syncer::Syncer;
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
+const WAKER: Token = Token(usize::MAX - 3);
 
 /// How long accepting pauses when the process is out of file descriptors
 /// and no spare descriptor is left to turn clients away with.
@@ -110,6 +113,9 @@ pub struct Broker {
     dirty: Vec<usize>,
     /// Connections to service next turn without waiting for an event.
     ready: Vec<usize>,
+    /// Connections with replies held past the end of a turn (waiting for a
+    /// sync), to settle when syncs complete.
+    held: Vec<usize>,
     turn: u64,
     accept_paused_until: Option<Instant>,
     /// A descriptor kept in reserve so that, out of descriptors, the broker
@@ -131,7 +137,10 @@ impl Broker {
             Some(path) => Some(read_token(path)?),
             None => None,
         };
-        let core = Core::open(&config, auth_token)?;
+        let poll = Poll::new().map_err(BrokerError::Poll)?;
+        let waker = Waker::new(poll.registry(), WAKER).map_err(BrokerError::Poll)?;
+        let syncer = Syncer::start(Arc::new(waker)).map_err(BrokerError::Poll)?;
+        let core = Core::open(&config, auth_token, syncer)?;
 
         let bind_err = |source| BrokerError::Bind {
             addr: config.addr.clone(),
@@ -147,7 +156,6 @@ impl Broker {
         let display_addr = format!("{host}:{}", local_addr.port());
 
         raise_fd_limit(config.max_connections as u64 + 64);
-        let poll = Poll::new().map_err(BrokerError::Poll)?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)
             .map_err(BrokerError::Poll)?;
@@ -174,6 +182,7 @@ impl Broker {
             scratch: vec![0; config::READ_CHUNK],
             dirty: Vec::new(),
             ready: Vec::new(),
+            held: Vec::new(),
             turn: 0,
             accept_paused_until: None,
             spare_fd: File::open("/dev/null").ok(),
@@ -210,6 +219,11 @@ impl Broker {
                 match event.token() {
                     LISTENER => self.accept(),
                     SIGNALS => stop |= self.signals.pending().next().is_some(),
+                    WAKER => {
+                        if self.core.collect_syncs() {
+                            self.release_held();
+                        }
+                    }
                     Token(key) => {
                         let Some(conn) = self.conns.get_mut(key) else {
                             continue;
@@ -234,6 +248,7 @@ impl Broker {
                 self.accept();
             }
             self.expire_waits();
+            self.core.run_timers(Instant::now());
             readable.append(&mut self.ready);
             for key in readable.drain(..) {
                 self.service(key);
@@ -453,6 +468,11 @@ impl Broker {
     /// touched connection's replies.
     fn finish_turn(&mut self) {
         self.core.flush_all();
+        if self.core.take_failed() {
+            // A failed write or sync may turn replies held from earlier
+            // turns into errors: settle them all now.
+            self.release_held();
+        }
         for key in std::mem::take(&mut self.core.woken) {
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;
@@ -472,6 +492,10 @@ impl Broker {
             if conn.output.has_holds() {
                 let core = &self.core;
                 conn.output.settle(|hold| core.hold_state(hold));
+                if conn.output.has_holds() && !conn.held {
+                    conn.held = true;
+                    self.held.push(key);
+                }
             }
             if !conn.broken && self.send(key) {
                 // The subscriber's socket took everything and more is
@@ -497,6 +521,16 @@ impl Broker {
                 .and_then(|c| c.session.wait)
                 .is_some_and(|w| w.id == id)
         });
+    }
+
+    /// Queues every connection with held replies for settling this turn.
+    fn release_held(&mut self) {
+        for key in std::mem::take(&mut self.held) {
+            if let Some(conn) = self.conns.get_mut(key) {
+                conn.held = false;
+                mark_dirty(conn, key, &mut self.dirty);
+            }
+        }
     }
 
     /// Writes a connection's replies until the socket would block, topping

@@ -277,7 +277,7 @@ fn sigterm_and_sigint_exit_zero_within_a_second_and_restart_keeps_offsets() {
     assert_eq!(c.request("CONSUME 3"), "MESSAGE offset:3 y");
     assert_eq!(c.request("PRODUCE z"), "ACK offset:4");
     assert!(
-        broker.stderr().contains("recovered messages=4"),
+        broker.stderr().contains("next_offset=4"),
         "{}",
         broker.stderr()
     );

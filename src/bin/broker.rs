@@ -2,6 +2,9 @@
 
 use std::process::ExitCode;
 
+use std::time::Duration;
+
+use kafka_like_broker::config::FsyncPolicy;
 use kafka_like_broker::{Broker, Config};
 
 const USAGE: &str = "\
@@ -23,6 +26,22 @@ Options:
   --max-topics N            most topics, the default one included [default: 1024]
   --auth-token-file PATH    require AUTH <token> with the token in PATH (one
                             line); never pass a token on the command line
+
+Durability and storage:
+  --fsync always|interval|never
+                            always: ACK only after fdatasync (group commit,
+                            one sync per loop turn); interval: ACK after
+                            write, fdatasync every --fsync-interval-ms;
+                            never: leave it to the OS [default: interval]
+  --fsync-interval-ms N     [default: 1000]
+  --segment-bytes N         roll a topic's active log file at N bytes
+                            [default: 67108864]
+  --retention-bytes N       delete a topic's oldest segments while it holds
+                            more than N bytes [default: keep everything]
+  --retention-hours H       delete segments last written more than H hours
+                            ago (fractions allowed) [default: keep everything]
+  --skip-corrupt-segments   start even if old segments fail their checks,
+                            without them (and everything older)
   -h, --help                print this help
   -V, --version             print the version
 
@@ -32,6 +51,13 @@ Logging goes to stderr; set RUST_LOG=debug for per-connection events.
 fn parse_args() -> Result<Option<Config>, lexopt::Error> {
     use lexopt::prelude::*;
     let mut config = Config::default();
+    enum Fsync {
+        Always,
+        Interval,
+        Never,
+    }
+    let mut fsync = Fsync::Interval;
+    let mut interval_ms = 1000usize;
     let mut parser = lexopt::Parser::from_env();
     while let Some(arg) = parser.next()? {
         match arg {
@@ -43,6 +69,34 @@ fn parse_args() -> Result<Option<Config>, lexopt::Error> {
                 config.max_output_bytes = positive(parser.value()?.parse()?)?
             }
             Long("no-auto-create") => config.auto_create_topics = false,
+            Long("fsync") => {
+                fsync = match parser.value()?.string()?.as_str() {
+                    "always" => Fsync::Always,
+                    "interval" => Fsync::Interval,
+                    "never" => Fsync::Never,
+                    other => {
+                        return Err(format!(
+                            "--fsync takes always, interval or never, not {other:?}"
+                        )
+                        .into());
+                    }
+                }
+            }
+            Long("fsync-interval-ms") => interval_ms = positive(parser.value()?.parse()?)?,
+            Long("segment-bytes") => {
+                config.segment_bytes = positive(parser.value()?.parse()?)? as u64
+            }
+            Long("retention-bytes") => {
+                config.retention_bytes = Some(positive(parser.value()?.parse()?)? as u64)
+            }
+            Long("retention-hours") => {
+                let hours: f64 = parser.value()?.parse()?;
+                if !(hours > 0.0 && hours.is_finite()) {
+                    return Err("--retention-hours must be a positive number".into());
+                }
+                config.retention_hours = Some(hours);
+            }
+            Long("skip-corrupt-segments") => config.skip_corrupt_segments = true,
             Long("max-topics") => config.max_topics = positive(parser.value()?.parse()?)?,
             Long("auth-token-file") => config.auth_token_file = Some(parser.value()?.into()),
             Short('h') | Long("help") => {
@@ -56,6 +110,11 @@ fn parse_args() -> Result<Option<Config>, lexopt::Error> {
             _ => return Err(arg.unexpected()),
         }
     }
+    config.fsync = match fsync {
+        Fsync::Always => FsyncPolicy::Always,
+        Fsync::Interval => FsyncPolicy::Interval(Duration::from_millis(interval_ms as u64)),
+        Fsync::Never => FsyncPolicy::Never,
+    };
     Ok(Some(config))
 }
 

@@ -205,6 +205,18 @@ fn consume(
             } else if let Some(next) = client::parse_end(&line) {
                 pos.next = pos.next.max(next);
                 break;
+            } else if let Some(first) = line
+                .strip_prefix(b"OFFSET_OUT_OF_RANGE first:")
+                .and_then(kafka_like_broker::protocol::parse_u64)
+            {
+                // Retention deleted what we had not read: carry on from the
+                // oldest message still there, and say so.
+                eprintln!(
+                    "consumer: offsets {}..{first} were deleted by retention before they were read; skipping to {first}",
+                    pos.next
+                );
+                pos.next = first;
+                break;
             } else {
                 return Err(ClientError::Reply {
                     addr: conn.addr.clone(),

@@ -1,0 +1,120 @@
+//! A helper thread for the two slow disk operations the reactor must not
+//! wait on: `fdatasync` and deleting old segments.
+//!
+//! The reactor hands over a job and goes on serving; the thread does the
+//! call, sends the result back on a channel and wakes the poll loop through
+//! a `mio::Waker`. It never touches a socket: the reactor thread owns all
+//! client I/O. An `fdatasync` takes 0.2 ms on this project's development
+//! VM but tens of milliseconds on an SD card; inline, it would stall every
+//! client for that long on each loop turn.
+
+use std::fs::File;
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::thread::JoinHandle;
+
+use log::{error, info};
+use mio::Waker;
+
+/// Work for the thread.
+pub enum Job {
+    /// `fdatasync` the file; report back with `journal` and `token`.
+    Sync {
+        journal: u32,
+        file: Arc<File>,
+        /// The offset (or sequence number) the sync covers.
+        token: u64,
+        /// The file length it covers.
+        len: u64,
+    },
+    /// Delete a file no longer part of any log.
+    Delete(PathBuf),
+}
+
+/// The result of a sync.
+pub struct Done {
+    pub journal: u32,
+    pub token: u64,
+    pub len: u64,
+    pub result: io::Result<()>,
+}
+
+/// Handle to the thread. Dropping it lets the thread finish what was
+/// queued and exit.
+pub struct Syncer {
+    jobs: Option<Sender<Job>>,
+    done: Receiver<Done>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Syncer {
+    pub fn start(waker: Arc<Waker>) -> io::Result<Syncer> {
+        let (jobs, job_rx) = mpsc::channel::<Job>();
+        let (done_tx, done) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("syncer".into())
+            .spawn(move || {
+                for job in job_rx {
+                    match job {
+                        Job::Sync {
+                            journal,
+                            file,
+                            token,
+                            len,
+                        } => {
+                            let result = file.sync_data();
+                            drop(file);
+                            if done_tx
+                                .send(Done {
+                                    journal,
+                                    token,
+                                    len,
+                                    result,
+                                })
+                                .is_err()
+                            {
+                                return;
+                            }
+                            if let Err(e) = waker.wake() {
+                                error!("syncer: cannot wake the reactor: {e}");
+                            }
+                        }
+                        Job::Delete(path) => match std::fs::remove_file(&path) {
+                            Ok(()) => info!("deleted {}", path.display()),
+                            Err(e) => error!("cannot delete {}: {e}", path.display()),
+                        },
+                    }
+                }
+            })?;
+        Ok(Syncer {
+            jobs: Some(jobs),
+            done,
+            thread: Some(thread),
+        })
+    }
+
+    /// Queues a job. If the thread is gone (it cannot panic short of a
+    /// bug), a sync is reported as failed rather than lost.
+    pub fn submit(&self, job: Job) -> Result<(), Job> {
+        match &self.jobs {
+            Some(tx) => tx.send(job).map_err(|e| e.0),
+            None => Err(job),
+        }
+    }
+
+    /// Completed syncs, without waiting.
+    pub fn completed(&self) -> impl Iterator<Item = Done> + '_ {
+        self.done.try_iter()
+    }
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        self.jobs = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
