@@ -1,87 +1,209 @@
 #!/usr/bin/env bash
-# Load test: N messages over C parallel nc connections; prints msg/s.
+# Load test: N messages over C parallel nc connections; checks every reply
+# is an ACK and the offsets are unique and contiguous. See -h.
 set -euo pipefail
-. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+PROG=load # used by lib.sh
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {
-  cat <<USAGE
-Usage: scripts/load.sh [-n MESSAGES] [-c CONNECTIONS] [-s SIZE] [--addr HOST:PORT]
+  cat <<EOF
+Usage: scripts/load.sh [-n MESSAGES] [-c CONNECTIONS] [-s SIZE] [-t SECONDS]
+                       [--addr HOST:PORT]
 
-Sends MESSAGES (default 100000) PRODUCE requests of SIZE bytes (default 100)
-split over CONNECTIONS (default 4) parallel 'nc -N' connections, checks that
-every reply is an ACK, and prints messages per second. Without --addr it
-starts its own broker in a temp dir (\$BROKER, default target/release/broker)
-and also checks that the log holds exactly offsets 0..N-1.
-USAGE
+Sends MESSAGES "PRODUCE <payload>" requests, SIZE-byte payloads, split over
+CONNECTIONS parallel "nc -N" connections, and prints one line:
+
+  load: N messages over C connections in T s: R msg/s, B MiB/s
+
+(MiB/s counts payload bytes.) Exits 1 if any reply is not an ACK, the ACK
+count differs from MESSAGES, or an offset was given twice. Without --addr
+it starts its own broker on 127.0.0.1:0 in a temp dir and also checks that
+kafka_log.txt ends up with exactly MESSAGES lines, offsets 0 to
+MESSAGES-1, holding the payloads sent.
+
+Options:
+  -n, --messages N      messages to send [default: 100000]
+  -c, --connections N   parallel connections [default: 4]
+  -s, --size N          payload bytes per message [default: 100]
+  -t, --timeout N       seconds each connection may take [default: 300]
+  --addr HOST:PORT      use a running broker; offsets that are not
+                        contiguous (other producers) are then only a warning
+  -h, --help            print this help
+
+Environment:
+  BROKER                broker binary [default: target/release/broker in
+                        the repository, built with cargo if missing]
+
+Needs bash, coreutils, awk and nc (netcat-openbsd).
+EOF
 }
 
-n=100000 c=4 size=100 addr=""
-while [ $# -gt 0 ]; do
-  case "$1" in
-    -n) n="${2:?}"; shift 2 ;;
-    -c) c="${2:?}"; shift 2 ;;
-    -s) size="${2:?}"; shift 2 ;;
-    --addr) addr="${2:?}"; shift 2 ;;
-    -h|--help) usage; exit 0 ;;
-    *) usage >&2; exit 2 ;;
+MESSAGES=100000
+CONNECTIONS=4
+SIZE=100
+TIMEOUT=300
+ADDR=""
+
+# number OPTION VALUE: a positive decimal integer, else a usage error.
+number() {
+  [[ $2 =~ ^[1-9][0-9]{0,8}$ ]] || usage_error "$1 wants a number from 1 to 999999999, got '$2'"
+  printf '%s' "$2"
+}
+
+while (($# > 0)); do
+  case $1 in
+  -h | --help)
+    usage
+    exit 0
+    ;;
+  -n | --messages | -c | --connections | -s | --size | -t | --timeout | --addr)
+    (($# >= 2)) || usage_error "$1 needs a value"
+    case $1 in
+    -n | --messages) MESSAGES=$(number "$1" "$2") ;;
+    -c | --connections) CONNECTIONS=$(number "$1" "$2") ;;
+    -s | --size) SIZE=$(number "$1" "$2") ;;
+    -t | --timeout) TIMEOUT=$(number "$1" "$2") ;;
+    --addr) ADDR=$2 ;;
+    esac
+    shift 2
+    ;;
+  *) usage_error "unexpected argument '$1'" ;;
   esac
 done
-[[ "$n" =~ ^[1-9][0-9]*$ && "$c" =~ ^[1-9][0-9]*$ && "$size" =~ ^[1-9][0-9]*$ ]] \
-  || die "-n, -c and -s take positive numbers"
-[ "$c" -le "$n" ] || c="$n"
-need_nc
+((CONNECTIONS <= MESSAGES)) || usage_error "-c ($CONNECTIONS) must not exceed -n ($MESSAGES)"
 
-tmp="$(mktemp -d)"
-cleanup() {
-  if [ -n "${BROKER_PID:-}" ]; then
-    { kill -9 "$BROKER_PID"; wait "$BROKER_PID"; } 2>/dev/null || true
-  fi
-  rm -rf "$tmp"
+check_nc
+make_workdir
+install_traps
+
+if [[ -n $ADDR ]]; then
+  split_addr "$ADDR"
+else
+  resolve_broker
+  start_broker
+  HOST=127.0.0.1
+  PORT=$BROKER_PORT
+fi
+ping_broker "$HOST" "$PORT"
+
+# Payload files, before the clock starts: connection i sends COUNT[i]
+# messages "i-j-" padded with x to SIZE bytes (cut to SIZE if longer).
+COUNT=()
+for ((i = 0; i < CONNECTIONS; i++)); do
+  COUNT[i]=$((MESSAGES / CONNECTIONS + (i < MESSAGES % CONNECTIONS ? 1 : 0)))
+  awk -v conn="$i" -v count="${COUNT[i]}" -v size="$SIZE" 'BEGIN {
+    pad = "x"
+    while (length(pad) < size) pad = pad pad
+    for (j = 0; j < count; j++) {
+      id = conn "-" j "-"
+      if (length(id) >= size) print "PRODUCE " substr(id, 1, size)
+      else print "PRODUCE " id substr(pad, 1, size - length(id))
+    }
+  }' >"$WORK/in.$i"
+done
+
+start=$(date +%s.%N)
+for ((i = 0; i < CONNECTIONS; i++)); do
+  timeout "$TIMEOUT" nc -N "$HOST" "$PORT" <"$WORK/in.$i" >"$WORK/out.$i" 2>"$WORK/err.$i" &
+  NC_PIDS+=($!)
+done
+NC_STATUS=()
+for ((i = 0; i < CONNECTIONS; i++)); do
+  if wait "${NC_PIDS[i]}"; then NC_STATUS[i]=0; else NC_STATUS[i]=$?; fi
+  unset 'NC_PIDS[i]' # reaped: cleanup must not signal this pid any more
+done
+end=$(date +%s.%N)
+
+FAILED=0
+fail() {
+  say "$*"
+  FAILED=1
 }
-trap cleanup EXIT
 
-own=false
-if [ -z "$addr" ]; then
-  start_broker "$tmp/data"
-  addr="$BROKER_ADDR"
-  own=true
+# Replies: count ACKs per connection, collect their offsets.
+: >"$WORK/offsets"
+ACKS=0
+for ((i = 0; i < CONNECTIONS; i++)); do
+  if ((NC_STATUS[i] == 124)); then
+    fail "connection $i: timed out after $TIMEOUT s"
+  elif ((NC_STATUS[i] != 0)); then
+    fail "connection $i: nc exited with status ${NC_STATUS[i]}: $(head -c 300 "$WORK/err.$i")"
+  fi
+  read -r acks others < <(awk -v conn="$i" -v offsets="$WORK/offsets" '
+    /^ACK offset:[0-9]+$/ { acks++; print substr($0, 12) >>offsets; next }
+    {
+      others++
+      if (others <= 3) printf "load: connection %d: reply %d is not an ACK: %s\n", conn, NR, $0 >"/dev/stderr"
+    }
+    END { print acks + 0, others + 0 }' "$WORK/out.$i")
+  ACKS=$((ACKS + acks))
+  if ((acks != COUNT[i] || others != 0)); then
+    fail "connection $i: sent ${COUNT[i]} messages, got $acks ACKs and $others other replies"
+  fi
+done
+if ((ACKS != MESSAGES)); then
+  fail "got $ACKS ACKs for $MESSAGES messages"
 fi
 
-# Generate the request files before the clock starts.
-payload="$(head -c "$size" /dev/zero | tr '\0' 'x')"
-per=$((n / c)) extra=$((n % c))
-for i in $(seq 1 "$c"); do
-  count=$((per + (i <= extra ? 1 : 0)))
-  awk -v n="$count" -v line="PRODUCE $payload" 'BEGIN { for (i = 0; i < n; i++) print line }' >"$tmp/in.$i"
-done
-
-start="$(date +%s.%N)"
-pids=()
-for i in $(seq 1 "$c"); do
-  nc_send "$addr" <"$tmp/in.$i" >"$tmp/out.$i" &
-  pids+=($!)
-done
-for pid in "${pids[@]}"; do
-  wait "$pid" || die "an nc connection failed (exit $?)"
-done
-end="$(date +%s.%N)"
-
-acks="$(cat "$tmp"/out.* | grep -c '^ACK offset:' || true)"
-others="$(cat "$tmp"/out.* | grep -vc '^ACK offset:' || true)"
-[ "$others" -eq 0 ] || die "$others replies were not ACKs, e.g.: $(cat "$tmp"/out.* | grep -v '^ACK offset:' | head -n 3)"
-[ "$acks" -eq "$n" ] || die "got $acks ACKs for $n messages"
-if $own; then
-  stop_broker || die "broker exited with an error"
-  # Offsets in the log are exactly 0..n-1, in order.
-  awk -v n="$n" '
-    { want = "offset:" (NR - 1) " message:"; if (substr($0, 1, length(want)) != want) { print "line " NR " out of sequence"; bad = 1; exit 1 } }
-    END { if (!bad && NR != n) { print "log has " NR " lines, expected " n; exit 1 } }
-  ' "$tmp/data/kafka_log.txt" || die "log check failed"
-  # And the ACKs name each offset once.
-  dupes="$(cat "$tmp"/out.* | sort | uniq -d | head -n 1)"
-  [ -z "$dupes" ] || die "offset acknowledged twice: $dupes"
+# Offsets: unique, and contiguous (from 0 on our own broker).
+read -r n lowest highest dups < <(sort -n "$WORK/offsets" | awk '
+  NR == 1 { low = $1 }
+  NR > 1 && $1 == prev { dups++ }
+  { prev = $1 }
+  END { print NR, (NR ? low : "-"), (NR ? prev : "-"), dups + 0 }')
+if ((n > 0)); then
+  if ((dups > 0)); then
+    fail "$dups ACK offsets were given more than once"
+  fi
+  if ((10#$highest - 10#$lowest + 1 != n)); then
+    if [[ -n $ADDR ]]; then
+      say "warning: ACK offsets $lowest..$highest are not contiguous (other producers?)"
+    else
+      fail "ACK offsets $lowest..$highest are not contiguous"
+    fi
+  elif [[ -z $ADDR && $lowest != 0 ]]; then
+    fail "ACK offsets start at $lowest, not 0, on a fresh broker"
+  fi
 fi
-awk -v n="$n" -v c="$c" -v s="$start" -v e="$end" -v size="$size" 'BEGIN {
-  t = e - s; if (t <= 0) t = 0.000001
-  printf "load: %d messages over %d connections in %.2f s: %.0f msg/s, %.1f MB/s\n", n, c, t, n / t, n * (size + 9) / t / 1e6
+
+if [[ -z $ADDR ]]; then
+  stop_broker
+  if [[ $BROKER_STATUS != 0 ]]; then
+    fail "the broker exited with status $BROKER_STATUS after SIGTERM, not 0"
+  fi
+  # The log: line k is "offset:k message:<payload>", and the payloads are
+  # the ones sent, each once.
+  log=$BROKER_DATA/kafka_log.txt
+  if [[ ! -f $log ]]; then
+    fail "no $log"
+  else
+    read -r lines bad < <(awk -v messages="$WORK/logged" '
+      {
+        want = "offset:" (NR - 1) " message:"
+        if (substr($0, 1, length(want)) == want) print substr($0, length(want) + 1) >messages
+        else if (++bad <= 3) printf "load: kafka_log.txt line %d is not \"%s...\": %s\n", NR, want, substr($0, 1, 80) >"/dev/stderr"
+      }
+      END { print NR, bad + 0 }' "$log")
+    if ((lines != MESSAGES || bad != 0)); then
+      fail "kafka_log.txt has $lines lines ($bad out of sequence), expected $MESSAGES with offsets 0..$((MESSAGES - 1))"
+    else
+      sent=$(cat "$WORK"/in.* | cut -c9- | sort | cksum)
+      logged=$(sort "$WORK/logged" | cksum)
+      [[ $sent == "$logged" ]] || fail "kafka_log.txt does not hold exactly the payloads sent"
+    fi
+  fi
+  ((FAILED == 0)) || show_broker_log
+fi
+
+if ((FAILED)); then
+  say "FAILED"
+  exit 1
+fi
+awk -v n="$MESSAGES" -v c="$CONNECTIONS" -v size="$SIZE" -v start="$start" -v end="$end" 'BEGIN {
+  secs = end - start
+  if (secs < 0.000001) secs = 0.000001
+  printf "load: %d messages over %d connection%s in %.2f s: %.0f msg/s, %.1f MiB/s\n",
+    n, c, (c == 1 ? "" : "s"), secs, n / secs, n * size / secs / 1048576
 }'
