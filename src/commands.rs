@@ -36,6 +36,9 @@ pub const TOPIC_LOG_FILE: &str = "log.txt";
 const RETENTION_CHECK: Duration = Duration::from_secs(10);
 /// The journal id of the committed-offsets file in held replies.
 const OFFSETS_JOURNAL: u32 = u32::MAX;
+/// Sync-thread jobs nobody waits for (rolled segments under `interval` and
+/// `never`).
+const BACKGROUND_JOURNAL: u32 = u32::MAX - 1;
 /// `INVALID_TOKEN` replies before the connection is closed.
 const MAX_AUTH_FAILURES: u8 = 3;
 
@@ -308,6 +311,19 @@ impl Core {
                 self.woken.append(&mut topic.waiters);
             }
             rolled |= topic.log.segments() != segments;
+            for file in topic.log.take_background_syncs() {
+                let job = Job::Sync {
+                    journal: BACKGROUND_JOURNAL,
+                    file,
+                    token: 0,
+                    len: 0,
+                };
+                if let Err(Job::Sync { file, .. }) = self.syncer.submit(job)
+                    && let Err(e) = file.sync_data()
+                {
+                    error!("fdatasync of a rolled segment: {e}");
+                }
+            }
             self.failed |= !topic.journal.failures.is_empty();
         }
         if rolled {
@@ -378,6 +394,13 @@ impl Core {
     fn sync_completed(&mut self, done: Done) {
         let cut = self.policy == FsyncPolicy::Always;
         self.stats.fsyncs += 1;
+        if done.journal == BACKGROUND_JOURNAL {
+            if let Err(e) = done.result {
+                self.stats.fsync_errors += 1;
+                error!("fdatasync of a rolled segment failed: {e}");
+            }
+            return;
+        }
         if done.journal == OFFSETS_JOURNAL {
             match done.result {
                 Ok(()) => self.offsets.sync_done(done.token),

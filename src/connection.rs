@@ -260,6 +260,8 @@ pub struct Connection {
     pub held: bool,
     /// The loop turn this connection was last serviced in.
     pub serviced_turn: u64,
+    /// Read until `WouldBlock` on the next service (no edge will tell).
+    pub drain: bool,
 }
 
 impl Connection {
@@ -284,6 +286,7 @@ impl Connection {
             dirty: false,
             held: false,
             serviced_turn: 0,
+            drain: true,
         }
     }
 

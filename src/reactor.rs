@@ -234,6 +234,9 @@ impl Broker {
                             conn.broken = true;
                         }
                         mark_dirty(conn, key, &mut self.dirty);
+                        if event.is_read_closed() {
+                            conn.drain = true;
+                        }
                         if event.is_readable() || event.is_read_closed() {
                             readable.push(key);
                         }
@@ -249,6 +252,12 @@ impl Broker {
             }
             self.expire_waits();
             self.core.run_timers(Instant::now());
+            for &key in &self.ready {
+                // Serviced without an event: read until WouldBlock.
+                if let Some(conn) = self.conns.get_mut(key) {
+                    conn.drain = true;
+                }
+            }
             readable.append(&mut self.ready);
             for key in readable.drain(..) {
                 self.service(key);
@@ -406,6 +415,7 @@ impl Broker {
         if conn.serviced_turn == *turn {
             return;
         }
+        let drain = std::mem::take(&mut conn.drain);
         conn.serviced_turn = *turn;
         mark_dirty(conn, key, dirty);
         conn.paused = false;
@@ -447,6 +457,13 @@ impl Broker {
                         return;
                     }
                     if conn.quitting || conn.session.wait.is_some() {
+                        return;
+                    }
+                    // A short read emptied the socket: any data (or FIN)
+                    // arriving later raises a new edge, so skip the read
+                    // that would only say WouldBlock. Not when the event
+                    // said the peer closed, or there was no event at all.
+                    if n < scratch.len() && !drain {
                         return;
                     }
                 }

@@ -269,6 +269,9 @@ pub struct Log {
     /// A failed append left bytes past the active length that could not be
     /// cut yet.
     dirty_tail: bool,
+    /// Rolled segments to sync in the background (when acknowledgements do
+    /// not wait for syncs, rolling does not wait either).
+    background_syncs: Vec<Arc<File>>,
     uses: u64,
 }
 
@@ -343,6 +346,7 @@ impl Log {
             staged_segment_len: scan.len,
             staged_last_indexed: last_indexed,
             dirty_tail: false,
+            background_syncs: Vec::new(),
             uses: 0,
         })
     }
@@ -499,14 +503,21 @@ impl Log {
             return Ok(());
         }
         let path = self.active.path.clone();
-        if let Err(e) = self.active.file.sync_data() {
-            if self.options.cut_on_sync_failure {
+        if self.options.cut_on_sync_failure {
+            // Acknowledgements wait for syncs, so little is unsynced here
+            // (what was written since the last sync began): sync it now, so
+            // the synced mark never has to span two files.
+            if let Err(e) = self.active.file.sync_data() {
                 self.cut_unsynced();
+                return Err(StorageError::io(&path, "fdatasync before rolling", e));
             }
-            return Err(StorageError::io(&path, "fdatasync before rolling", e));
+            self.synced = self.written;
+            self.synced_len = self.active.len;
+        } else {
+            // Up to a whole segment may be unsynced: the sync thread does
+            // it, so the loop serving clients never waits for it.
+            self.background_syncs.push(self.active.sync_file.clone());
         }
-        self.synced = self.written;
-        self.synced_len = self.active.len;
         let rolled_path = self.dir.join(rolled_name(&self.name, self.active.base));
         fs::rename(&path, &rolled_path).map_err(|e| {
             StorageError::io(&path, format!("rename to {}", rolled_path.display()), e)
@@ -591,6 +602,11 @@ impl Log {
             offset: self.written,
             len: self.active.len,
         })
+    }
+
+    /// Rolled segments waiting for a background sync.
+    pub fn take_background_syncs(&mut self) -> Vec<Arc<File>> {
+        std::mem::take(&mut self.background_syncs)
     }
 
     /// A sync begun with [`begin_sync`](Self::begin_sync) succeeded.

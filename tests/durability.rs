@@ -131,7 +131,7 @@ fn bad_durability_flags_are_refused() {
 #[test]
 fn segments_roll_keep_the_active_name_and_survive_restart() {
     let (_tmp, dir) = temp_data_dir();
-    let args = ["--segment-bytes", "200"];
+    let args = ["--segment-bytes", "200", "--fsync", "never"];
     {
         let broker = BrokerProcess::start(&dir, &args);
         let mut c = broker.client();
@@ -157,6 +157,12 @@ fn segments_roll_keep_the_active_name_and_survive_restart() {
         );
         assert_eq!(c.request("CONSUME 7"), "MESSAGE offset:7 m07");
         assert_eq!(stat(&mut c, "topic.default.segments") as usize, names.len());
+        // Even with `never`, rolled segments are synced in the background.
+        let deadline = Instant::now() + TIMEOUT;
+        while stat(&mut c, "fsyncs") < 1 {
+            assert!(Instant::now() < deadline, "rolled segments never synced");
+            thread::sleep(Duration::from_millis(5));
+        }
     }
     let broker = BrokerProcess::start(&dir, &args);
     let mut c = broker.client();
