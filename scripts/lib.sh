@@ -79,9 +79,11 @@ resolve_broker() {
   fi
 }
 
-# start_broker: starts $BROKER on 127.0.0.1:0 with data dir $WORK/data and
-# waits (at most START_TIMEOUT s) for its "Broker started on HOST:PORT"
-# line. Sets BROKER_PID, BROKER_PORT, BROKER_DATA, BROKER_STDERR.
+# shellcheck disable=SC2120 # (callers may pass no arguments)
+# start_broker [ARGS...]: starts $BROKER on 127.0.0.1:0 with data dir
+# $WORK/data (plus ARGS) and waits (at most START_TIMEOUT s) for its
+# "Broker started on HOST:PORT" line. Sets BROKER_PID, BROKER_PORT,
+# BROKER_DATA, BROKER_STDERR.
 start_broker() {
   BROKER_DATA=$WORK/data
   BROKER_STDERR=$WORK/broker.stderr
@@ -94,7 +96,7 @@ start_broker() {
   exec {rw}<>"$fifo"
   exec {BROKER_FD}<"$fifo"
   rm -f -- "$fifo"
-  "$BROKER" --addr 127.0.0.1:0 --data-dir "$BROKER_DATA" \
+  "$BROKER" --addr 127.0.0.1:0 --data-dir "$BROKER_DATA" "$@" \
     >&"$rw" 2>"$BROKER_STDERR" {rw}>&- {BROKER_FD}<&- &
   BROKER_PID=$!
   exec {rw}>&-

@@ -22,7 +22,7 @@ use crate::config::{self, Config, FsyncPolicy};
 use crate::connection::{Hold, HoldState, Output, Session, Subscription, Wait};
 use crate::offsets::Offsets;
 use crate::protocol::{self, Request, is_valid_name, push_u64, reply};
-use crate::storage::{Log, LogOptions, StorageError};
+use crate::storage::{Log, LogOptions, StorageError, SyncDone};
 use crate::syncer::{Done, Job, Syncer};
 
 /// The default topic: the one a connection starts on, stored as
@@ -317,6 +317,7 @@ impl Core {
                     file,
                     token: 0,
                     len: 0,
+                    slot: 0,
                 };
                 if let Err(Job::Sync { file, .. }) = self.syncer.submit(job)
                     && let Err(e) = file.sync_data()
@@ -337,15 +338,56 @@ impl Core {
                 self.failed = true;
             }
         }
-        if self.policy == FsyncPolicy::Always {
-            self.start_syncs();
+    }
+
+    /// With `--fsync always`: whether something written is covered by no
+    /// sync yet. The reactor then looks for work without waiting: if there
+    /// is none it syncs inline ([`sync_inline`](Self::sync_inline)), as it
+    /// would only sleep until a sync thread woke it; if there is, it hands
+    /// the sync to the threads ([`start_syncs`](Self::start_syncs)) and
+    /// serves meanwhile.
+    pub fn sync_wanted(&self) -> bool {
+        self.policy == FsyncPolicy::Always
+            && (self.topics.iter().any(|t| t.log.sync_wanted())
+                || (self.offsets.has_unsynced() && !self.offsets.sync_in_flight()))
+    }
+
+    /// Syncs every log with unsynced writes now, on this thread.
+    pub fn sync_inline(&mut self) {
+        for topic in &mut self.topics {
+            if !topic.log.sync_wanted() {
+                continue;
+            }
+            let before = topic.visible();
+            self.stats.fsyncs += 1;
+            if let Err(err) = topic.log.sync() {
+                self.stats.fsync_errors += 1;
+                if let Some(from) = topic.log.cut_unsynced_after_failure() {
+                    topic.journal.record_failure(from, &err);
+                    self.failed = true;
+                }
+            }
+            if topic.visible() > before {
+                self.woken.append(&mut topic.waiters);
+            }
+        }
+        if self.offsets.has_unsynced() && !self.offsets.sync_in_flight() {
+            self.stats.fsyncs += 1;
+            let from = self.offsets.synced_seq();
+            if let Err(err) = self.offsets.sync() {
+                self.stats.fsync_errors += 1;
+                self.offsets.sync_failed();
+                self.offsets_journal.record_failure(from, &err);
+                self.failed = true;
+            }
         }
     }
 
-    /// Hands every journal with unsynced writes to the sync thread (one
-    /// sync in flight per journal: what is written meanwhile goes with the
-    /// next one, so syncs batch themselves under load).
-    fn start_syncs(&mut self) {
+    /// Hands every journal with unsynced writes to the sync threads (up to
+    /// [`crate::storage::SYNC_SLOTS`] syncs in flight per log; what is
+    /// written meanwhile goes with the next one, so syncs batch themselves
+    /// under load).
+    pub fn start_syncs(&mut self) {
         for (i, topic) in self.topics.iter_mut().enumerate() {
             if let Some(point) = topic.log.begin_sync() {
                 let job = Job::Sync {
@@ -353,6 +395,7 @@ impl Core {
                     file: point.file,
                     token: point.offset,
                     len: point.len,
+                    slot: point.slot,
                 };
                 if self.syncer.submit(job).is_err() {
                     error!("sync thread is gone; syncing inline");
@@ -368,6 +411,7 @@ impl Core {
                 file,
                 token: seq,
                 len: 0,
+                slot: 0,
             };
             if self.syncer.submit(job).is_err()
                 && let Err(e) = self.offsets.sync()
@@ -383,10 +427,6 @@ impl Core {
         let any = !done.is_empty();
         for d in done {
             self.sync_completed(d);
-        }
-        if any && self.policy == FsyncPolicy::Always {
-            // What was written while these ran goes out now.
-            self.start_syncs();
         }
         any
     }
@@ -421,10 +461,15 @@ impl Core {
         let Some(topic) = self.topics.get_mut(done.journal as usize) else {
             return;
         };
+        let point = SyncDone {
+            offset: done.token,
+            len: done.len,
+            slot: done.slot,
+        };
         match done.result {
             Ok(()) => {
                 let before = topic.visible();
-                topic.log.sync_done(done.token, done.len);
+                topic.log.sync_done(&point);
                 if topic.visible() > before {
                     self.woken.append(&mut topic.waiters);
                 }
@@ -432,7 +477,7 @@ impl Core {
             Err(e) => {
                 self.stats.fsync_errors += 1;
                 let err = StorageError::io(topic.log.path(), "fdatasync", e);
-                match topic.log.sync_failed(done.token) {
+                match topic.log.sync_failed(&point) {
                     // Nothing from `from` on was acknowledged; it is cut
                     // off and those waiting for it get STORAGE_ERROR.
                     Some(from) => {

@@ -174,6 +174,11 @@ impl Offsets {
         self.synced
     }
 
+    /// Whether a sync is under way on the sync thread.
+    pub fn sync_in_flight(&self) -> bool {
+        self.sync_in_flight
+    }
+
     /// Whether written commits wait for a sync.
     pub fn has_unsynced(&self) -> bool {
         self.synced < self.flushed

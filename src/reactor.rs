@@ -206,7 +206,12 @@ impl Broker {
         let mut events = Events::with_capacity(1024);
         let mut readable = Vec::new();
         loop {
-            let timeout = self.poll_timeout();
+            let sync_wanted = self.core.sync_wanted();
+            let timeout = if sync_wanted {
+                Some(Duration::ZERO)
+            } else {
+                self.poll_timeout()
+            };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -214,6 +219,20 @@ impl Broker {
                 return Err(BrokerError::Poll(e));
             }
             self.turn += 1;
+            if sync_wanted {
+                if events.is_empty() {
+                    // Nothing else to do: sync here instead of handing it
+                    // to a thread and sleeping until it wakes us (two
+                    // thread switches off every waiting client's latency).
+                    self.core.sync_inline();
+                    self.release_held();
+                    self.finish_turn();
+                    continue;
+                }
+                // More work waiting: let the sync threads overlap syncs
+                // with serving it.
+                self.core.start_syncs();
+            }
             let mut stop = false;
             for event in events.iter() {
                 match event.token() {

@@ -1,4 +1,4 @@
-//! A helper thread for the two slow disk operations the reactor must not
+//! Helper threads for the two slow disk operations the reactor must not
 //! wait on: `fdatasync` and deleting old segments.
 //!
 //! The reactor hands over a job and goes on serving; the thread does the
@@ -12,6 +12,7 @@ use std::fs::File;
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread::JoinHandle;
 
@@ -28,6 +29,8 @@ pub enum Job {
         token: u64,
         /// The file length it covers.
         len: u64,
+        /// The sync slot it occupies in its log.
+        slot: usize,
     },
     /// Delete a file no longer part of any log.
     Delete(PathBuf),
@@ -38,6 +41,7 @@ pub struct Done {
     pub journal: u32,
     pub token: u64,
     pub len: u64,
+    pub slot: usize,
     pub result: io::Result<()>,
 }
 
@@ -46,52 +50,72 @@ pub struct Done {
 pub struct Syncer {
     jobs: Option<Sender<Job>>,
     done: Receiver<Done>,
-    thread: Option<JoinHandle<()>>,
+    threads: Vec<JoinHandle<()>>,
 }
+
+/// One worker: takes jobs until the queue closes.
+fn work(jobs: &Mutex<Receiver<Job>>, done: &Sender<Done>, waker: &Waker) {
+    loop {
+        let job = match jobs.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        let Ok(job) = job else { return };
+        match job {
+            Job::Sync {
+                journal,
+                file,
+                token,
+                len,
+                slot,
+            } => {
+                let result = file.sync_data();
+                drop(file);
+                let report = Done {
+                    journal,
+                    token,
+                    len,
+                    slot,
+                    result,
+                };
+                if done.send(report).is_err() {
+                    return;
+                }
+                if let Err(e) = waker.wake() {
+                    error!("syncer: cannot wake the reactor: {e}");
+                }
+            }
+            Job::Delete(path) => match std::fs::remove_file(&path) {
+                Ok(()) => info!("deleted {}", path.display()),
+                Err(e) => error!("cannot delete {}: {e}", path.display()),
+            },
+        }
+    }
+}
+
+/// Threads working the job queue: enough for every sync slot of a log to
+/// run at once.
+const THREADS: usize = crate::storage::SYNC_SLOTS;
 
 impl Syncer {
     pub fn start(waker: Arc<Waker>) -> io::Result<Syncer> {
         let (jobs, job_rx) = mpsc::channel::<Job>();
+        let job_rx = Arc::new(Mutex::new(job_rx));
         let (done_tx, done) = mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("syncer".into())
-            .spawn(move || {
-                for job in job_rx {
-                    match job {
-                        Job::Sync {
-                            journal,
-                            file,
-                            token,
-                            len,
-                        } => {
-                            let result = file.sync_data();
-                            drop(file);
-                            if done_tx
-                                .send(Done {
-                                    journal,
-                                    token,
-                                    len,
-                                    result,
-                                })
-                                .is_err()
-                            {
-                                return;
-                            }
-                            if let Err(e) = waker.wake() {
-                                error!("syncer: cannot wake the reactor: {e}");
-                            }
-                        }
-                        Job::Delete(path) => match std::fs::remove_file(&path) {
-                            Ok(()) => info!("deleted {}", path.display()),
-                            Err(e) => error!("cannot delete {}: {e}", path.display()),
-                        },
-                    }
-                }
-            })?;
+        let mut threads = Vec::new();
+        for i in 0..THREADS {
+            let job_rx = job_rx.clone();
+            let done_tx = done_tx.clone();
+            let waker = waker.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("syncer-{i}"))
+                .spawn(move || work(&job_rx, &done_tx, &waker))?;
+            threads.push(thread);
+        }
         Ok(Syncer {
             jobs: Some(jobs),
             done,
-            thread: Some(thread),
+            threads,
         })
     }
 
@@ -113,7 +137,7 @@ impl Syncer {
 impl Drop for Syncer {
     fn drop(&mut self) {
         self.jobs = None;
-        if let Some(thread) = self.thread.take() {
+        for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
     }
