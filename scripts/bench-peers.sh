@@ -9,7 +9,7 @@ PROG=bench-peers
 
 usage() {
   cat <<USAGE
-Usage: scripts/bench-peers.sh [--runs N] [--scale F] [--results FILE] [--chart FILE.svg]
+Usage: scripts/bench-peers.sh [--runs N] [--scale F] [--results FILE] [--chart FILE.svg] [--report-only]
 
 Installs redis-server and beanstalkd (apt) if missing, builds the release
 binaries, then for each durability group:
@@ -25,18 +25,20 @@ Prints medians and broker/peer ratios; writes every raw result to FILE
 (default bench-results.tsv) and, with gnuplot, an SVG chart.
 
 --scale F multiplies every message count (e.g. 0.01 for a quick smoke).
+--report-only prints the tables (and chart) from an existing FILE.
 beanstalkd -f 0 syncs on every command (~6k msg/s here), so its S2-S4 run
 at 1/20 of the counts; rates stay comparable.
 USAGE
 }
 
-RUNS=3 SCALE=1 RESULTS=bench-results.tsv CHART=""
+RUNS=3 SCALE=1 RESULTS=bench-results.tsv CHART="" REPORT_ONLY=0
 while (($#)); do
   case $1 in
     --runs) RUNS=${2:?}; shift 2 ;;
     --scale) SCALE=${2:?}; shift 2 ;;
     --results) RESULTS=${2:?}; shift 2 ;;
     --chart) CHART=${2:?}; shift 2 ;;
+    --report-only) REPORT_ONLY=1; shift ;;
     -h | --help) usage; exit 0 ;;
     *) usage_error "unknown argument '$1'" ;;
   esac
@@ -59,13 +61,17 @@ install_peers() {
   $sudo systemctl stop redis-server beanstalkd >/dev/null 2>&1 || true
 }
 
+make_workdir
+if ((REPORT_ONLY)); then
+  [[ -f $RESULTS ]] || die "no results file $RESULTS"
+  RUNS=$(awk -F'\t' 'NR > 1 && $3 > n { n = $3 } END { print n + 0 }' "$RESULTS")
+else
 install_peers
 (cd -- "$REPO_ROOT" && cargo build --release --bin broker --bin bench >&2) || die "build failed"
 BROKER=${BROKER:-$REPO_ROOT/target/release/broker}
 BENCH=$REPO_ROOT/target/release/bench
 ulimit -n 4096 2>/dev/null || true
 
-make_workdir
 PEER_PID=""
 stop_peer() {
   if [[ -n $PEER_PID ]]; then
@@ -187,6 +193,7 @@ for run in $(seq 1 "$RUNS"); do
   done
 done
 record all broker 1 footprint binary_bytes "$(stat -c %s "$BROKER")"
+fi
 
 # Medians and ratios.
 awk -F'\t' '
@@ -229,7 +236,7 @@ if [[ -n $CHART ]]; then
     awk -F'\t' 'NR > 1 && $5 == "msg_per_s" { k = $1 " " $4 SUBSEP $2; v[k] = v[k] " " $6; c[$1 " " $4] = 1 }
       function median(list,   a, n, i, j, t) { n = split(list, a, " "); for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }; return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2 }
       END { split("everysec always", g, " "); split("S1 S2 S3 S4", s, " ")
-        for (i = 1; i <= 2; i++) for (j = 1; j <= 4; j++) { x = g[i] " " s[j]; printf "\"%s %s\" %s %s %s\n", s[j], g[i], median(v[x SUBSEP "broker"]), median(v[x SUBSEP "redis"]), median(v[x SUBSEP "beanstalkd"]) } }' \
+        for (i = 1; i <= 2; i++) for (j = 1; j <= 4; j++) { x = g[i] " " s[j]; printf "\"%s\\n%s\" %s %s %s\n", s[j], g[i], median(v[x SUBSEP "broker"]), median(v[x SUBSEP "redis"]), median(v[x SUBSEP "beanstalkd"]) } }' \
       "$RESULTS" >"$WORK/chart.dat"
     gnuplot <<GNUPLOT
 set terminal svg size 900,480 dynamic font "sans,12"
@@ -241,8 +248,9 @@ set style fill solid 0.85 border -1
 set logscale y
 set format y "%.0s%c"
 set ylabel "msg/s (log scale)"
-set key top right
-set xtics rotate by -20
+set key top left
+set xtics nomirror scale 0
+set bmargin 4
 plot "$WORK/chart.dat" using 2:xtic(1) title "kafka-like-broker" lc rgb "#1f77b4", \
      "" using 3 title "Redis 7 (AOF)" lc rgb "#d62728", \
      "" using 4 title "beanstalkd (binlog)" lc rgb "#2ca02c"
