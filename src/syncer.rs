@@ -1,12 +1,13 @@
 //! Helper threads for the two slow disk operations the reactor must not
 //! wait on: `fdatasync` and deleting old segments.
 //!
-//! The reactor hands over a job and goes on serving; the thread does the
+//! The reactor hands over a job and goes on serving; a thread does the
 //! call, sends the result back on a channel and wakes the poll loop through
-//! a `mio::Waker`. It never touches a socket: the reactor thread owns all
-//! client I/O. An `fdatasync` takes 0.2 ms on this project's development
+//! a `mio::Waker`. The threads never touch a socket: the reactor thread owns
+//! all client I/O. An `fdatasync` takes 0.2 ms on this project's development
 //! VM but tens of milliseconds on an SD card; inline, it would stall every
-//! client for that long on each loop turn.
+//! client for that long on each loop turn. (The reactor still syncs inline
+//! when it has nothing else to do: see `Core::sync_wanted`.)
 
 use std::fs::File;
 use std::io;
