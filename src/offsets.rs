@@ -30,7 +30,7 @@ use std::sync::Arc;
 use log::{info, warn};
 
 use crate::protocol::{is_valid_name, parse_u64, push_u64};
-use crate::storage::StorageError;
+use crate::storage::{StorageError, write_all};
 
 /// The file name in the data directory.
 pub const OFFSETS_FILE: &str = "consumer_offsets.txt";
@@ -354,19 +354,6 @@ pub fn sync_dir(dir: &Path) -> Result<(), StorageError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| StorageError::io(dir, "fsync directory", e))
-}
-
-fn write_all(mut file: &File, data: &[u8]) -> io::Result<()> {
-    let mut done = 0;
-    while done < data.len() {
-        match file.write(&data[done..]) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => done += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 fn parse_line(line: &[u8]) -> Option<(Key, u64)> {

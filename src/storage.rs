@@ -1119,8 +1119,10 @@ fn segment_end(r: &Rolled) -> Result<u64, StorageError> {
     }
 }
 
-/// Writes all of `data` with as few `write` calls as the kernel allows.
-fn write_all(mut file: &File, data: &[u8]) -> io::Result<()> {
+/// Writes all of `data` with as few `write` calls as the kernel allows
+/// (`Write::write_all` would also do, but this keeps `WriteZero` and
+/// `Interrupted` handling explicit in one place for both journals).
+pub(crate) fn write_all(mut file: &File, data: &[u8]) -> io::Result<()> {
     let mut done = 0;
     while done < data.len() {
         match file.write(&data[done..]) {

@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -414,65 +414,13 @@ fn concurrent_producers_get_unique_contiguous_offsets() {
     assert_eq!(log.lines().count(), total);
 }
 
-/// Producers pipelining as fast as they can; returns what was acknowledged.
-fn spawn_pipelined_producer(
-    addr: std::net::SocketAddr,
-    id: usize,
-    stop: Arc<AtomicBool>,
-    acked_count: Arc<AtomicUsize>,
-) -> thread::JoinHandle<Vec<(u64, String)>> {
-    thread::spawn(move || {
-        let mut c = Client::connect(addr);
-        let mut writer = c.writer.try_clone().unwrap();
-        let stop_writer = stop.clone();
-        // Writer: keeps sending until stopped or the broker dies.
-        let sender = thread::spawn(move || {
-            let mut i = 0u64;
-            while !stop_writer.load(Ordering::Relaxed) && i < 2_000_000 {
-                let mut chunk = String::new();
-                for _ in 0..64 {
-                    chunk.push_str(&format!("PRODUCE p{id}-{i}\n"));
-                    i += 1;
-                }
-                if writer.write_all(chunk.as_bytes()).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut acked = Vec::new();
-        let mut line = Vec::new();
-        let mut i = 0u64;
-        use std::io::BufRead;
-        loop {
-            line.clear();
-            match c.reader.read_until(b'\n', &mut line) {
-                Ok(n) if n > 0 && line.ends_with(b"\n") => {}
-                _ => break, // killed
-            }
-            let text = std::str::from_utf8(&line).unwrap().trim_end();
-            let offset: u64 = text
-                .strip_prefix("ACK offset:")
-                .unwrap_or_else(|| panic!("{text}"))
-                .parse()
-                .unwrap();
-            acked.push((offset, format!("p{id}-{i}")));
-            acked_count.fetch_add(1, Ordering::Relaxed);
-            i += 1;
-        }
-        stop.store(true, Ordering::Relaxed);
-        let _ = sender.join();
-        acked
-    })
-}
-
 #[test]
 fn kill_9_under_load_loses_no_acknowledged_message() {
     let (_tmp, dir) = temp_data_dir();
     let mut broker = BrokerProcess::start(&dir, &[]);
-    let stop = Arc::new(AtomicBool::new(false));
     let count = Arc::new(AtomicUsize::new(0));
     let producers: Vec<_> = (0..4)
-        .map(|id| spawn_pipelined_producer(broker.addr, id, stop.clone(), count.clone()))
+        .map(|id| common::pipelined_producer(broker.addr, id, 2_000_000, count.clone()))
         .collect();
     // Kill once a good amount is acknowledged and more is in flight.
     let deadline = Instant::now() + TIMEOUT;
@@ -481,7 +429,6 @@ fn kill_9_under_load_loses_no_acknowledged_message() {
         thread::sleep(Duration::from_millis(5));
     }
     broker.kill9();
-    stop.store(true, Ordering::Relaxed);
     let mut acked: Vec<(u64, String)> = Vec::new();
     for p in producers {
         acked.extend(p.join().unwrap());

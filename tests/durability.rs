@@ -6,24 +6,11 @@ mod common;
 use std::io::{BufRead, Write};
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use common::{BrokerProcess, Client, TIMEOUT, temp_data_dir};
-
-/// Reads lines until one starts with `end`, returning all.
-fn lines_until(c: &mut Client, end: &str) -> Vec<String> {
-    let mut lines = Vec::new();
-    loop {
-        let line = c.line();
-        let done = line.starts_with(end);
-        lines.push(line);
-        if done {
-            return lines;
-        }
-    }
-}
 
 /// Every message of the current topic from `from`, via FETCH.
 fn fetch_all(c: &mut Client, from: u64) -> Vec<(u64, String)> {
@@ -31,7 +18,7 @@ fn fetch_all(c: &mut Client, from: u64) -> Vec<(u64, String)> {
     let mut at = from;
     loop {
         c.send(format!("FETCH {at} 10000\n"));
-        let lines = lines_until(c, "END");
+        let lines = c.lines_until("END");
         let next: u64 = lines
             .last()
             .unwrap()
@@ -49,18 +36,6 @@ fn fetch_all(c: &mut Client, from: u64) -> Vec<(u64, String)> {
         }
         at = next;
     }
-}
-
-fn stat(c: &mut Client, name: &str) -> u64 {
-    c.send("STATS\n");
-    let lines = lines_until(c, "END");
-    let prefix = format!("STAT {name} ");
-    lines
-        .iter()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .unwrap_or_else(|| panic!("no {name} in {lines:?}"))
-        .parse()
-        .unwrap()
 }
 
 fn file_names(dir: &std::path::Path) -> Vec<String> {
@@ -93,7 +68,7 @@ fn every_fsync_policy_acknowledges_and_serves() {
             format!("MESSAGE offset:1999 {policy}-1999")
         );
         assert_eq!(c.request("COMMIT g 2000"), "COMMITTED g 2000");
-        let fsyncs = stat(&mut c, "fsyncs");
+        let fsyncs = c.stat("fsyncs");
         match policy {
             "always" => assert!(
                 (1..2000).contains(&fsyncs),
@@ -109,7 +84,7 @@ fn every_fsync_policy_acknowledges_and_serves() {
     let mut c = broker.client();
     assert_eq!(c.request("PRODUCE x"), "ACK offset:0");
     let deadline = Instant::now() + TIMEOUT;
-    while stat(&mut c, "fsyncs") == 0 {
+    while c.stat("fsyncs") == 0 {
         assert!(Instant::now() < deadline, "interval sync never ran");
         thread::sleep(Duration::from_millis(10));
     }
@@ -156,10 +131,10 @@ fn segments_roll_keep_the_active_name_and_survive_restart() {
                 .all(|(i, (o, m))| *o == i as u64 && *m == format!("m{i:02}"))
         );
         assert_eq!(c.request("CONSUME 7"), "MESSAGE offset:7 m07");
-        assert_eq!(stat(&mut c, "topic.default.segments") as usize, names.len());
+        assert_eq!(c.stat("topic.default.segments") as usize, names.len());
         // Even with `never`, rolled segments are synced in the background.
         let deadline = Instant::now() + TIMEOUT;
-        while stat(&mut c, "fsyncs") < 1 {
+        while c.stat("fsyncs") < 1 {
             assert!(Instant::now() < deadline, "rolled segments never synced");
             thread::sleep(Duration::from_millis(5));
         }
@@ -201,7 +176,7 @@ fn retention_by_size_drops_old_segments_and_reads_below_answer_out_of_range() {
         );
         thread::sleep(Duration::from_millis(10));
     }
-    let first = stat(&mut c, "topic.default.first_offset");
+    let first = c.stat("topic.default.first_offset");
     assert!(first > 0 && first < 100, "first offset {first}");
     assert_eq!(
         c.request("CONSUME 0"),
@@ -221,10 +196,10 @@ fn retention_by_size_drops_old_segments_and_reads_below_answer_out_of_range() {
     );
     c.send("TOPICS\n");
     assert_eq!(
-        lines_until(&mut c, "END")[0],
+        c.lines_until("END")[0],
         format!(
             "TOPIC default first:{first} next:100 bytes:{}",
-            stat(&mut c, "topic.default.log_bytes")
+            c.stat("topic.default.log_bytes")
         )
     );
     assert!(
@@ -268,7 +243,7 @@ fn retention_by_age_drops_segments_at_start() {
         );
         thread::sleep(Duration::from_millis(10));
     }
-    let first = stat(&mut c, "topic.default.first_offset");
+    let first = c.stat("topic.default.first_offset");
     assert!(first > 0);
     assert_eq!(
         c.request(&format!("CONSUME {first}")),
@@ -309,7 +284,7 @@ fn a_damaged_rolled_segment_is_refused_unless_skipped() {
     assert!(err.contains(&names[2]), "names the file: {err}");
     let broker = BrokerProcess::start(&dir, &["--segment-bytes", "100", "--skip-corrupt-segments"]);
     let mut c = broker.client();
-    let first = stat(&mut c, "topic.default.first_offset");
+    let first = c.stat("topic.default.first_offset");
     let skipped_to: u64 = names[3].rsplit('.').next().unwrap().parse().unwrap();
     assert_eq!(
         first, skipped_to,
@@ -450,60 +425,6 @@ impl Rng {
     }
 }
 
-/// Producers pipelining as fast as they can until the broker dies; returns
-/// what was acknowledged.
-fn pipelined_producer(
-    addr: std::net::SocketAddr,
-    id: usize,
-    acks: Arc<AtomicUsize>,
-) -> thread::JoinHandle<Vec<(u64, String)>> {
-    thread::spawn(move || {
-        let mut c = Client::connect(addr);
-        let mut writer = c.writer.try_clone().unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let sender = {
-            let stop = stop.clone();
-            thread::spawn(move || {
-                let mut i = 0u64;
-                // Bounded per round so the log stays small enough to
-                // check quickly.
-                while !stop.load(Ordering::Relaxed) && i < 30_000 {
-                    let mut chunk = String::new();
-                    for _ in 0..32 {
-                        chunk.push_str(&format!("PRODUCE p{id}-{i}\n"));
-                        i += 1;
-                    }
-                    if writer.write_all(chunk.as_bytes()).is_err() {
-                        break;
-                    }
-                }
-            })
-        };
-        let mut acked = Vec::new();
-        let mut line = Vec::new();
-        let mut i = 0u64;
-        loop {
-            line.clear();
-            match c.reader.read_until(b'\n', &mut line) {
-                Ok(n) if n > 0 && line.ends_with(b"\n") => {}
-                _ => break,
-            }
-            let text = std::str::from_utf8(&line).unwrap().trim_end();
-            let offset: u64 = text
-                .strip_prefix("ACK offset:")
-                .unwrap_or_else(|| panic!("{text}"))
-                .parse()
-                .unwrap();
-            acked.push((offset, format!("p{id}-{i}")));
-            acks.fetch_add(1, Ordering::Relaxed);
-            i += 1;
-        }
-        stop.store(true, Ordering::Relaxed);
-        let _ = sender.join();
-        acked
-    })
-}
-
 /// Commits the highest offset it has seen acknowledged, until killed.
 fn committer(addr: std::net::SocketAddr, high: Arc<AtomicU64>) -> thread::JoinHandle<u64> {
     thread::spawn(move || {
@@ -556,7 +477,9 @@ fn crash_rounds(policy: &str, rounds: usize) {
         // back.
         let high = Arc::new(AtomicU64::new(base));
         let producers: Vec<_> = (0..3)
-            .map(|id| pipelined_producer(broker.addr, round * 10 + id, acks.clone()))
+            .map(|id| {
+                common::pipelined_producer(broker.addr, round * 10 + id, 30_000, acks.clone())
+            })
             .collect();
         let committer = committer(broker.addr, high.clone());
         // Let some load build, then kill at a random moment.

@@ -10,19 +10,6 @@ use std::time::{Duration, Instant};
 
 use common::{BrokerProcess, Client, TIMEOUT, temp_data_dir};
 
-/// Reads lines until one equals or starts with `end`, returning all.
-fn lines_until(c: &mut Client, end: &str) -> Vec<String> {
-    let mut lines = Vec::new();
-    loop {
-        let line = c.line();
-        let done = line.starts_with(end);
-        lines.push(line);
-        if done {
-            return lines;
-        }
-    }
-}
-
 #[test]
 fn topics_are_isolated_listed_and_recovered() {
     let (_tmp, dir) = temp_data_dir();
@@ -40,7 +27,7 @@ fn topics_are_isolated_listed_and_recovered() {
         assert_eq!(other.request("PRODUCE d1"), "ACK offset:1");
         c.send("TOPICS\n");
         assert_eq!(
-            lines_until(&mut c, "END"),
+            c.lines_until("END"),
             [
                 "TOPIC default first:0 next:2 bytes:40",
                 "TOPIC orders first:0 next:2 bytes:40",
@@ -147,7 +134,7 @@ fn fetch_batches_and_end_offsets() {
     }
     c.send("FETCH 1 3\n");
     assert_eq!(
-        lines_until(&mut c, "END"),
+        c.lines_until("END"),
         [
             "MESSAGE offset:1 m1",
             "MESSAGE offset:2 m2",
@@ -157,7 +144,7 @@ fn fetch_batches_and_end_offsets() {
     );
     c.send("FETCH 3 100\n");
     assert_eq!(
-        lines_until(&mut c, "END"),
+        c.lines_until("END"),
         ["MESSAGE offset:3 m3", "MESSAGE offset:4 m4", "END offset:5"]
     );
     assert_eq!(c.request("FETCH 5 10"), "END offset:5");
@@ -186,7 +173,7 @@ fn fetch_batches_and_end_offsets() {
     c.send("PRODUCE m5\nFETCH 5 1\n");
     assert_eq!(c.line(), "ACK offset:5");
     assert_eq!(
-        lines_until(&mut c, "END"),
+        c.lines_until("END"),
         ["MESSAGE offset:5 m5", "END offset:6"]
     );
 }
@@ -204,7 +191,7 @@ fn fetch_bytes_are_bounded_per_reply() {
         );
     }
     c.send("FETCH 0 100\n");
-    let lines = lines_until(&mut c, "END");
+    let lines = c.lines_until("END");
     assert_eq!(lines.len(), 3, "two 400-byte messages fit in 1000 bytes");
     assert_eq!(lines[2], "END offset:2");
 }
@@ -273,7 +260,7 @@ fn wait_for_stat(c: &mut Client, name: &str, value: u64) {
     let deadline = Instant::now() + TIMEOUT;
     loop {
         c.send("STATS\n");
-        let lines = lines_until(c, "END");
+        let lines = c.lines_until("END");
         let want = format!("STAT {name} {value}");
         if lines.contains(&want) {
             return;
@@ -491,7 +478,7 @@ fn stats_lists_stable_names() {
     assert_eq!(c.request("PRODUCE x"), "ACK offset:0");
     assert_eq!(c.request("CONSUME 0"), "MESSAGE offset:0 x");
     c.send("STATS\n");
-    let lines = lines_until(&mut c, "END");
+    let lines = c.lines_until("END");
     assert_eq!(lines.last().unwrap(), "END");
     let stats: std::collections::HashMap<&str, &str> = lines[..lines.len() - 1]
         .iter()
@@ -546,7 +533,7 @@ fn auth_is_enforced() {
         "NOAUTH authentication required; send AUTH <token>"
     );
     c.send("HELP\n");
-    lines_until(&mut c, "END");
+    c.lines_until("END");
     assert_eq!(c.request("AUTH wrong"), "INVALID_TOKEN wrong token");
     assert_eq!(c.request("AUTH s3cret-token"), "AUTHENTICATED");
     assert_eq!(c.request("PRODUCE x"), "ACK offset:0");

@@ -7,7 +7,10 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
+use std::thread;
 use std::time::{Duration, Instant};
 
 /// How long any single wait in a test may take before it fails.
@@ -247,6 +250,32 @@ impl Client {
         self.line()
     }
 
+    /// Reads lines until one starts with `end` (that one included).
+    pub fn lines_until(&mut self, end: &str) -> Vec<String> {
+        let mut lines = Vec::new();
+        loop {
+            let line = self.line();
+            let done = line.starts_with(end);
+            lines.push(line);
+            if done {
+                return lines;
+            }
+        }
+    }
+
+    /// The value of `STAT <name>`.
+    pub fn stat(&mut self, name: &str) -> u64 {
+        self.send("STATS\n");
+        let lines = self.lines_until("END");
+        let prefix = format!("STAT {name} ");
+        lines
+            .iter()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no {name} in {lines:?}"))
+            .parse()
+            .unwrap()
+    }
+
     /// Asserts the broker closes the connection without sending more.
     pub fn expect_closed(&mut self) {
         let mut rest = Vec::new();
@@ -256,4 +285,62 @@ impl Client {
             Err(e) => panic!("expected the connection to close, got {e}"),
         }
     }
+}
+
+/// Produces messages `p<id>-<i>` as fast as the broker takes them: a writer
+/// thread pipelines up to `limit` requests while this thread reads the
+/// ACKs, until the limit or until the broker dies. Returns what was
+/// acknowledged, as (offset, message); counts ACKs in `acks` as they come.
+pub fn pipelined_producer(
+    addr: SocketAddr,
+    id: usize,
+    limit: u64,
+    acks: Arc<AtomicUsize>,
+) -> thread::JoinHandle<Vec<(u64, String)>> {
+    thread::spawn(move || {
+        let mut c = Client::connect(addr);
+        let mut writer = c.writer.try_clone().expect("clone stream");
+        let stop = Arc::new(AtomicBool::new(false));
+        let sender = {
+            let stop = stop.clone();
+            thread::spawn(move || {
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) && i < limit {
+                    let mut chunk = String::new();
+                    for _ in 0..32 {
+                        chunk.push_str(&format!("PRODUCE p{id}-{i}\n"));
+                        i += 1;
+                    }
+                    if writer.write_all(chunk.as_bytes()).is_err() {
+                        break;
+                    }
+                }
+            })
+        };
+        let mut acked = Vec::new();
+        let mut line = Vec::new();
+        let mut i = 0u64;
+        loop {
+            line.clear();
+            match c.reader.read_until(b'\n', &mut line) {
+                Ok(n) if n > 0 && line.ends_with(b"\n") => {}
+                _ => break, // the broker died, or all were acknowledged
+            }
+            let text = std::str::from_utf8(&line).expect("utf-8").trim_end();
+            let offset: u64 = text
+                .strip_prefix("ACK offset:")
+                .unwrap_or_else(|| panic!("{text}"))
+                .parse()
+                .expect("offset");
+            acked.push((offset, format!("p{id}-{i}")));
+            acks.fetch_add(1, Ordering::Relaxed);
+            i += 1;
+            if i == limit.div_ceil(32) * 32 {
+                break;
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        let _ = sender.join();
+        acked
+    })
 }
