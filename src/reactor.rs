@@ -623,6 +623,9 @@ impl Broker {
         }
         self.finish_turn();
         self.core.sync_all();
+        // Replies that waited for a sync (--fsync always) can go now.
+        self.release_held();
+        self.finish_turn();
         let s = &self.core.stats;
         info!(
             "stopped: produced={} consumed={} connections_total={}",
