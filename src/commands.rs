@@ -956,6 +956,7 @@ impl Core {
                     buf.push(b'\n');
                 });
             match result {
+                Ok(next) if next == sub.next => break, // nothing readable yet
                 Ok(next) => {
                     stats.consumed += next - sub.next;
                     sub.next = next;
