@@ -927,6 +927,7 @@ impl Core {
             return false;
         };
         let t = sub.topic as usize;
+        let mut stalled = false;
         if let Some(first) = self.out_of_range(sub.topic, sub.next) {
             // Retention dropped what the subscriber had not read yet.
             out_of_range(out, first);
@@ -956,7 +957,12 @@ impl Core {
                     buf.push(b'\n');
                 });
             match result {
-                Ok(next) if next == sub.next => break, // nothing readable yet
+                Ok(next) if next == sub.next => {
+                    // No progress (cannot happen with a sane log): wait for
+                    // the next message rather than retry at once.
+                    stalled = true;
+                    break;
+                }
                 Ok(next) => {
                     stats.consumed += next - sub.next;
                     sub.next = next;
@@ -973,7 +979,7 @@ impl Core {
                 }
             }
         }
-        let more = sub.next < self.topics[t].visible();
+        let more = !stalled && sub.next < self.topics[t].visible();
         if !more && !sub.waiting {
             self.topics[t].waiters.push(key);
             sub.waiting = true;
