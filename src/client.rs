@@ -188,13 +188,13 @@ pub fn read_token(path: &Path) -> Result<Vec<u8>, ClientError> {
 pub fn parse_message(line: &[u8]) -> Option<(u64, &[u8])> {
     let rest = line.strip_prefix(b"MESSAGE offset:")?;
     let space = rest.iter().position(|&b| b == b' ')?;
-    let offset = crate::protocol::parse_u64(&rest[..space])?;
+    let offset = crate::util::parse_u64(&rest[..space])?;
     Some((offset, &rest[space + 1..]))
 }
 
 /// Parses `END offset:<n>`.
 pub fn parse_end(line: &[u8]) -> Option<u64> {
-    crate::protocol::parse_u64(line.strip_prefix(b"END offset:")?)
+    crate::util::parse_u64(line.strip_prefix(b"END offset:")?)
 }
 
 #[cfg(test)]

@@ -1,24 +1,24 @@
 //! A lightweight Kafka-like message broker: one thread, one mio reactor, a
 //! line protocol you can drive with `nc`.
 //!
+//! Dependencies point one way:
+//! `util <- storage <- broker <- protocol <- server <- bin`.
+//!
+//! - [`util`]: decimal numbers, names, file helpers;
+//! - [`storage`]: the append-only log files and the committed offsets;
+//! - [`broker`]: topics, offsets, counters: what requests do;
 //! - [`protocol`]: framing, request parsing and reply words (no I/O);
-//! - [`connection`]: one client's socket and buffers;
-//! - [`reactor`]: the poll loop that owns the listener, clients and logs;
-//! - [`commands`]: what each request does: topics, offsets, stats;
-//! - [`storage`]: the append-only log files;
-//! - [`offsets`]: committed consumer-group offsets;
+//! - [`server`]: the poll loop that owns the listener and clients;
 //! - [`config`]: defaults and limits;
 //! - [`client`]: blocking helpers for the bundled clients.
 
+pub mod broker;
 pub mod client;
-pub mod commands;
 pub mod config;
-pub mod connection;
-pub mod offsets;
 pub mod protocol;
-pub mod reactor;
+pub mod server;
 pub mod storage;
-pub mod syncer;
+pub mod util;
 
 pub use config::Config;
-pub use reactor::{Broker, BrokerError};
+pub use server::{Broker, BrokerError};

@@ -17,7 +17,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
 use kafka_like_broker::client::{parse_end, parse_message};
-use kafka_like_broker::protocol::{parse_u64, push_u64};
+use kafka_like_broker::util::{parse_u64, push_u64};
 
 const USAGE: &str = "\
 Usage: bench produce|consume|idle [OPTIONS]

@@ -207,7 +207,7 @@ fn consume(
                 break;
             } else if let Some(first) = line
                 .strip_prefix(b"OFFSET_OUT_OF_RANGE first:")
-                .and_then(kafka_like_broker::protocol::parse_u64)
+                .and_then(kafka_like_broker::util::parse_u64)
             {
                 // Retention deleted what we had not read: carry on from the
                 // oldest message still there, and say so.

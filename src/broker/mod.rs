@@ -19,11 +19,11 @@ use std::time::{Duration, Instant};
 use log::{error, info, warn};
 
 use crate::config::{self, Config, FsyncPolicy};
-use crate::connection::{Hold, HoldState, Output, Session, Subscription, Wait};
-use crate::offsets::Offsets;
-use crate::protocol::{self, Request, is_valid_name, push_u64, reply};
+use crate::protocol::text::{self as protocol, Request, is_valid_name, push_u64, reply};
+use crate::server::conn::{Hold, HoldState, Output, Session, Subscription, Wait};
+use crate::server::syncer::{Done, Job, Syncer};
+use crate::storage::Offsets;
 use crate::storage::{Log, LogOptions, StorageError, SyncDone};
-use crate::syncer::{Done, Job, Syncer};
 
 /// The default topic: the one a connection starts on, stored as
 /// `kafka_log.txt` like the original project's single log.
@@ -1021,8 +1021,8 @@ impl Core {
         let (dir, file) = topic_log_path(&self.data_dir, name);
         let open = || -> Result<Log, StorageError> {
             let log = Log::open(&dir, file, self.log_options)?;
-            crate::offsets::sync_dir(&dir)?;
-            crate::offsets::sync_dir(&self.data_dir.join(TOPICS_DIR))?;
+            crate::storage::sync_dir(&dir)?;
+            crate::storage::sync_dir(&self.data_dir.join(TOPICS_DIR))?;
             Ok(log)
         };
         let log = open().map_err(|e| {

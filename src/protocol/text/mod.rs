@@ -35,6 +35,8 @@
 
 use memchr::memchr;
 
+pub use crate::util::{MAX_NAME_LEN, is_valid_name, parse_u64, push_u64};
+
 /// Reply words and fixed reply lines, in one place.
 pub mod reply {
     pub const ACK: &[u8] = b"ACK offset:";
@@ -87,8 +89,6 @@ END\n";
 pub const MAX_FETCH_COUNT: u64 = 100_000;
 /// Longest wait one `FETCH` may ask for, in milliseconds.
 pub const MAX_WAIT_MS: u64 = 60_000;
-/// Longest topic or group name.
-pub const MAX_NAME_LEN: usize = 64;
 
 /// One parsed request. Borrowed from the line it came from: no allocation.
 #[derive(Debug, PartialEq, Eq)]
@@ -286,48 +286,6 @@ fn parse_name(name: &[u8]) -> Result<&[u8], ParseError> {
     } else {
         Err(ParseError::InvalidRequest(BAD_NAME))
     }
-}
-
-/// Whether `name` may name a topic or a consumer group: 1 to 64 of
-/// `[A-Za-z0-9._-]`, not `.` or `..`. Such a name is always a single,
-/// harmless path component.
-pub fn is_valid_name(name: &[u8]) -> bool {
-    (1..=MAX_NAME_LEN).contains(&name.len())
-        && name != b"."
-        && name != b".."
-        && name
-            .iter()
-            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-}
-
-/// A strict decimal `u64`: digits only (no sign, no spaces), no overflow.
-pub fn parse_u64(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() {
-        return None;
-    }
-    let mut n: u64 = 0;
-    for &b in digits {
-        if !b.is_ascii_digit() {
-            return None;
-        }
-        n = n.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
-    }
-    Some(n)
-}
-
-/// Appends the decimal form of `n` to `out` without going through `fmt`.
-pub fn push_u64(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
 }
 
 /// A frame found by [`LineDecoder`].

@@ -17,6 +17,9 @@
 //! No call here blocks on a client: sockets are non-blocking and are read
 //! and written until `WouldBlock`.
 
+pub mod conn;
+pub mod syncer;
+
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -33,12 +36,12 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
-use crate::commands::{Control, Core};
+use crate::broker::{Control, Core};
 use crate::config::{self, Config};
-use crate::connection::Connection;
-use crate::protocol::{Frame, reply};
+use crate::protocol::text::{Frame, reply};
 use crate::storage::StorageError;
-use crate::syncer::Syncer;
+use conn::Connection;
+use syncer::Syncer;
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);

@@ -9,7 +9,7 @@
 //! ```
 //!
 //! Topic and group names never contain spaces (see
-//! [`crate::protocol::is_valid_name`]); the offset is decimal. The last line
+//! [`crate::util::is_valid_name`]); the offset is decimal. The last line
 //! for a `(topic, group)` pair wins. Commits are staged and written with one
 //! `write` per loop turn, like messages, and a `COMMITTED` reply waits for
 //! that write. Compaction writes the live entries to
@@ -29,8 +29,9 @@ use std::sync::Arc;
 
 use log::{info, warn};
 
-use crate::protocol::{is_valid_name, parse_u64, push_u64};
-use crate::storage::{StorageError, write_all};
+use super::{StorageError, sync_dir};
+use crate::util::fs::write_all;
+use crate::util::{is_valid_name, parse_u64, push_u64};
 
 /// The file name in the data directory.
 pub const OFFSETS_FILE: &str = "consumer_offsets.txt";
@@ -347,13 +348,6 @@ fn open_append(path: &Path) -> Result<File, StorageError> {
         .create(true)
         .open(path)
         .map_err(|e| StorageError::io(path, "open", e))
-}
-
-/// Makes a rename or a new file in `dir` durable.
-pub fn sync_dir(dir: &Path) -> Result<(), StorageError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| StorageError::io(dir, "fsync directory", e))
 }
 
 fn parse_line(line: &[u8]) -> Option<(Key, u64)> {

@@ -51,9 +51,8 @@
 //! in the middle of a rolled segment is found when it is first read, and
 //! reads in it then fail with `file:line`.
 
-use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -63,7 +62,9 @@ use std::time::{Duration, SystemTime};
 use log::{error, info, warn};
 use memchr::memchr;
 
-use crate::protocol::{parse_u64, push_u64};
+use super::StorageError;
+use crate::util::fs::write_all;
+use crate::util::{digits, parse_u64, push_u64};
 
 /// Bytes of log between two sparse index entries.
 pub const INDEX_INTERVAL: u64 = 4096;
@@ -78,65 +79,6 @@ pub const SYNC_SLOTS: usize = 3;
 
 const HEADER: &[u8] = b"offset:";
 const SEPARATOR: &[u8] = b" message:";
-
-/// An error from the log, with the file it concerns.
-#[derive(Debug)]
-pub enum StorageError {
-    /// An I/O call failed.
-    Io {
-        path: PathBuf,
-        what: String,
-        source: io::Error,
-    },
-    /// The file holds something that is not a log line where one should be.
-    Corrupt {
-        path: PathBuf,
-        line: u64,
-        reason: String,
-    },
-}
-
-impl StorageError {
-    pub(crate) fn io(path: &Path, what: impl Into<String>, source: io::Error) -> Self {
-        StorageError::Io {
-            path: path.to_path_buf(),
-            what: what.into(),
-            source,
-        }
-    }
-
-    /// A short reason for a client, without the server's paths.
-    pub fn client_reason(&self) -> String {
-        match self {
-            StorageError::Io { what, source, .. } => format!("{what}: {source}"),
-            StorageError::Corrupt { .. } => {
-                "log segment is corrupt; see the broker's log".to_string()
-            }
-        }
-    }
-}
-
-impl fmt::Display for StorageError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StorageError::Io { path, what, source } => {
-                write!(f, "{}: {what}: {source}", path.display())
-            }
-            StorageError::Corrupt { path, line, reason } => {
-                write!(f, "{}:{line}: {reason}", path.display())
-            }
-        }
-    }
-}
-
-impl std::error::Error for StorageError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            StorageError::Io { source, .. } => Some(source),
-            StorageError::Corrupt { .. } => None,
-        }
-    }
-}
 
 /// How a log is laid out and checked.
 #[derive(Debug, Clone, Copy)]
@@ -578,7 +520,7 @@ impl Log {
         });
         self.evict_loaded();
         self.synced_len = 0;
-        crate::offsets::sync_dir(&self.dir)?;
+        super::sync_dir(&self.dir)?;
         info!(
             "log={} rolled segment at offset {new_base}",
             self.active.path.display()
@@ -1117,31 +1059,6 @@ fn segment_end(r: &Rolled) -> Result<u64, StorageError> {
             })?;
         return Ok(offset + 1);
     }
-}
-
-/// Writes all of `data` with as few `write` calls as the kernel allows
-/// (`Write::write_all` would also do, but this keeps `WriteZero` and
-/// `Interrupted` handling explicit in one place for both journals).
-pub(crate) fn write_all(mut file: &File, data: &[u8]) -> io::Result<()> {
-    let mut done = 0;
-    while done < data.len() {
-        match file.write(&data[done..]) {
-            Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "write returned 0")),
-            Ok(n) => done += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-fn digits(mut n: u64) -> usize {
-    let mut d = 1;
-    while n >= 10 {
-        n /= 10;
-        d += 1;
-    }
-    d
 }
 
 /// The message in `line` if it is the log line for `offset`.

@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 
 use mio::net::TcpStream;
 
-use crate::protocol::{LineDecoder, push_u64, reply};
+use crate::protocol::text::{LineDecoder, push_u64, reply};
 
 /// Output capacity kept across flushes; more is given back once drained so
 /// idle connections stay small.

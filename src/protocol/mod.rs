@@ -1,0 +1,3 @@
+//! Wire protocols: sans-I/O codecs and the handlers that call the broker.
+
+pub mod text;

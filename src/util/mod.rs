@@ -1,0 +1,59 @@
+//! Small helpers with no knowledge of logs, protocols or sockets: decimal
+//! numbers without `fmt`, names, and file calls used by every journal.
+
+pub mod fs;
+
+/// Longest topic or group name.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// Whether `name` may name a topic or a consumer group: 1 to 64 of
+/// `[A-Za-z0-9._-]`, not `.` or `..`. Such a name is always a single,
+/// harmless path component.
+pub fn is_valid_name(name: &[u8]) -> bool {
+    (1..=MAX_NAME_LEN).contains(&name.len())
+        && name != b"."
+        && name != b".."
+        && name
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// A strict decimal `u64`: digits only (no sign, no spaces), no overflow.
+pub fn parse_u64(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for &b in digits {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+    }
+    Some(n)
+}
+
+/// Appends the decimal form of `n` to `out` without going through `fmt`.
+pub fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// Number of decimal digits of `n`.
+pub fn digits(mut n: u64) -> usize {
+    let mut d = 1;
+    while n >= 10 {
+        n /= 10;
+        d += 1;
+    }
+    d
+}
