@@ -21,4 +21,4 @@ pub mod storage;
 pub mod util;
 
 pub use config::Config;
-pub use server::{Broker, BrokerError};
+pub use server::{BrokerError, Server};

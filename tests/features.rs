@@ -117,7 +117,7 @@ fn no_auto_create_needs_create() {
     assert_eq!(c.request("CREATE t2"), "CREATED t2");
     assert_eq!(
         c.request("CREATE t3"),
-        "STORAGE_ERROR too many topics (limit 3)"
+        "TOO_MANY_TOPICS the broker holds its limit of 3 topics (--max-topics)"
     );
 }
 

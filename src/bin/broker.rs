@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use kafka_like_broker::config::FsyncPolicy;
-use kafka_like_broker::{Broker, Config};
+use kafka_like_broker::{Config, Server};
 
 const USAGE: &str = "\
 Usage: broker [OPTIONS]
@@ -135,7 +135,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let broker = match Broker::bind(config) {
+    let broker = match Server::bind(config) {
         Ok(broker) => broker,
         Err(e) => {
             eprintln!("broker: {e}");

@@ -1,31 +1,44 @@
-//! What requests do: the topics, committed offsets, counters, and the
-//! handlers that turn a parsed request into reply bytes. No sockets here:
-//! the reactor hands in a connection's session and output buffer.
+//! The broker's protocol-neutral state and decisions: topics and their
+//! partition logs, committed offsets, durability tickets, waiters,
+//! retention, the recovery checkpoint and counters.
 //!
-//! Writes are staged and settled later: `PRODUCE` and `COMMIT` queue a
-//! *held* reply that the reactor releases after the turn's single write to
-//! the file (see [`crate::connection::Output`]). Each file that is written
-//! this way is a *journal* with a failure epoch, so a held reply can tell,
-//! after the fact, whether its write was the one that failed.
+//! It never builds reply bytes and never touches a socket: protocols call
+//! its API with a [`ConnId`] and render what comes back; the server drains
+//! what it produces each loop turn ([`Broker::take_settled`],
+//! [`Broker::take_woken`], [`Broker::take_jobs`]) and feeds back what
+//! helper threads finished ([`Broker::job_done`]).
+//!
+//! # Durability
+//! An append returns a [`Ticket`]. The broker settles it exactly once: as
+//! done when the journal's durable mark passes it (written, or synced
+//! under `--fsync always`), or as failed the moment a write or sync
+//! covering it fails (see [`durability`]).
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+pub mod durability;
+pub mod ids;
+pub mod waiters;
+
+use std::collections::HashMap;
 use std::fs;
-use std::io::Write;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::rc::Rc;
+use std::time::{Duration, Instant, SystemTime};
 
 use log::{error, info, warn};
 
 use crate::config::{self, Config, FsyncPolicy};
-use crate::protocol::text::{self as protocol, Request, is_valid_name, push_u64, reply};
-use crate::server::conn::{Hold, HoldState, Output, Session, Subscription, Wait};
-use crate::server::syncer::{Done, Job, Syncer};
-use crate::storage::Offsets;
-use crate::storage::{Log, LogOptions, StorageError, SyncDone};
+use crate::storage::checkpoint::{self, CHECKPOINT_FILE};
+use crate::storage::{
+    Failed, FileJob, JobResult, Log, LogOptions, Offsets, StorageError, SyncResult,
+};
+use crate::util::is_valid_name;
+use durability::Waiting;
+pub use durability::{Outcome, Settlement, WriteError};
+pub use ids::{ConnId, JournalId, PartitionId, Ticket, TopicId};
+use waiters::Waiters;
+pub use waiters::Wake;
 
-/// The default topic: the one a connection starts on, stored as
+/// The default topic: the one a text connection starts on, stored as
 /// `kafka_log.txt` like the original project's single log.
 pub const DEFAULT_TOPIC: &[u8] = b"default";
 /// Where the other topics live, one directory each.
@@ -34,13 +47,8 @@ pub const TOPICS_DIR: &str = "topics";
 pub const TOPIC_LOG_FILE: &str = "log.txt";
 /// How often retention looks for segments to drop.
 const RETENTION_CHECK: Duration = Duration::from_secs(10);
-/// The journal id of the committed-offsets file in held replies.
-const OFFSETS_JOURNAL: u32 = u32::MAX;
-/// Sync-thread jobs nobody waits for (rolled segments under `interval` and
-/// `never`).
-const BACKGROUND_JOURNAL: u32 = u32::MAX - 1;
-/// `INVALID_TOKEN` replies before the connection is closed.
-const MAX_AUTH_FAILURES: u8 = 3;
+/// Least time between two checkpoint writes.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
 /// Counters for the whole broker (see `STATS`).
 #[derive(Debug, Default, Clone)]
@@ -54,186 +62,126 @@ pub struct Stats {
     pub bytes_out: u64,
     pub parked_fetches: u64,
     pub subscribers: u64,
+    /// `fdatasync` calls on log and offsets files.
     pub fsyncs: u64,
+    /// `fsync` calls on directories (new and renamed files).
+    pub dir_syncs: u64,
     pub fsync_errors: u64,
 }
 
-/// An append that failed, remembered until the replies waiting for it are
-/// settled at the end of the turn.
+/// Why a topic could not be had.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TopicError {
+    /// It does not exist and may not be created here.
+    Unknown,
+    /// `CREATE` of a topic that exists.
+    Exists,
+    /// The broker holds `--max-topics` topics.
+    TooMany { limit: usize },
+    /// Its files could not be created.
+    Storage(String),
+}
+
+/// Why a read could not be served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadError {
+    /// Below the oldest offset still stored.
+    OutOfRange { first: u64 },
+    /// The log could not be read (damaged data or I/O).
+    Storage(String),
+}
+
+/// Why a commit was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommitError {
+    /// Past what readers can see in the partition.
+    PastEnd {
+        end: u64,
+    },
+    Storage(WriteError),
+}
+
+/// What a listing shows of a topic's partition.
+#[derive(Debug, Clone)]
+pub struct PartitionInfo {
+    pub topic: Box<[u8]>,
+    pub partition: u32,
+    pub first: u64,
+    /// One past the last offset readers can see.
+    pub next: u64,
+    pub bytes: u64,
+    pub segments: usize,
+}
+
 #[derive(Debug)]
-struct Failure {
-    /// The journal's epoch the failed write was staged in.
-    epoch: u32,
-    /// The first sequence number of the failed write; earlier ones were
-    /// written.
-    from: u64,
-    /// The reply line that replaces each failed held reply.
-    reply: Vec<u8>,
+struct Partition {
+    log: Log,
+    /// Tickets waiting on this log.
+    waiting: Waiting,
+    /// One past the last offset readers were told about.
+    visible: u64,
+    /// On the broker's dirty list this turn.
+    dirty: bool,
+    /// The synced offset in the last checkpoint written.
+    checkpointed: u64,
 }
 
-/// Failure bookkeeping for one file that held replies wait on.
-#[derive(Debug, Default)]
-struct Journal {
-    /// Bumped at every failed write, so a reply staged before the failure
-    /// knows it was part of it even if its number is staged again later.
-    epoch: u32,
-    failures: Vec<Failure>,
-}
-
-impl Journal {
-    fn record_failure(&mut self, from: u64, err: &StorageError) {
-        error!("append failed: {err}");
-        let mut reply = reply::STORAGE_ERROR.to_vec();
-        reply.extend_from_slice(err.client_reason().as_bytes());
-        reply.push(b'\n');
-        self.failures.push(Failure {
-            epoch: self.epoch,
-            from,
-            reply,
-        });
-        self.epoch = self.epoch.wrapping_add(1);
-    }
-
-    fn hold_state(&self, hold: &Hold, flushed: u64) -> HoldState<'_> {
-        if hold.epoch == self.epoch {
-            return if hold.offset < flushed {
-                HoldState::Done
-            } else {
-                HoldState::Pending
-            };
-        }
-        match self.failures.iter().find(|f| f.epoch == hold.epoch) {
-            Some(f) if hold.offset >= f.from => HoldState::Failed(&f.reply),
-            _ => HoldState::Done,
-        }
-    }
-}
-
-/// One topic: its log and who waits for its next message.
 #[derive(Debug)]
-pub struct Topic {
-    pub name: Box<[u8]>,
-    pub log: Log,
-    journal: Journal,
-    /// Connections with a parked `FETCH` or a caught-up subscription.
-    waiters: Vec<usize>,
-    /// `--fsync always`: a message is acknowledged and readable only once
-    /// synced.
-    durable_acks: bool,
-}
-
-impl Topic {
-    fn new(name: &[u8], log: Log, durable_acks: bool) -> Self {
-        Topic {
-            name: name.into(),
-            log,
-            journal: Journal::default(),
-            waiters: Vec::new(),
-            durable_acks,
-        }
-    }
-
-    /// One past the last message readers may see and producers may be
-    /// acknowledged for: written, or with `--fsync always` synced.
-    pub fn visible(&self) -> u64 {
-        if self.durable_acks {
-            self.log.synced_offset()
-        } else {
-            self.log.written_offset()
-        }
-    }
-
-    /// Writes staged messages. Returns whether new messages became
-    /// readable.
-    fn flush(&mut self) -> bool {
-        if !self.log.has_staged() {
-            return false;
-        }
-        match self.log.flush() {
-            Ok(written) => !written.is_empty() && !self.durable_acks,
-            Err(err) => {
-                // Whatever was written before the failure stays.
-                self.journal.record_failure(self.log.written_offset(), &err);
-                false
-            }
-        }
-    }
-
-    fn name_str(&self) -> std::borrow::Cow<'_, str> {
-        String::from_utf8_lossy(&self.name)
-    }
-}
-
-/// What the connection should do after a request.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Control {
-    Continue,
-    /// The request is parked: read nothing more until it is answered.
-    Park,
-    /// Send what is queued, then close.
-    Quit,
+struct Topic {
+    name: Box<[u8]>,
+    partitions: Vec<Partition>,
 }
 
 /// The broker's state that requests act on.
-pub struct Core {
-    pub topics: Vec<Topic>,
-    by_name: HashMap<Box<[u8]>, u32>,
+pub struct Broker {
     data_dir: PathBuf,
-    auto_create: bool,
-    max_topics: usize,
+    topics: Vec<Topic>,
+    by_name: HashMap<Box<[u8]>, TopicId>,
     offsets: Offsets,
-    offsets_journal: Journal,
+    offsets_waiting: Waiting,
+    offsets_dirty: bool,
+    waiters: Waiters,
+    settled: Vec<Settlement>,
+    woken: Vec<(ConnId, Wake)>,
+    jobs: Vec<(JournalId, FileJob)>,
+    /// Partitions with staged records or news to settle this turn.
+    dirty: Vec<PartitionId>,
     pub stats: Stats,
-    /// Scratch for reading the log.
-    read_buf: Vec<u8>,
-    max_line_bytes: usize,
-    /// Most message bytes in one `FETCH` reply or subscription refill.
-    max_fetch_bytes: usize,
-    auth_token: Option<Vec<u8>>,
-    started: Instant,
-    /// Connections whose wait may be over: new data on their topic.
-    pub woken: Vec<usize>,
-    /// Deadlines of parked fetches: (when, connection, wait id).
-    timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
-    next_wait_id: u64,
     policy: FsyncPolicy,
     log_options: LogOptions,
-    syncer: Syncer,
-    /// With `--fsync interval`, when the next sync is due.
-    next_sync_at: Instant,
+    auto_create: bool,
+    max_topics: usize,
+    auth_token: Option<Vec<u8>>,
     retention_bytes: Option<u64>,
     retention_age: Option<Duration>,
+    next_sync_at: Instant,
     next_retention_at: Instant,
-    /// A write or sync failed since the last call to `take_failed`.
-    failed: bool,
+    next_checkpoint_at: Instant,
+    /// Scratch for reading logs.
+    read_buf: Vec<u8>,
+    started: Instant,
 }
 
-impl Core {
-    /// Opens the default topic, every topic directory, and the committed
-    /// offsets, recovering each.
-    pub fn open(
-        config: &Config,
-        auth_token: Option<Vec<u8>>,
-        syncer: Syncer,
-    ) -> Result<Core, StorageError> {
+impl Broker {
+    /// Opens the default topic, every topic directory, the committed
+    /// offsets and the recovery checkpoint, recovering each.
+    pub fn open(config: &Config, auth_token: Option<Vec<u8>>) -> Result<Broker, StorageError> {
         let dir = &config.data_dir;
         let log_options = LogOptions {
             segment_bytes: config.segment_bytes,
             skip_corrupt: config.skip_corrupt_segments,
-            cut_on_sync_failure: config.fsync == FsyncPolicy::Always,
+            durable_acks: config.fsync == FsyncPolicy::Always,
         };
-        let durable = config.fsync == FsyncPolicy::Always;
-        let open_topic = |name: &[u8]| -> Result<Topic, StorageError> {
+        let mut checkpoint = checkpoint::read(dir)?;
+        let mut open_topic = |name: &[u8]| -> Result<Topic, StorageError> {
             let (topic_dir, file) = topic_log_path(dir, name);
-            Ok(Topic::new(
-                name,
-                Log::open(&topic_dir, file, log_options)?,
-                durable,
-            ))
+            let expected = checkpoint.remove(&(name.into(), 0));
+            let log = Log::open(&topic_dir, file, log_options, expected)?;
+            Ok(Topic::new(name, log))
         };
         let mut topics = vec![open_topic(DEFAULT_TOPIC)?];
         let topics_dir = dir.join(TOPICS_DIR);
-        let mut names = match fs::read_dir(&topics_dir) {
+        let mut names: Vec<Vec<u8>> = match fs::read_dir(&topics_dir) {
             Ok(entries) => entries
                 .filter_map(|e| e.ok())
                 .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
@@ -255,284 +203,465 @@ impl Core {
             }
             topics.push(open_topic(&name)?);
         }
-        let mut offsets = Offsets::open(dir)?;
-        for topic in &topics {
-            offsets.clamp(&topic.name, topic.log.written_offset())?;
+        for ((name, partition), offset) in &checkpoint {
+            warn!(
+                "{}: topic {}/{partition} was synced up to offset {offset} but its directory is gone",
+                dir.join(CHECKPOINT_FILE).display(),
+                String::from_utf8_lossy(name)
+            );
         }
-        let by_name = topics
+        let mut offsets = Offsets::open(dir, log_options.durable_acks)?;
+        let by_name: HashMap<Box<[u8]>, TopicId> = topics
             .iter()
             .enumerate()
-            .map(|(i, t)| (t.name.clone(), i as u32))
+            .map(|(i, t)| (t.name.clone(), i as TopicId))
             .collect();
+        offsets.retain_topics(|t| by_name.contains_key(t))?;
+        for topic in &topics {
+            for (p, part) in topic.partitions.iter().enumerate() {
+                offsets.clamp(&topic.name, p as u32, part.log.written().offset)?;
+            }
+        }
+        let mut jobs = Vec::new();
+        for (t, topic) in topics.iter_mut().enumerate() {
+            for (p, part) in topic.partitions.iter_mut().enumerate() {
+                let id = JournalId::Partition(PartitionId {
+                    topic: t as TopicId,
+                    partition: p as u32,
+                });
+                jobs.extend(part.log.take_jobs().into_iter().map(|j| (id, j)));
+            }
+        }
         info!("topics={}", topics.len());
-        Ok(Core {
+        let now = Instant::now();
+        Ok(Broker {
+            data_dir: dir.clone(),
             topics,
             by_name,
-            data_dir: dir.clone(),
-            auto_create: config.auto_create_topics,
-            max_topics: config.max_topics,
             offsets,
-            offsets_journal: Journal::default(),
-            stats: Stats::default(),
-            read_buf: Vec::new(),
-            max_line_bytes: config.max_line_bytes,
-            max_fetch_bytes: config.max_output_bytes,
-            auth_token,
-            started: Instant::now(),
+            offsets_waiting: Waiting::default(),
+            offsets_dirty: false,
+            waiters: Waiters::default(),
+            settled: Vec::new(),
             woken: Vec::new(),
-            timers: BinaryHeap::new(),
-            next_wait_id: 0,
+            jobs,
+            dirty: Vec::new(),
+            stats: Stats::default(),
             policy: config.fsync,
             log_options,
-            syncer,
-            next_sync_at: Instant::now(),
+            auto_create: config.auto_create_topics,
+            max_topics: config.max_topics,
+            auth_token,
             retention_bytes: config.retention_bytes,
             retention_age: config
                 .retention_hours
                 .map(|h| Duration::from_secs_f64(h * 3600.0)),
-            next_retention_at: Instant::now(),
-            failed: false,
+            next_sync_at: now,
+            next_retention_at: now,
+            next_checkpoint_at: now + CHECKPOINT_EVERY,
+            read_buf: Vec::new(),
+            started: now,
         })
     }
+
+    // ----- authentication -------------------------------------------------
 
     /// Whether clients must authenticate.
     pub fn auth_required(&self) -> bool {
         self.auth_token.is_some()
     }
 
-    /// Writes everything staged this turn: one write per topic with new
-    /// messages, one for new commits. Wakes the waiters of topics that got
-    /// new messages.
-    pub fn flush_all(&mut self) {
-        let mut rolled = false;
-        for topic in &mut self.topics {
-            let segments = topic.log.segments();
-            if topic.flush() {
-                self.woken.append(&mut topic.waiters);
-            }
-            rolled |= topic.log.segments() != segments;
-            for file in topic.log.take_background_syncs() {
-                let job = Job::Sync {
-                    journal: BACKGROUND_JOURNAL,
-                    file,
-                    token: 0,
-                    len: 0,
-                    slot: 0,
-                };
-                if let Err(Job::Sync { file, .. }) = self.syncer.submit(job)
-                    && let Err(e) = file.sync_data()
-                {
-                    error!("fdatasync of a rolled segment: {e}");
-                }
-            }
-            self.failed |= !topic.journal.failures.is_empty();
+    /// Whether `token` is the broker's token (in time independent of where
+    /// they differ). False when authentication is off.
+    pub fn check_token(&self, token: &[u8]) -> bool {
+        self.auth_token
+            .as_deref()
+            .is_some_and(|expected| constant_time_eq(expected, token))
+    }
+
+    /// When the broker started.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    // ----- topics ---------------------------------------------------------
+
+    /// The topic named `name`, creating it if `create` (and the limit
+    /// allows).
+    pub fn topic(&mut self, name: &[u8], create: bool) -> Result<TopicId, TopicError> {
+        if let Some(&id) = self.by_name.get(name) {
+            return Ok(id);
         }
-        if rolled {
-            // A new segment may put a topic over its size limit.
-            self.apply_retention();
+        if !create {
+            return Err(TopicError::Unknown);
         }
-        if self.offsets.has_staged() {
-            let from = self.offsets.flushed_seq();
-            if let Err(err) = self.offsets.flush() {
-                self.offsets_journal.record_failure(from, &err);
-                self.failed = true;
+        self.create_topic(name)
+    }
+
+    /// Looks up or auto-creates (when the broker allows it) a topic.
+    pub fn use_topic(&mut self, name: &[u8]) -> Result<TopicId, TopicError> {
+        let create = self.auto_create;
+        self.topic(name, create)
+    }
+
+    /// Creates topic `name`.
+    pub fn create_topic(&mut self, name: &[u8]) -> Result<TopicId, TopicError> {
+        assert!(is_valid_name(name), "protocols validate names");
+        if self.by_name.contains_key(name) {
+            return Err(TopicError::Exists);
+        }
+        if self.topics.len() >= self.max_topics {
+            return Err(TopicError::TooMany {
+                limit: self.max_topics,
+            });
+        }
+        let (dir, file) = topic_log_path(&self.data_dir, name);
+        let existed = dir.exists();
+        let mut log = Log::open(&dir, file, self.log_options, None).map_err(|e| {
+            error!("creating topic {}: {e}", String::from_utf8_lossy(name));
+            if !existed && let Err(rm) = fs::remove_dir_all(&dir) {
+                error!("cannot remove {}: {rm}", dir.display());
+            }
+            TopicError::Storage(e.client_reason())
+        })?;
+        // Nothing in the new log counts as durable before the directories
+        // that name it are (its own is synced by the log itself).
+        log.sync_dirs_first(&[self.data_dir.join(TOPICS_DIR), self.data_dir.clone()]);
+        let id = self.topics.len() as TopicId;
+        info!("created topic={}", String::from_utf8_lossy(name));
+        let journal = JournalId::Partition(PartitionId {
+            topic: id,
+            partition: 0,
+        });
+        self.jobs
+            .extend(log.take_jobs().into_iter().map(|j| (journal, j)));
+        self.topics.push(Topic::new(name, log));
+        self.by_name.insert(name.into(), id);
+        Ok(id)
+    }
+
+    pub fn topic_name(&self, topic: TopicId) -> &[u8] {
+        &self.topics[topic as usize].name
+    }
+
+    pub fn topic_count(&self) -> usize {
+        self.topics.len()
+    }
+
+    /// Every partition of every topic, in creation order.
+    pub fn partitions(&self) -> Vec<PartitionInfo> {
+        let mut out = Vec::new();
+        for topic in &self.topics {
+            for (p, part) in topic.partitions.iter().enumerate() {
+                out.push(PartitionInfo {
+                    topic: topic.name.clone(),
+                    partition: p as u32,
+                    first: part.log.first_offset(),
+                    next: part.log.durable().offset,
+                    bytes: part.log.len_bytes(),
+                    segments: part.log.segments(),
+                });
+            }
+        }
+        out
+    }
+
+    fn part(&self, p: PartitionId) -> &Partition {
+        &self.topics[p.topic as usize].partitions[p.partition as usize]
+    }
+
+    fn part_mut(&mut self, p: PartitionId) -> &mut Partition {
+        &mut self.topics[p.topic as usize].partitions[p.partition as usize]
+    }
+
+    // ----- producing and reading ----------------------------------------
+
+    /// Appends a message for `conn`. The ticket settles when the message is
+    /// as durable as the fsync policy promises.
+    pub fn append(
+        &mut self,
+        p: PartitionId,
+        message: &[u8],
+        conn: ConnId,
+    ) -> Result<Ticket, WriteError> {
+        let part = self.part_mut(p);
+        let appended = part.log.append(message).map_err(|e| {
+            error!("append: {e}");
+            write_error(&e)
+        })?;
+        part.waiting.push(conn, appended.seq);
+        let big = part.log.staged_bytes() >= config::MAX_BATCH_BYTES;
+        self.mark_dirty(p);
+        self.stats.produced += 1;
+        if big {
+            self.flush_partition(p);
+        }
+        Ok(Ticket {
+            journal: JournalId::Partition(p),
+            seq: appended.seq,
+            offset: appended.offset,
+        })
+    }
+
+    /// One past the last offset readers may see.
+    pub fn visible_end(&self, p: PartitionId) -> u64 {
+        self.part(p).log.durable().offset
+    }
+
+    /// The oldest offset still stored.
+    pub fn first_offset(&self, p: PartitionId) -> u64 {
+        self.part(p).log.first_offset()
+    }
+
+    /// A read at `offset` of something staged this turn (a pipelined
+    /// `PRODUCE` then read) writes the batch now, so the reader sees what
+    /// was acknowledged.
+    pub fn flush_if_staged(&mut self, p: PartitionId, offset: u64) {
+        let log = &self.part(p).log;
+        if offset >= log.written().offset && offset < log.next_offset() {
+            self.flush_partition(p);
+        }
+    }
+
+    /// Reads up to `max_count` messages from `from`, up to `max_bytes` of
+    /// them (at least one), calling `emit(offset, message)` for each.
+    /// Returns the offset after the last one.
+    pub fn read(
+        &mut self,
+        p: PartitionId,
+        from: u64,
+        max_count: usize,
+        max_bytes: usize,
+        mut emit: impl FnMut(u64, &[u8]),
+    ) -> Result<u64, ReadError> {
+        self.flush_if_staged(p, from);
+        let first = self.first_offset(p);
+        if from < first {
+            return Err(ReadError::OutOfRange { first });
+        }
+        let Broker {
+            topics,
+            read_buf,
+            stats,
+            ..
+        } = self;
+        let log = &mut topics[p.topic as usize].partitions[p.partition as usize].log;
+        let end = log.durable().offset;
+        let mut count = 0u64;
+        let result = log.read(from, end, max_count, max_bytes, read_buf, |o, m| {
+            count += 1;
+            emit(o, m);
+        });
+        stats.consumed += count;
+        result.map_err(|e| {
+            error!("read failed: {e}");
+            ReadError::Storage(e.client_reason())
+        })
+    }
+
+    // ----- committed offsets --------------------------------------------
+
+    /// Stores `group`'s position in a partition for `conn`.
+    pub fn commit(
+        &mut self,
+        p: PartitionId,
+        group: &[u8],
+        offset: u64,
+        conn: ConnId,
+    ) -> Result<Ticket, CommitError> {
+        self.flush_if_staged(p, offset.saturating_sub(1));
+        let end = self.visible_end(p);
+        if offset > end {
+            return Err(CommitError::PastEnd { end });
+        }
+        let name = &self.topics[p.topic as usize].name;
+        let seq = self.offsets.stage(name, p.partition, group, offset);
+        self.offsets_waiting.push(conn, seq);
+        self.offsets_dirty = true;
+        Ok(Ticket {
+            journal: JournalId::Offsets,
+            seq,
+            offset,
+        })
+    }
+
+    /// `group`'s committed position in a partition.
+    pub fn committed(&self, p: PartitionId, group: &[u8]) -> Option<u64> {
+        self.offsets
+            .get(&self.topics[p.topic as usize].name, p.partition, group)
+    }
+
+    // ----- waiting --------------------------------------------------------
+
+    /// `conn` waits for data at `offset` of each partition given, until
+    /// `deadline` if any; it is woken (see [`take_woken`](Self::take_woken))
+    /// once, then must register again to go on waiting.
+    pub fn wait(&mut self, conn: ConnId, keys: &[(PartitionId, u64)], deadline: Option<Instant>) {
+        self.waiters.register(conn, keys, deadline);
+        // Data may already be there: wake at once rather than miss it.
+        for &(p, offset) in keys {
+            let end = self.visible_end(p);
+            if offset < end {
+                self.waiters.data(p, end, &mut self.woken);
+                break;
             }
         }
     }
 
-    /// With `--fsync always`: whether something written is covered by no
-    /// sync yet. The reactor then looks for work without waiting: if there
-    /// is none it syncs inline ([`sync_inline`](Self::sync_inline)), as it
-    /// would only sleep until a sync thread woke it; if there is, it hands
-    /// the sync to the threads ([`start_syncs`](Self::start_syncs)) and
-    /// serves meanwhile.
+    /// `conn` no longer waits (it closed, or its request ended).
+    pub fn cancel_wait(&mut self, conn: ConnId) {
+        self.waiters.cancel(conn);
+    }
+
+    // ----- the loop turn (called by the server) ---------------------------
+
+    /// Writes everything staged this turn (one write per partition touched,
+    /// one for commits), settles what that settles, and wakes readers of
+    /// new data.
+    pub fn flush(&mut self) {
+        for p in std::mem::take(&mut self.dirty) {
+            self.part_mut(p).dirty = false;
+            self.flush_partition(p);
+        }
+        if self.offsets_dirty {
+            self.offsets_dirty = false;
+            if let Some(failed) = self.offsets.flush() {
+                self.fail(JournalId::Offsets, failed);
+            }
+            self.settle_offsets();
+        }
+        self.collect_jobs();
+    }
+
+    /// Settlements for connections, in the order they happened.
+    pub fn take_settled(&mut self) -> Vec<Settlement> {
+        std::mem::take(&mut self.settled)
+    }
+
+    /// Connections whose wait ended.
+    pub fn take_woken(&mut self) -> Vec<(ConnId, Wake)> {
+        std::mem::take(&mut self.woken)
+    }
+
+    /// Whether settlements or wake-ups wait to be delivered.
+    pub fn has_news(&self) -> bool {
+        !self.settled.is_empty() || !self.woken.is_empty()
+    }
+
+    /// File work for helper threads, tagged with the journal to report to.
+    pub fn take_jobs(&mut self) -> Vec<(JournalId, FileJob)> {
+        self.collect_jobs();
+        std::mem::take(&mut self.jobs)
+    }
+
+    /// Whether acknowledgements wait for a sync nobody began yet
+    /// (`--fsync always`).
     pub fn sync_wanted(&self) -> bool {
-        self.policy == FsyncPolicy::Always
-            && (self.topics.iter().any(|t| t.log.sync_wanted())
-                || (self.offsets.has_unsynced() && !self.offsets.sync_in_flight()))
+        self.policy == FsyncPolicy::Always && self.any_sync_wanted()
     }
 
-    /// Syncs every log with unsynced writes now, on this thread.
-    pub fn sync_inline(&mut self) {
-        for topic in &mut self.topics {
-            if !topic.log.sync_wanted() {
-                continue;
-            }
-            let before = topic.visible();
-            self.stats.fsyncs += 1;
-            if let Err(err) = topic.log.sync() {
-                self.stats.fsync_errors += 1;
-                if let Some(from) = topic.log.cut_unsynced_after_failure() {
-                    topic.journal.record_failure(from, &err);
-                    self.failed = true;
-                }
-            }
-            if topic.visible() > before {
-                self.woken.append(&mut topic.waiters);
-            }
-        }
-        if self.offsets.has_unsynced() && !self.offsets.sync_in_flight() {
-            self.stats.fsyncs += 1;
-            let from = self.offsets.synced_seq();
-            if let Err(err) = self.offsets.sync() {
-                self.stats.fsync_errors += 1;
-                self.offsets.sync_failed();
-                self.offsets_journal.record_failure(from, &err);
-                self.failed = true;
-            }
-        }
+    fn any_sync_wanted(&self) -> bool {
+        self.topics
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .any(|p| p.log.sync_wanted())
+            || self.offsets.sync_wanted()
     }
 
-    /// Hands every journal with unsynced writes to the sync threads (up to
-    /// [`crate::storage::SYNC_SLOTS`] syncs in flight per log; what is
-    /// written meanwhile goes with the next one, so syncs batch themselves
-    /// under load).
+    /// Begins a sync of every journal that has unsynced writes (up to
+    /// [`crate::storage::SYNC_SLOTS`] per log at once: what is written
+    /// meanwhile goes with the next one, so syncs batch themselves).
     pub fn start_syncs(&mut self) {
-        for (i, topic) in self.topics.iter_mut().enumerate() {
-            if let Some(point) = topic.log.begin_sync() {
-                let job = Job::Sync {
-                    journal: i as u32,
-                    file: point.file,
-                    token: point.offset,
-                    len: point.len,
-                    slot: point.slot,
+        for (t, topic) in self.topics.iter_mut().enumerate() {
+            for (i, part) in topic.partitions.iter_mut().enumerate() {
+                if part.log.sync_wanted() {
+                    let id = JournalId::Partition(PartitionId {
+                        topic: t as TopicId,
+                        partition: i as u32,
+                    });
+                    self.jobs
+                        .extend(part.log.begin_sync().into_iter().map(|j| (id, j)));
+                }
+            }
+        }
+        self.jobs.extend(
+            self.offsets
+                .begin_sync()
+                .into_iter()
+                .map(|j| (JournalId::Offsets, j)),
+        );
+    }
+
+    /// Syncs every journal with unsynced writes on this thread (when the
+    /// server has nothing else to do, this beats two thread switches).
+    pub fn sync_inline(&mut self) {
+        let partitions: Vec<PartitionId> = self.partition_ids().collect();
+        for p in partitions {
+            if self.part(p).log.sync_wanted() {
+                let result = self.part_mut(p).log.sync_now();
+                self.stats.fsyncs += 1;
+                self.apply_sync(JournalId::Partition(p), result);
+            }
+        }
+        if self.offsets.sync_wanted() {
+            let result = self.offsets.sync_now();
+            self.stats.fsyncs += 1;
+            self.apply_sync(JournalId::Offsets, result);
+        }
+    }
+
+    /// A helper thread finished a job of `journal`.
+    pub fn job_done(&mut self, journal: JournalId, result: JobResult) {
+        match result {
+            JobResult::Synced {
+                sync_id,
+                dir,
+                result,
+            } => {
+                if dir {
+                    self.stats.dir_syncs += 1;
+                } else {
+                    self.stats.fsyncs += 1;
+                }
+                let outcome = match journal {
+                    JournalId::Partition(p) => self.part_mut(p).log.sync_completed(sync_id, result),
+                    JournalId::Offsets => self.offsets.sync_completed(sync_id, result),
                 };
-                if self.syncer.submit(job).is_err() {
-                    error!("sync thread is gone; syncing inline");
-                    if let Err(e) = topic.log.sync() {
-                        error!("{e}");
-                    }
-                }
+                self.apply_sync(journal, outcome);
             }
-        }
-        if let Some((file, seq)) = self.offsets.begin_sync() {
-            let job = Job::Sync {
-                journal: OFFSETS_JOURNAL,
-                file,
-                token: seq,
-                len: 0,
-                slot: 0,
-            };
-            if self.syncer.submit(job).is_err()
-                && let Err(e) = self.offsets.sync()
-            {
-                error!("{e}");
-            }
-        }
-    }
-
-    /// Applies syncs the sync thread finished. Returns whether any did.
-    pub fn collect_syncs(&mut self) -> bool {
-        let done: Vec<Done> = self.syncer.completed().collect();
-        let any = !done.is_empty();
-        for d in done {
-            self.sync_completed(d);
-        }
-        any
-    }
-
-    fn sync_completed(&mut self, done: Done) {
-        let cut = self.policy == FsyncPolicy::Always;
-        self.stats.fsyncs += 1;
-        if done.journal == BACKGROUND_JOURNAL {
-            if let Err(e) = done.result {
-                self.stats.fsync_errors += 1;
-                error!("fdatasync of a rolled segment failed: {e}");
-            }
-            return;
-        }
-        if done.journal == OFFSETS_JOURNAL {
-            match done.result {
-                Ok(()) => self.offsets.sync_done(done.token),
-                Err(e) => {
-                    self.stats.fsync_errors += 1;
-                    let err = StorageError::io(self.offsets.path(), "fdatasync", e);
-                    let from = self.offsets.sync_failed();
-                    if cut {
-                        self.offsets_journal.record_failure(from, &err);
-                        self.failed = true;
-                    } else {
-                        error!("{err}; will retry");
-                    }
-                }
-            }
-            return;
-        }
-        let Some(topic) = self.topics.get_mut(done.journal as usize) else {
-            return;
-        };
-        let point = SyncDone {
-            offset: done.token,
-            len: done.len,
-            slot: done.slot,
-        };
-        match done.result {
-            Ok(()) => {
-                let before = topic.visible();
-                topic.log.sync_done(&point);
-                if topic.visible() > before {
-                    self.woken.append(&mut topic.waiters);
-                }
-            }
-            Err(e) => {
-                self.stats.fsync_errors += 1;
-                let err = StorageError::io(topic.log.path(), "fdatasync", e);
-                match topic.log.sync_failed(&point) {
-                    // Nothing from `from` on was acknowledged; it is cut
-                    // off and those waiting for it get STORAGE_ERROR.
-                    Some(from) => {
-                        topic.journal.record_failure(from, &err);
-                        self.failed = true;
-                    }
-                    None => error!("{err}; will retry"),
+            JobResult::Replaced { id, result } => {
+                if journal == JournalId::Offsets {
+                    self.offsets.replaced(id, result);
+                    self.offsets_dirty = true;
                 }
             }
         }
     }
 
-    /// Whether a write or sync failed since the last call: held replies
-    /// anywhere may need to become errors.
-    pub fn take_failed(&mut self) -> bool {
-        std::mem::take(&mut self.failed)
-    }
-
-    /// Syncs every file to stable storage now (at shutdown).
-    pub fn sync_all(&mut self) {
-        for topic in &mut self.topics {
-            if let Err(e) = topic.log.sync() {
-                error!("{e}");
-            }
-        }
-        if let Err(e) = self.offsets.sync() {
-            error!("{e}");
-        }
-    }
-
-    /// When the next timer (parked fetch, interval sync, retention) is due.
-    pub fn next_deadline(&self) -> Option<Instant> {
-        let fetch = self.timers.peek().map(|Reverse((when, _, _))| *when);
+    /// When the next timer (a wait's deadline, an interval sync, retention,
+    /// a checkpoint) is due.
+    pub fn next_deadline(&mut self) -> Option<Instant> {
+        let wait = self.waiters.next_deadline();
         let sync = match self.policy {
-            FsyncPolicy::Interval(_) if self.has_unsynced() => Some(self.next_sync_at),
+            FsyncPolicy::Interval(_) if self.any_sync_wanted() => Some(self.next_sync_at),
             _ => None,
         };
         let retention = (self.retention_bytes.is_some() || self.retention_age.is_some())
             .then_some(self.next_retention_at);
-        [fetch, sync, retention].into_iter().flatten().min()
+        [wait, sync, retention, Some(self.next_checkpoint_at)]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
-    fn has_unsynced(&self) -> bool {
-        self.topics
-            .iter()
-            .any(|t| t.log.synced_offset() < t.log.written_offset())
-            || self.offsets.has_unsynced()
-    }
-
-    /// Runs the interval sync and retention if due.
+    /// Runs what is due: expired waits, the interval sync, retention, the
+    /// checkpoint.
     pub fn run_timers(&mut self, now: Instant) {
+        self.waiters.expire(now, &mut self.woken);
         if let FsyncPolicy::Interval(every) = self.policy
             && now >= self.next_sync_at
         {
-            if self.has_unsynced() {
+            if self.any_sync_wanted() {
                 self.start_syncs();
             }
             self.next_sync_at = now + every;
@@ -541,561 +670,224 @@ impl Core {
             self.next_retention_at = now + RETENTION_CHECK;
             self.apply_retention();
         }
+        if now >= self.next_checkpoint_at {
+            self.next_checkpoint_at = now + CHECKPOINT_EVERY;
+            if let Some(bytes) = self.checkpoint_if_changed() {
+                self.jobs.push((
+                    JournalId::Offsets,
+                    FileJob::Replace {
+                        path: self.data_dir.join(CHECKPOINT_FILE),
+                        bytes,
+                        report: None,
+                    },
+                ));
+            }
+        }
     }
 
-    /// Drops whole old segments past the retention limits; the sync thread
-    /// deletes the files.
+    /// At shutdown: writes and syncs everything on this thread, then
+    /// writes the checkpoint.
+    pub fn sync_all(&mut self) {
+        self.flush();
+        let partitions: Vec<PartitionId> = self.partition_ids().collect();
+        for p in partitions {
+            let result = self.part_mut(p).log.sync_now();
+            self.apply_sync(JournalId::Partition(p), result);
+        }
+        let result = self.offsets.sync_now();
+        self.apply_sync(JournalId::Offsets, result);
+        if let Some(bytes) = self.checkpoint_if_changed() {
+            let path = self.data_dir.join(CHECKPOINT_FILE);
+            if let Err(e) = crate::storage::replace_file(&path, &bytes) {
+                error!("cannot write {}: {e}", path.display());
+            }
+        }
+    }
+
+    /// Whether any journal still has a sync under way on a helper thread
+    /// or writes no sync covers yet.
+    pub fn waiting_for_disk(&self) -> bool {
+        self.any_sync_wanted()
+    }
+
+    // ----- internals ------------------------------------------------------
+
+    fn partition_ids(&self) -> impl Iterator<Item = PartitionId> + '_ {
+        self.topics.iter().enumerate().flat_map(|(t, topic)| {
+            (0..topic.partitions.len()).map(move |p| PartitionId {
+                topic: t as TopicId,
+                partition: p as u32,
+            })
+        })
+    }
+
+    fn mark_dirty(&mut self, p: PartitionId) {
+        let part = self.part_mut(p);
+        if !part.dirty {
+            part.dirty = true;
+            self.dirty.push(p);
+        }
+    }
+
+    fn flush_partition(&mut self, p: PartitionId) {
+        let failed = self.part_mut(p).log.flush();
+        self.stats.fsyncs += self.part_mut(p).log.take_inline_syncs();
+        if let Some(failed) = failed {
+            self.fail(JournalId::Partition(p), failed);
+        }
+        self.settle_partition(p);
+    }
+
+    /// Settles tickets the durable mark passed and wakes readers of data
+    /// that became visible.
+    fn settle_partition(&mut self, p: PartitionId) {
+        let Broker {
+            topics,
+            settled,
+            waiters,
+            woken,
+            ..
+        } = self;
+        let part = &mut topics[p.topic as usize].partitions[p.partition as usize];
+        let durable = part.log.durable();
+        part.waiting
+            .settle(JournalId::Partition(p), durable.seq, settled);
+        if durable.offset > part.visible {
+            part.visible = durable.offset;
+            waiters.data(p, durable.offset, woken);
+        }
+    }
+
+    fn settle_offsets(&mut self) {
+        let durable = self.offsets.durable().seq;
+        self.offsets_waiting
+            .settle(JournalId::Offsets, durable, &mut self.settled);
+    }
+
+    fn fail(&mut self, journal: JournalId, failed: Failed) {
+        error!("{}", failed.error);
+        let error = Rc::new(write_error(&failed.error));
+        let waiting = match journal {
+            JournalId::Partition(p) => {
+                &mut self.topics[p.topic as usize].partitions[p.partition as usize].waiting
+            }
+            JournalId::Offsets => &mut self.offsets_waiting,
+        };
+        waiting.fail(journal, failed.seqs.start, &error, &mut self.settled);
+    }
+
+    fn apply_sync(&mut self, journal: JournalId, result: SyncResult) {
+        match result {
+            SyncResult::Advanced => match journal {
+                JournalId::Partition(p) => {
+                    self.settle_partition(p);
+                    if self.part(p).log.has_staged() {
+                        // A roll waited for this sync.
+                        self.flush_partition(p);
+                    }
+                }
+                JournalId::Offsets => {
+                    self.settle_offsets();
+                    if self.offsets.has_staged() {
+                        self.offsets_dirty = true;
+                    }
+                }
+            },
+            SyncResult::Unchanged => {}
+            SyncResult::Retry(err) => {
+                self.stats.fsync_errors += 1;
+                error!("{err}; will retry");
+            }
+            SyncResult::Cut(failed) => {
+                self.stats.fsync_errors += 1;
+                self.fail(journal, failed);
+                // What was synced before the failure is still good.
+                match journal {
+                    JournalId::Partition(p) => self.settle_partition(p),
+                    JournalId::Offsets => self.settle_offsets(),
+                }
+            }
+        }
+        self.collect_jobs();
+    }
+
+    fn collect_jobs(&mut self) {
+        for (t, topic) in self.topics.iter_mut().enumerate() {
+            for (i, part) in topic.partitions.iter_mut().enumerate() {
+                let jobs = part.log.take_jobs();
+                if !jobs.is_empty() {
+                    let id = JournalId::Partition(PartitionId {
+                        topic: t as TopicId,
+                        partition: i as u32,
+                    });
+                    self.jobs.extend(jobs.into_iter().map(|j| (id, j)));
+                }
+            }
+        }
+        let jobs = self.offsets.take_jobs();
+        self.jobs
+            .extend(jobs.into_iter().map(|j| (JournalId::Offsets, j)));
+    }
+
+    /// Drops whole old segments past the retention limits; a helper thread
+    /// deletes the files, oldest first.
     fn apply_retention(&mut self) {
         if self.retention_bytes.is_none() && self.retention_age.is_none() {
             return;
         }
-        let now = std::time::SystemTime::now();
+        let now = SystemTime::now();
         for topic in &mut self.topics {
-            for path in topic
-                .log
-                .apply_retention(self.retention_bytes, self.retention_age, now)
-            {
-                if let Err(Job::Delete(path)) = self.syncer.submit(Job::Delete(path))
-                    && let Err(e) = fs::remove_file(&path)
-                {
-                    error!("cannot delete {}: {e}", path.display());
-                }
+            for part in &mut topic.partitions {
+                part.log
+                    .apply_retention(self.retention_bytes, self.retention_age, now);
             }
         }
+        self.collect_jobs();
     }
 
-    /// Whether a held reply can go, must wait, or failed.
-    pub fn hold_state(&self, hold: &Hold) -> HoldState<'_> {
-        if hold.log == OFFSETS_JOURNAL {
-            let durable = if self.policy == FsyncPolicy::Always {
-                self.offsets.synced_seq()
-            } else {
-                self.offsets.flushed_seq()
-            };
-            self.offsets_journal.hold_state(hold, durable)
-        } else {
-            let topic = &self.topics[hold.log as usize];
-            topic.journal.hold_state(hold, topic.visible())
-        }
-    }
-
-    /// Forgets the failures once every held reply was settled.
-    pub fn end_turn(&mut self) {
+    /// The checkpoint file's bytes if a synced offset moved since the last.
+    fn checkpoint_if_changed(&mut self) -> Option<Vec<u8>> {
+        let mut changed = false;
         for topic in &mut self.topics {
-            topic.journal.failures.clear();
-        }
-        self.offsets_journal.failures.clear();
-    }
-
-    /// Executes one request line for connection `key`.
-    pub fn execute(
-        &mut self,
-        key: usize,
-        peer: SocketAddr,
-        session: &mut Session,
-        out: &mut Output,
-        line: &[u8],
-    ) -> Control {
-        let request = match protocol::parse(line) {
-            Ok(request) => request,
-            Err(err) => {
-                let _ = writeln!(out.buf_mut(), "{err}");
-                return Control::Continue;
-            }
-        };
-        if !session.authenticated
-            && !matches!(
-                request,
-                Request::Auth(_) | Request::Ping | Request::Help | Request::Quit
-            )
-        {
-            out.push(reply::NOAUTH);
-            return Control::Continue;
-        }
-        match request {
-            Request::Produce(message) => {
-                let topic = &mut self.topics[session.topic as usize];
-                let offset = topic.log.stage(message);
-                out.push_ack(session.topic, topic.journal.epoch, offset);
-                self.stats.produced += 1;
-                if topic.log.staged_bytes() >= config::MAX_BATCH_BYTES && topic.flush() {
-                    self.woken.append(&mut topic.waiters);
-                }
-            }
-            Request::Consume(offset) => {
-                if let Some(first) = self.out_of_range(session.topic, offset) {
-                    out_of_range(out, first);
-                    return Control::Continue;
-                }
-                let found = self.read_into(session.topic, offset, 1, out);
-                if found == Some(0) {
-                    out.push(reply::NO_MESSAGE);
-                }
-            }
-            Request::Fetch {
-                offset,
-                max,
-                wait_ms,
-            } => {
-                if session.subscription.is_some() {
-                    return invalid(out, "not while subscribed; send UNSUBSCRIBE first");
-                }
-                let topic = session.topic;
-                self.flush_if_staged(topic, offset);
-                if let Some(first) = self.out_of_range(topic, offset) {
-                    out_of_range(out, first);
-                    return Control::Continue;
-                }
-                let available = offset < self.topics[topic as usize].visible();
-                match wait_ms {
-                    Some(ms) if ms > 0 && !available => {
-                        let id = self.next_wait_id;
-                        self.next_wait_id += 1;
-                        session.wait = Some(Wait {
-                            topic,
-                            offset,
-                            max,
-                            id,
-                        });
-                        self.topics[topic as usize].waiters.push(key);
-                        let deadline = Instant::now() + Duration::from_millis(ms);
-                        self.timers.push(Reverse((deadline, key, id)));
-                        self.stats.parked_fetches += 1;
-                        return Control::Park;
-                    }
-                    _ => self.answer_fetch(topic, offset, max, out),
-                }
-            }
-            Request::Subscribe(offset) => {
-                if session.subscription.is_some() {
-                    return invalid(out, "already subscribed; send UNSUBSCRIBE first");
-                }
-                if let Some(first) = self.out_of_range(session.topic, offset) {
-                    out_of_range(out, first);
-                    return Control::Continue;
-                }
-                self.flush_if_staged(session.topic, offset);
-                session.subscription = Some(Subscription {
-                    topic: session.topic,
-                    next: offset,
-                    waiting: false,
-                });
-                self.stats.subscribers += 1;
-                // Start the stream now so it comes before the replies to
-                // later requests; the rest follows as the socket drains.
-                self.fill_subscription(key, session, out, config::SUBSCRIPTION_WINDOW);
-            }
-            Request::Unsubscribe => match session.subscription.take() {
-                Some(sub) => {
-                    self.unwait(key, sub.topic, sub.waiting);
-                    self.stats.subscribers -= 1;
-                    end_offset(out, sub.next);
-                }
-                None => return invalid(out, "not subscribed"),
-            },
-            Request::Use(name) => match self.topic_id(name, self.auto_create) {
-                Ok(Some(id)) => {
-                    session.topic = id;
-                    reply_name(out, reply::USING, name);
-                }
-                Ok(None) => unknown_topic(out, name),
-                Err(why) => storage_error(out, &why),
-            },
-            Request::Create(name) => {
-                if self.by_name.contains_key(name) {
-                    reply_name(out, reply::TOPIC_EXISTS, name);
-                } else {
-                    match self.topic_id(name, true) {
-                        Ok(_) => reply_name(out, reply::CREATED, name),
-                        Err(why) => storage_error(out, &why),
-                    }
-                }
-            }
-            Request::Topics => self.list_topics(out),
-            Request::Commit { group, offset } => {
-                let t = session.topic as usize;
-                self.flush_if_staged(session.topic, offset.saturating_sub(1));
-                let end = self.topics[t].visible();
-                if offset > end {
-                    let _ = writeln!(
-                        out.buf_mut(),
-                        "{} offset {offset} is past the end of topic {} (next offset {end})",
-                        reply::INVALID_OFFSET,
-                        self.topics[t].name_str()
-                    );
-                    return Control::Continue;
-                }
-                let seq = self.offsets.stage(&self.topics[t].name, group, offset);
-                out.push_held(OFFSETS_JOURNAL, self.offsets_journal.epoch, seq, |buf| {
-                    buf.extend_from_slice(reply::COMMITTED);
-                    buf.extend_from_slice(group);
-                    buf.push(b' ');
-                    push_u64(buf, offset);
-                    buf.push(b'\n');
-                });
-            }
-            Request::Offset(group) => {
-                let topic = &self.topics[session.topic as usize];
-                let offset = self.offsets.get(&topic.name, group).unwrap_or(0);
-                let buf = out.buf_mut();
-                buf.extend_from_slice(reply::OFFSET);
-                buf.extend_from_slice(group);
-                buf.push(b' ');
-                push_u64(buf, offset);
-                buf.push(b'\n');
-            }
-            Request::Stats => self.stats_reply(out),
-            Request::Auth(token) => {
-                let Some(expected) = &self.auth_token else {
-                    return invalid(out, "authentication is not enabled on this broker");
-                };
-                if constant_time_eq(expected, token) {
-                    session.authenticated = true;
-                    session.auth_failures = 0;
-                    out.push(reply::AUTHENTICATED);
-                } else {
-                    session.auth_failures += 1;
-                    warn!(
-                        "peer={peer} wrong AUTH token (failure {})",
-                        session.auth_failures
-                    );
-                    if session.auth_failures >= MAX_AUTH_FAILURES {
-                        out.push(reply::INVALID_TOKEN_CLOSING);
-                        return Control::Quit;
-                    }
-                    out.push(reply::INVALID_TOKEN);
-                }
-            }
-            Request::Ping => out.push(reply::PONG),
-            Request::Help => out.push(reply::HELP),
-            Request::Quit => {
-                out.push(reply::BYE);
-                return Control::Quit;
-            }
-        }
-        Control::Continue
-    }
-
-    /// Writes a line too long to be a request's reply.
-    pub fn too_long(&self, out: &mut Output) {
-        let buf = out.buf_mut();
-        buf.extend_from_slice(reply::MESSAGE_TOO_LARGE);
-        push_u64(buf, self.max_line_bytes as u64);
-        buf.push(b'\n');
-    }
-
-    /// A request for `offset` in topic `t` that is staged but not yet
-    /// written (a pipelined `PRODUCE` then read) writes the batch now, so the
-    /// reader sees what was acknowledged.
-    fn flush_if_staged(&mut self, t: u32, offset: u64) {
-        let topic = &mut self.topics[t as usize];
-        if offset >= topic.log.written_offset() && offset < topic.log.next_offset() && topic.flush()
-        {
-            self.woken.append(&mut topic.waiters);
-        }
-        self.failed |= !topic.journal.failures.is_empty();
-    }
-
-    /// `Some(first)` if `offset` is below what topic `t` still stores.
-    fn out_of_range(&self, t: u32, offset: u64) -> Option<u64> {
-        let first = self.topics[t as usize].log.first_offset();
-        (offset < first).then_some(first)
-    }
-
-    /// Renders up to `max` messages from `offset` as `MESSAGE` lines.
-    /// Returns how many, or `None` after rendering a `STORAGE_ERROR`.
-    fn read_into(&mut self, t: u32, offset: u64, max: u64, out: &mut Output) -> Option<u64> {
-        self.flush_if_staged(t, offset);
-        let Core {
-            topics,
-            stats,
-            read_buf,
-            max_fetch_bytes,
-            ..
-        } = self;
-        let buf = out.buf_mut();
-        let mut count = 0u64;
-        let topic = &mut topics[t as usize];
-        let end = topic.visible();
-        let result = topic.log.read(
-            offset,
-            end,
-            max as usize,
-            *max_fetch_bytes,
-            read_buf,
-            |n, message| {
-                buf.extend_from_slice(reply::MESSAGE);
-                push_u64(buf, n);
-                buf.push(b' ');
-                buf.extend_from_slice(message);
-                buf.push(b'\n');
-                count += 1;
-            },
-        );
-        stats.consumed += count;
-        match result {
-            Ok(_) => Some(count),
-            Err(err) => {
-                error!("read failed: {err}");
-                storage_error(out, &err.client_reason());
-                None
-            }
-        }
-    }
-
-    /// Answers a `FETCH` with what is there now.
-    fn answer_fetch(&mut self, t: u32, offset: u64, max: u64, out: &mut Output) {
-        if let Some(count) = self.read_into(t, offset, max, out) {
-            end_offset(out, offset + count);
-        }
-    }
-
-    /// Settles a connection whose topic got new messages: completes its
-    /// parked `FETCH`, or lets its subscription be refilled. Returns
-    /// whether a parked request was answered (so its later requests can be
-    /// read again).
-    pub fn wake(&mut self, key: usize, session: &mut Session, out: &mut Output) -> bool {
-        if let Some(wait) = session.wait {
-            if wait.offset < self.topics[wait.topic as usize].visible() {
-                session.wait = None;
-                self.stats.parked_fetches -= 1;
-                self.answer_fetch(wait.topic, wait.offset, wait.max, out);
-                return true;
-            }
-            // Still nothing at its offset: keep waiting.
-            let waiters = &mut self.topics[wait.topic as usize].waiters;
-            if !waiters.contains(&key) {
-                waiters.push(key);
-            }
-        }
-        if let Some(sub) = &mut session.subscription {
-            sub.waiting = false;
-        }
-        false
-    }
-
-    /// Drops timers of waits that ended early (data arrived, connection
-    /// closed) once they outnumber the live ones, so the heap stays
-    /// proportional to what is really parked.
-    pub fn prune_timers(&mut self, is_live: impl Fn(usize, u64) -> bool) {
-        if self.timers.len() <= 2 * self.stats.parked_fetches as usize + 1024 {
-            return;
-        }
-        self.timers
-            .retain(|Reverse((_, key, id))| is_live(*key, *id));
-    }
-
-    /// Pops the parked fetches whose wait is over, as (connection, wait id).
-    pub fn expired(&mut self, now: Instant) -> Vec<(usize, u64)> {
-        let mut due = Vec::new();
-        while let Some(Reverse((when, key, id))) = self.timers.peek().copied() {
-            if when > now {
-                break;
-            }
-            self.timers.pop();
-            due.push((key, id));
-        }
-        due
-    }
-
-    /// Answers a parked `FETCH` whose wait ran out. Returns whether it was
-    /// still parked (a stale timer is ignored).
-    pub fn expire(&mut self, key: usize, id: u64, session: &mut Session, out: &mut Output) -> bool {
-        match session.wait {
-            Some(wait) if wait.id == id => {
-                session.wait = None;
-                self.stats.parked_fetches -= 1;
-                self.unwait(key, wait.topic, true);
-                self.answer_fetch(wait.topic, wait.offset, wait.max, out);
-                true
-            }
-            _ => false,
-        }
-    }
-
-    /// Tops up a subscriber's output from the log, up to `window` bytes
-    /// pending. Returns whether more messages are ready to send once the
-    /// socket drains.
-    pub fn fill_subscription(
-        &mut self,
-        key: usize,
-        session: &mut Session,
-        out: &mut Output,
-        window: usize,
-    ) -> bool {
-        let Some(mut sub) = session.subscription else {
-            return false;
-        };
-        let t = sub.topic as usize;
-        let mut stalled = false;
-        if let Some(first) = self.out_of_range(sub.topic, sub.next) {
-            // Retention dropped what the subscriber had not read yet.
-            out_of_range(out, first);
-            self.unwait(key, sub.topic, sub.waiting);
-            session.subscription = None;
-            self.stats.subscribers -= 1;
-            return false;
-        }
-        while out.pending() < window && sub.next < self.topics[t].visible() {
-            let room = (window - out.pending()).min(self.max_fetch_bytes);
-            let Core {
-                topics,
-                stats,
-                read_buf,
-                ..
-            } = self;
-            let buf = out.buf_mut();
-            let topic = &mut topics[t];
-            let end = topic.visible();
-            let result = topic
-                .log
-                .read(sub.next, end, usize::MAX, room, read_buf, |n, message| {
-                    buf.extend_from_slice(reply::MESSAGE);
-                    push_u64(buf, n);
-                    buf.push(b' ');
-                    buf.extend_from_slice(message);
-                    buf.push(b'\n');
-                });
-            match result {
-                Ok(next) if next == sub.next => {
-                    // No progress (cannot happen with a sane log): wait for
-                    // the next message rather than retry at once.
-                    stalled = true;
-                    break;
-                }
-                Ok(next) => {
-                    stats.consumed += next - sub.next;
-                    sub.next = next;
-                }
-                Err(err) => {
-                    // End the stream with the error; the client can
-                    // SUBSCRIBE again from the offset it reached.
-                    error!("read failed: {err}");
-                    storage_error(out, &err.client_reason());
-                    self.unwait(key, sub.topic, sub.waiting);
-                    session.subscription = None;
-                    self.stats.subscribers -= 1;
-                    return false;
+            for part in &mut topic.partitions {
+                let synced = part.log.synced().offset;
+                if synced != part.checkpointed {
+                    part.checkpointed = synced;
+                    changed = true;
                 }
             }
         }
-        let more = !stalled && sub.next < self.topics[t].visible();
-        if !more && !sub.waiting {
-            self.topics[t].waiters.push(key);
-            sub.waiting = true;
-        }
-        session.subscription = Some(sub);
-        more
+        changed.then(|| {
+            checkpoint::encode(self.topics.iter().flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .enumerate()
+                    .map(|(p, part)| (&*t.name, p as u32, part.checkpointed))
+            }))
+        })
     }
+}
 
-    /// Drops what a closing connection was waiting for.
-    pub fn forget(&mut self, key: usize, session: &Session) {
-        if let Some(wait) = session.wait {
-            self.stats.parked_fetches -= 1;
-            self.unwait(key, wait.topic, true);
-        }
-        if let Some(sub) = session.subscription {
-            self.stats.subscribers -= 1;
-            self.unwait(key, sub.topic, sub.waiting);
+impl Topic {
+    fn new(name: &[u8], log: Log) -> Topic {
+        let durable = log.durable().offset;
+        Topic {
+            name: name.into(),
+            partitions: vec![Partition {
+                visible: durable,
+                checkpointed: log.synced().offset,
+                log,
+                waiting: Waiting::default(),
+                dirty: false,
+            }],
         }
     }
+}
 
-    fn unwait(&mut self, key: usize, topic: u32, registered: bool) {
-        if registered {
-            self.topics[topic as usize].waiters.retain(|&k| k != key);
-        }
-    }
-
-    /// The id of topic `name`, creating it if `create` (and the limit
-    /// allows). `Ok(None)` if it does not exist and may not be created.
-    fn topic_id(&mut self, name: &[u8], create: bool) -> Result<Option<u32>, String> {
-        if let Some(&id) = self.by_name.get(name) {
-            return Ok(Some(id));
-        }
-        if !create {
-            return Ok(None);
-        }
-        if self.topics.len() >= self.max_topics {
-            return Err(format!("too many topics (limit {})", self.max_topics));
-        }
-        let (dir, file) = topic_log_path(&self.data_dir, name);
-        let open = || -> Result<Log, StorageError> {
-            let log = Log::open(&dir, file, self.log_options)?;
-            crate::storage::sync_dir(&dir)?;
-            crate::storage::sync_dir(&self.data_dir.join(TOPICS_DIR))?;
-            Ok(log)
-        };
-        let log = open().map_err(|e| {
-            error!("creating topic: {e}");
-            e.client_reason()
-        })?;
-        let id = self.topics.len() as u32;
-        info!("created topic={}", String::from_utf8_lossy(name));
-        self.topics
-            .push(Topic::new(name, log, self.policy == FsyncPolicy::Always));
-        self.by_name.insert(name.into(), id);
-        Ok(Some(id))
-    }
-
-    fn list_topics(&self, out: &mut Output) {
-        let buf = out.buf_mut();
-        for topic in &self.topics {
-            buf.extend_from_slice(reply::TOPIC);
-            buf.extend_from_slice(&topic.name);
-            buf.extend_from_slice(b" first:");
-            push_u64(buf, topic.log.first_offset());
-            buf.extend_from_slice(b" next:");
-            push_u64(buf, topic.visible());
-            buf.extend_from_slice(b" bytes:");
-            push_u64(buf, topic.log.len_bytes());
-            buf.push(b'\n');
-        }
-        buf.extend_from_slice(reply::END);
-    }
-
-    fn stats_reply(&self, out: &mut Output) {
-        let s = &self.stats;
-        let buf = out.buf_mut();
-        buf.extend_from_slice(b"STAT version ");
-        buf.extend_from_slice(env!("CARGO_PKG_VERSION").as_bytes());
-        buf.push(b'\n');
-        let mut stat = |name: &str, value: u64| {
-            let buf = out.buf_mut();
-            buf.extend_from_slice(reply::STAT);
-            buf.extend_from_slice(name.as_bytes());
-            buf.push(b' ');
-            push_u64(buf, value);
-            buf.push(b'\n');
-        };
-        stat("pid", u64::from(std::process::id()));
-        stat("uptime_seconds", self.started.elapsed().as_secs());
-        stat("connections_current", s.connections_current);
-        stat("connections_total", s.connections_total);
-        stat("connections_rejected", s.connections_rejected);
-        stat("messages_produced", s.produced);
-        stat("messages_consumed", s.consumed);
-        stat("bytes_in", s.bytes_in);
-        stat("bytes_out", s.bytes_out);
-        stat("fetches_parked", s.parked_fetches);
-        stat("subscribers", s.subscribers);
-        stat("fsyncs", s.fsyncs);
-        stat("fsync_errors", s.fsync_errors);
-        stat("rss_bytes", rss_bytes());
-        stat("topics", self.topics.len() as u64);
-        for topic in &self.topics {
-            let name = topic.name_str();
-            stat(
-                &format!("topic.{name}.first_offset"),
-                topic.log.first_offset(),
-            );
-            stat(&format!("topic.{name}.next_offset"), topic.visible());
-            stat(&format!("topic.{name}.log_bytes"), topic.log.len_bytes());
-            stat(
-                &format!("topic.{name}.segments"),
-                topic.log.segments() as u64,
-            );
-        }
-        out.push(reply::END);
+fn write_error(e: &StorageError) -> WriteError {
+    WriteError {
+        reason: e.client_reason(),
+        no_space: e.is_no_space(),
     }
 }
 
@@ -1113,46 +905,6 @@ pub fn topic_log_path(data_dir: &Path, name: &[u8]) -> (PathBuf, &'static str) {
     (dir, TOPIC_LOG_FILE)
 }
 
-fn invalid(out: &mut Output, why: &str) -> Control {
-    let _ = writeln!(out.buf_mut(), "{} {why}", reply::INVALID_REQUEST);
-    Control::Continue
-}
-
-fn out_of_range(out: &mut Output, first: u64) {
-    let buf = out.buf_mut();
-    buf.extend_from_slice(reply::OFFSET_OUT_OF_RANGE);
-    push_u64(buf, first);
-    buf.push(b'\n');
-}
-
-fn storage_error(out: &mut Output, why: &str) {
-    let buf = out.buf_mut();
-    buf.extend_from_slice(reply::STORAGE_ERROR);
-    buf.extend_from_slice(why.as_bytes());
-    buf.push(b'\n');
-}
-
-fn unknown_topic(out: &mut Output, name: &[u8]) {
-    let buf = out.buf_mut();
-    buf.extend_from_slice(reply::UNKNOWN_TOPIC);
-    buf.extend_from_slice(name);
-    buf.extend_from_slice(b" does not exist and auto-create is off; CREATE it first\n");
-}
-
-fn reply_name(out: &mut Output, word: &[u8], name: &[u8]) {
-    let buf = out.buf_mut();
-    buf.extend_from_slice(word);
-    buf.extend_from_slice(name);
-    buf.push(b'\n');
-}
-
-fn end_offset(out: &mut Output, next: u64) {
-    let buf = out.buf_mut();
-    buf.extend_from_slice(reply::END_OFFSET);
-    push_u64(buf, next);
-    buf.push(b'\n');
-}
-
 /// Compares a secret in time that depends only on its length, not on where
 /// the first difference is.
 pub fn constant_time_eq(expected: &[u8], given: &[u8]) -> bool {
@@ -1164,7 +916,7 @@ pub fn constant_time_eq(expected: &[u8], given: &[u8]) -> bool {
 }
 
 /// This process's resident memory, from `/proc/self/statm`.
-fn rss_bytes() -> u64 {
+pub fn rss_bytes() -> u64 {
     let pages = fs::read_to_string("/proc/self/statm")
         .ok()
         .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())

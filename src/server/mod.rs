@@ -1,21 +1,24 @@
-//! The reactor: one thread, one `mio::Poll`, every client in a `Slab`.
+//! The server: one thread, one `mio::Poll`, every client in a `Slab`. The
+//! only module that touches sockets; it knows no protocol beyond handing
+//! bytes to a connection's session.
 //!
 //! Each loop turn:
 //! 1. wait for readiness (or a timer, or `0` if some connection still has
-//!    input we did not get to);
-//! 2. accept new clients; read and execute requests from readable clients.
-//!    `PRODUCE` only *stages* the message in the log's batch and queues a
-//!    held `ACK`;
-//! 3. write the whole batch to the file with one `write` (the "before
-//!    sleep" step), then settle the held `ACK`s: sent if the write
-//!    succeeded, turned into `STORAGE_ERROR` if it failed;
+//!    input we did not get to, or news is waiting);
+//! 2. accept new clients; read requests from readable clients and hand
+//!    them to their sessions, which call the broker (`PRODUCE` only
+//!    *stages* a message and queues a pending `ACK`);
+//! 3. the before-sleep step: the broker writes what was staged (one write
+//!    per partition), hands slow file work to helper threads, and produces
+//!    settlements (tickets done or failed) and wake-ups, which go to the
+//!    connections they concern;
 //! 4. write each touched connection's replies to its socket once, keeping
 //!    the rest for a later writable event.
 //!
-//! So an `ACK` never leaves the broker before its message is in the file,
-//! and replies are coalesced into one socket write per connection per turn.
-//! No call here blocks on a client: sockets are non-blocking and are read
-//! and written until `WouldBlock`.
+//! So an `ACK` never leaves before its message is as durable as promised,
+//! and replies are coalesced into one socket write per connection per
+//! turn. No call here blocks on a client: sockets are non-blocking and are
+//! read and written until `WouldBlock`.
 
 pub mod conn;
 pub mod syncer;
@@ -27,21 +30,23 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use log::{debug, info, warn};
+use log::{debug, error, info, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
-use crate::broker::{Control, Core};
+use crate::broker::{Broker, ConnId};
 use crate::config::{self, Config};
-use crate::protocol::text::{Frame, reply};
+use crate::protocol::text::{self, TextSession, reply};
+use crate::protocol::{Control, Ctx, Session};
 use crate::storage::StorageError;
-use conn::Connection;
-use syncer::Syncer;
+use conn::{Connection, State};
+use syncer::Helpers;
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
@@ -52,6 +57,9 @@ const WAKER: Token = Token(usize::MAX - 3);
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// At most one warning per this interval for a repeating condition.
 const WARN_EVERY: Duration = Duration::from_secs(1);
+/// Rounds of delivering news (settlements, wake-ups) per turn before the
+/// rest waits for the next turn.
+const NEWS_ROUNDS: usize = 4;
 
 /// Why the broker could not start or stopped with an error.
 #[derive(Debug)]
@@ -100,98 +108,147 @@ impl From<StorageError> for BrokerError {
     }
 }
 
-/// The broker: listener, clients, logs.
-pub struct Broker {
+/// Stops a running server from another thread (in-process tests, or an
+/// embedding program).
+#[derive(Clone)]
+pub struct ShutdownHandle {
+    flag: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+}
+
+impl ShutdownHandle {
+    /// Asks the server to stop: it syncs, sends what replies it can and
+    /// returns from `run`/`serve`.
+    pub fn shutdown(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        if let Err(e) = self.waker.wake() {
+            error!("cannot wake the server: {e}");
+        }
+    }
+}
+
+/// The server: listener, clients, broker.
+pub struct Server {
     poll: Poll,
+    waker: Arc<Waker>,
+    stop: Arc<AtomicBool>,
     listener: Option<TcpListener>,
-    signals: Signals,
+    signals: Option<Signals>,
     local_addr: SocketAddr,
     display_addr: String,
     conns: Slab<Connection>,
-    core: Core,
+    /// Generation of each slab slot, bumped when a connection takes it.
+    generations: Vec<u32>,
+    broker: Broker,
+    helpers: Helpers,
     config: Config,
-    /// Socket reads land here; only unfinished lines are copied out.
+    /// Socket reads land here; only unfinished requests are copied out.
     scratch: Vec<u8>,
-    /// Connections with output to settle and send at the end of the turn.
+    /// Connections with output to send at the end of the turn.
     dirty: Vec<usize>,
     /// Connections to service next turn without waiting for an event.
     ready: Vec<usize>,
-    /// Connections with replies held past the end of a turn (waiting for a
-    /// sync), to settle when syncs complete.
-    held: Vec<usize>,
     turn: u64,
     accept_paused_until: Option<Instant>,
-    /// A descriptor kept in reserve so that, out of descriptors, the broker
+    /// A descriptor kept in reserve so that, out of descriptors, the server
     /// can still accept and turn away a client instead of spinning.
     spare_fd: Option<File>,
     last_warning: Option<Instant>,
     _lock: File,
 }
 
-impl Broker {
-    /// Opens the data directory, recovers the log, and binds the listener.
-    pub fn bind(config: Config) -> Result<Broker, BrokerError> {
-        fs::create_dir_all(&config.data_dir).map_err(|source| BrokerError::DataDir {
-            path: config.data_dir.clone(),
-            source,
-        })?;
-        let lock = lock_data_dir(&config.data_dir)?;
-        let auth_token = match &config.auth_token_file {
-            Some(path) => Some(read_token(path)?),
-            None => None,
-        };
-        let poll = Poll::new().map_err(BrokerError::Poll)?;
-        let waker = Waker::new(poll.registry(), WAKER).map_err(BrokerError::Poll)?;
-        let syncer = Syncer::start(Arc::new(waker)).map_err(BrokerError::Poll)?;
-        let core = Core::open(&config, auth_token, syncer)?;
-
+impl Server {
+    /// Binds the listening address, then opens the data directory and
+    /// recovers the logs. Nothing is created on disk if the address cannot
+    /// be bound.
+    pub fn bind(config: Config) -> Result<Server, BrokerError> {
         let bind_err = |source| BrokerError::Bind {
             addr: config.addr.clone(),
             source,
         };
         let addr = resolve(&config.addr).map_err(bind_err)?;
-        let mut listener = TcpListener::bind(addr).map_err(bind_err)?;
+        let listener = std::net::TcpListener::bind(addr).map_err(bind_err)?;
+        Self::with_listener(config, listener)
+    }
+
+    /// Serves on an already-bound listener (tests bind `127.0.0.1:0`).
+    pub fn with_listener(
+        config: Config,
+        listener: std::net::TcpListener,
+    ) -> Result<Server, BrokerError> {
+        let bind_err = |source| BrokerError::Bind {
+            addr: config.addr.clone(),
+            source,
+        };
+        listener.set_nonblocking(true).map_err(bind_err)?;
         let local_addr = listener.local_addr().map_err(bind_err)?;
+        let mut listener = TcpListener::from_std(listener);
+        let auth_token = match &config.auth_token_file {
+            Some(path) => Some(read_token(path)?),
+            None => None,
+        };
+        fs::create_dir_all(&config.data_dir).map_err(|source| BrokerError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        let lock = lock_data_dir(&config.data_dir)?;
+        let broker = Broker::open(&config, auth_token)?;
+        let poll = Poll::new().map_err(BrokerError::Poll)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(BrokerError::Poll)?);
+        let wake = {
+            let waker = waker.clone();
+            Arc::new(move || {
+                if let Err(e) = waker.wake() {
+                    error!("helper: cannot wake the server: {e}");
+                }
+            })
+        };
+        let helpers = Helpers::start(wake).map_err(BrokerError::Poll)?;
         let host = config
             .addr
             .rsplit_once(':')
             .map_or(config.addr.as_str(), |(h, _)| h);
         let display_addr = format!("{host}:{}", local_addr.port());
-
         raise_fd_limit(config.max_connections as u64 + 64);
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)
-            .map_err(BrokerError::Poll)?;
-        let mut signals = Signals::new([SIGINT, SIGTERM]).map_err(BrokerError::Poll)?;
-        poll.registry()
-            .register(&mut signals, SIGNALS, Interest::READABLE)
             .map_err(BrokerError::Poll)?;
         info!(
             "listening addr={local_addr} data_dir={} max_connections={} max_line_bytes={} auth={}",
             config.data_dir.display(),
             config.max_connections,
             config.max_line_bytes,
-            if core.auth_required() { "token" } else { "off" }
+            if broker.auth_required() {
+                "token"
+            } else {
+                "off"
+            }
         );
-        Ok(Broker {
+        let mut server = Server {
             poll,
+            waker,
+            stop: Arc::new(AtomicBool::new(false)),
             listener: Some(listener),
-            signals,
+            signals: None,
             local_addr,
             display_addr,
             conns: Slab::new(),
-            core,
+            generations: Vec::new(),
+            broker,
+            helpers,
             config,
             scratch: vec![0; config::READ_CHUNK],
             dirty: Vec::new(),
             ready: Vec::new(),
-            held: Vec::new(),
             turn: 0,
             accept_paused_until: None,
             spare_fd: File::open("/dev/null").ok(),
             last_warning: None,
             _lock: lock,
-        })
+        };
+        // Index rebuilds and orphan deletions found at start.
+        server.submit_jobs();
+        Ok(server)
     }
 
     /// The address the listener really bound (with the real port).
@@ -204,13 +261,37 @@ impl Broker {
         &self.display_addr
     }
 
-    /// Serves until SIGINT or SIGTERM, then flushes and returns.
+    /// A handle that stops the server from another thread.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            flag: self.stop.clone(),
+            waker: self.waker.clone(),
+        }
+    }
+
+    /// Serves until SIGINT or SIGTERM (or a shutdown handle), then syncs
+    /// and returns. A file size limit (`SIGXFSZ`) and a hang-up (`SIGHUP`)
+    /// do not stop it: the first becomes a `STORAGE_ERROR`, the second is
+    /// ignored (log to a file with your service manager).
     pub fn run(mut self) -> Result<(), BrokerError> {
+        ignore_signal(libc::SIGXFSZ);
+        ignore_signal(libc::SIGHUP);
+        let mut signals = Signals::new([SIGINT, SIGTERM]).map_err(BrokerError::Poll)?;
+        self.poll
+            .registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)
+            .map_err(BrokerError::Poll)?;
+        self.signals = Some(signals);
+        self.serve()
+    }
+
+    /// Serves until a [`ShutdownHandle`] says stop (no signal handling).
+    pub fn serve(mut self) -> Result<(), BrokerError> {
         let mut events = Events::with_capacity(1024);
         let mut readable = Vec::new();
         loop {
-            let sync_wanted = self.core.sync_wanted();
-            let timeout = if sync_wanted {
+            let sync_wanted = self.broker.sync_wanted();
+            let timeout = if sync_wanted || self.broker.has_news() {
                 Some(Duration::ZERO)
             } else {
                 self.poll_timeout()
@@ -227,24 +308,29 @@ impl Broker {
                     // Nothing else to do: sync here instead of handing it
                     // to a thread and sleeping until it wakes us (two
                     // thread switches off every waiting client's latency).
-                    self.core.sync_inline();
-                    self.release_held();
+                    self.broker.sync_inline();
                     self.finish_turn();
                     continue;
                 }
-                // More work waiting: let the sync threads overlap syncs
+                // More work waiting: let the helper threads overlap syncs
                 // with serving it.
-                self.core.start_syncs();
+                self.broker.start_syncs();
             }
-            let mut stop = false;
+            let mut stop = self.stop.load(Ordering::SeqCst);
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(),
-                    SIGNALS => stop |= self.signals.pending().next().is_some(),
+                    SIGNALS => {
+                        stop |= self
+                            .signals
+                            .as_mut()
+                            .is_some_and(|s| s.pending().next().is_some());
+                    }
                     WAKER => {
-                        if self.core.collect_syncs() {
-                            self.release_held();
+                        for (journal, result) in self.helpers.completed() {
+                            self.broker.job_done(journal, result);
                         }
+                        stop |= self.stop.load(Ordering::SeqCst);
                     }
                     Token(key) => {
                         let Some(conn) = self.conns.get_mut(key) else {
@@ -253,7 +339,7 @@ impl Broker {
                         if event.is_error() {
                             // Reset by the peer: even a parked connection
                             // that reads nothing must go.
-                            conn.broken = true;
+                            conn.state = State::Closed;
                         }
                         mark_dirty(conn, key, &mut self.dirty);
                         if event.is_read_closed() {
@@ -272,8 +358,7 @@ impl Broker {
                 self.accept_paused_until = None;
                 self.accept();
             }
-            self.expire_waits();
-            self.core.run_timers(Instant::now());
+            self.broker.run_timers(Instant::now());
             for &key in &self.ready {
                 // Serviced without an event: read until WouldBlock.
                 if let Some(conn) = self.conns.get_mut(key) {
@@ -291,35 +376,16 @@ impl Broker {
         }
     }
 
-    fn poll_timeout(&self) -> Option<Duration> {
+    fn poll_timeout(&mut self) -> Option<Duration> {
         if !self.ready.is_empty() {
             return Some(Duration::ZERO);
         }
-        let deadline = match (self.accept_paused_until, self.core.next_deadline()) {
+        let deadline = match (self.accept_paused_until, self.broker.next_deadline()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
         // Round up so a timer is never found still a hair in the future.
         deadline.map(|t| t.saturating_duration_since(Instant::now()) + Duration::from_millis(1))
-    }
-
-    /// Answers parked fetches whose wait ran out.
-    fn expire_waits(&mut self) {
-        if self.core.next_deadline().is_none_or(|t| t > Instant::now()) {
-            return;
-        }
-        for (key, id) in self.core.expired(Instant::now()) {
-            let Some(conn) = self.conns.get_mut(key) else {
-                continue;
-            };
-            if self
-                .core
-                .expire(key, id, &mut conn.session, &mut conn.output)
-            {
-                mark_dirty(conn, key, &mut self.dirty);
-                self.ready.push(key);
-            }
-        }
     }
 
     fn accept(&mut self) {
@@ -352,7 +418,7 @@ impl Broker {
                                     "out of file descriptors ({e}); turned away peer={peer}"
                                 ));
                                 reject(stream);
-                                self.core.stats.connections_rejected += 1;
+                                self.broker.stats.connections_rejected += 1;
                                 false
                             }
                             Some(Err(e)) => e.kind() == io::ErrorKind::WouldBlock,
@@ -386,7 +452,7 @@ impl Broker {
                 self.config.max_connections
             ));
             reject(stream);
-            self.core.stats.connections_rejected += 1;
+            self.broker.stats.connections_rejected += 1;
             return;
         }
         if let Err(e) = stream.set_nodelay(true) {
@@ -405,26 +471,41 @@ impl Broker {
             warn!("peer={peer} register failed: {e}");
             return;
         }
-        entry.insert(Connection::new(
-            stream,
-            peer,
+        if self.generations.len() <= key {
+            self.generations.resize(key + 1, 0);
+        }
+        self.generations[key] = self.generations[key].wrapping_add(1);
+        let id = ConnId {
+            slot: key as u32,
+            generation: self.generations[key],
+        };
+        let session = Session::Text(TextSession::new(
             self.config.max_line_bytes,
-            !self.core.auth_required(),
+            !self.broker.auth_required(),
+            text::session::default_topic(&mut self.broker),
         ));
-        self.core.stats.connections_total += 1;
-        self.core.stats.connections_current += 1;
+        entry.insert(Connection::new(stream, peer, id, session));
+        self.broker.stats.connections_total += 1;
+        self.broker.stats.connections_current += 1;
         debug!(
             "accept token={key} peer={peer} connections={}",
             self.conns.len()
         );
     }
 
-    /// Reads and executes a connection's requests, within a per-turn budget.
+    /// The slab key of a live connection.
+    fn key_of(&self, id: ConnId) -> Option<usize> {
+        let key = id.slot as usize;
+        (self.generations.get(key) == Some(&id.generation) && self.conns.contains(key))
+            .then_some(key)
+    }
+
+    /// Reads and handles a connection's requests, within a per-turn budget.
     fn service(&mut self, key: usize) {
         let max_output = self.config.max_output_bytes;
-        let Broker {
+        let Server {
             conns,
-            core,
+            broker,
             scratch,
             dirty,
             ready,
@@ -440,45 +521,67 @@ impl Broker {
         let drain = std::mem::take(&mut conn.drain);
         conn.serviced_turn = *turn;
         mark_dirty(conn, key, dirty);
-        conn.paused = false;
-        if conn.session.wait.is_some() || conn.broken {
-            return;
+        match conn.state {
+            State::Reading => {}
+            State::Paused => conn.state = State::Reading,
+            State::Parked | State::Draining | State::Closed => return,
         }
-        if !conn.stash.is_empty() {
-            let stash = std::mem::take(&mut conn.stash);
-            let used = process(core, key, conn, &stash, max_output);
-            if used < stash.len() {
-                conn.stash = stash[used..].to_vec();
+        let Connection {
+            stream,
+            session,
+            output,
+            stash,
+            state,
+            eof,
+            id,
+            peer,
+            ..
+        } = conn;
+        let mut ctx = Ctx {
+            broker,
+            out: output,
+            conn: *id,
+            peer: *peer,
+            max_output,
+        };
+        if !stash.is_empty() {
+            let input = std::mem::take(stash);
+            let (used, control) = session.handle_input(&mut ctx, &input);
+            apply_control(state, control);
+            if used < input.len() && *state != State::Draining {
+                *stash = input[used..].to_vec();
+            }
+            if *state != State::Reading {
                 return;
             }
         }
-        if conn.quitting || conn.eof || conn.session.wait.is_some() {
+        if *eof {
             return;
         }
         for _ in 0..config::READS_PER_TURN {
-            if conn.output.pending() >= max_output {
-                conn.paused = true;
+            if ctx.out.pending() >= max_output {
+                *state = State::Paused;
                 return;
             }
-            match conn.read(scratch) {
+            match read_retrying(stream, scratch) {
                 Ok(0) => {
-                    conn.eof = true;
-                    if conn.decoder.buffered() > 0 {
-                        debug!(
-                            "peer={} closed in the middle of a line; dropping it",
-                            conn.peer
-                        );
+                    *eof = true;
+                    if session.buffered() > 0 {
+                        debug!("peer={peer} closed in the middle of a request; dropping it");
                     }
                     return;
                 }
                 Ok(n) => {
-                    core.stats.bytes_in += n as u64;
-                    let used = process(core, key, conn, &scratch[..n], max_output);
-                    if used < n {
-                        conn.stash.extend_from_slice(&scratch[used..n]);
+                    ctx.broker.stats.bytes_in += n as u64;
+                    let (used, control) = session.handle_input(&mut ctx, &scratch[..n]);
+                    apply_control(state, control);
+                    if *state == State::Draining {
                         return;
                     }
-                    if conn.quitting || conn.session.wait.is_some() {
+                    if used < n {
+                        stash.extend_from_slice(&scratch[used..n]);
+                    }
+                    if *state != State::Reading {
                         return;
                     }
                     // A short read emptied the socket: any data (or FIN)
@@ -491,8 +594,8 @@ impl Broker {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => {
-                    debug!("peer={} read failed: {e}", conn.peer);
-                    conn.broken = true;
+                    debug!("peer={peer} read failed: {e}");
+                    *state = State::Closed;
                     return;
                 }
             }
@@ -502,25 +605,26 @@ impl Broker {
         ready.push(key);
     }
 
-    /// The before-sleep step: append what was produced, answer the waits
-    /// that new messages ended, settle the held replies, then send each
-    /// touched connection's replies.
+    /// Hands the broker's file jobs to the helper threads.
+    fn submit_jobs(&mut self) {
+        for (journal, job) in self.broker.take_jobs() {
+            self.helpers.submit(journal, job);
+        }
+    }
+
+    /// The before-sleep step: the broker writes what was staged; then
+    /// settlements and wake-ups go to their connections, and each touched
+    /// connection's replies are sent.
     fn finish_turn(&mut self) {
-        self.core.flush_all();
-        if self.core.take_failed() {
-            // A failed write or sync may turn replies held from earlier
-            // turns into errors: settle them all now.
-            self.release_held();
-        }
-        for key in std::mem::take(&mut self.core.woken) {
-            let Some(conn) = self.conns.get_mut(key) else {
-                continue;
-            };
-            mark_dirty(conn, key, &mut self.dirty);
-            if self.core.wake(key, &mut conn.session, &mut conn.output) {
-                self.ready.push(key);
+        self.broker.flush();
+        for _ in 0..NEWS_ROUNDS {
+            if !self.broker.has_news() {
+                break;
             }
+            self.deliver_news();
+            self.broker.flush();
         }
+        self.submit_jobs();
         let max_output = self.config.max_output_bytes;
         for i in 0..self.dirty.len() {
             let key = self.dirty[i];
@@ -528,15 +632,7 @@ impl Broker {
                 continue;
             };
             conn.dirty = false;
-            if conn.output.has_holds() {
-                let core = &self.core;
-                conn.output.settle(|hold| core.hold_state(hold));
-                if conn.output.has_holds() && !conn.held {
-                    conn.held = true;
-                    self.held.push(key);
-                }
-            }
-            if !conn.broken && self.send(key) {
+            if conn.state != State::Closed && self.send(key) {
                 // The subscriber's socket took everything and more is
                 // ready: continue next turn rather than hog this one.
                 self.ready.push(key);
@@ -544,7 +640,7 @@ impl Broker {
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;
             };
-            if conn.paused && conn.output.pending() < max_output / 2 {
+            if conn.state == State::Paused && conn.output.pending() < max_output / 2 {
                 self.ready.push(key);
             }
             if conn.is_finished() {
@@ -552,23 +648,36 @@ impl Broker {
             }
         }
         self.dirty.clear();
-        self.core.end_turn();
-        let conns = &self.conns;
-        self.core.prune_timers(|key, id| {
-            conns
-                .get(key)
-                .and_then(|c| c.session.wait)
-                .is_some_and(|w| w.id == id)
-        });
     }
 
-    /// Queues every connection with held replies for settling this turn.
-    fn release_held(&mut self) {
-        for key in std::mem::take(&mut self.held) {
-            if let Some(conn) = self.conns.get_mut(key) {
-                conn.held = false;
-                mark_dirty(conn, key, &mut self.dirty);
+    /// Gives settlements and wake-ups to the connections they concern.
+    fn deliver_news(&mut self) {
+        for s in self.broker.take_settled() {
+            let Some(key) = self.key_of(s.conn) else {
+                continue;
+            };
+            let conn = &mut self.conns[key];
+            conn.output.settle(&s);
+            mark_dirty(conn, key, &mut self.dirty);
+        }
+        let max_output = self.config.max_output_bytes;
+        for (id, wake) in self.broker.take_woken() {
+            let Some(key) = self.key_of(id) else {
+                continue;
+            };
+            let conn = &mut self.conns[key];
+            let mut ctx = Ctx {
+                broker: &mut self.broker,
+                out: &mut conn.output,
+                conn: id,
+                peer: conn.peer,
+                max_output,
+            };
+            if conn.session.on_wake(&mut ctx, wake) && conn.state == State::Parked {
+                conn.state = State::Reading;
+                self.ready.push(key);
             }
+            mark_dirty(conn, key, &mut self.dirty);
         }
     }
 
@@ -576,22 +685,29 @@ impl Broker {
     /// up a subscription's stream from the log as it drains (a few windows
     /// per turn at most). Returns whether the stream has more ready.
     fn send(&mut self, key: usize) -> bool {
+        let max_output = self.config.max_output_bytes;
         let Some(conn) = self.conns.get_mut(key) else {
             return false;
         };
         for _ in 0..4 {
-            let more = self.core.fill_subscription(
-                key,
-                &mut conn.session,
-                &mut conn.output,
-                config::SUBSCRIPTION_WINDOW,
-            );
+            let more = if conn.state == State::Draining {
+                false
+            } else {
+                let mut ctx = Ctx {
+                    broker: &mut self.broker,
+                    out: &mut conn.output,
+                    conn: conn.id,
+                    peer: conn.peer,
+                    max_output,
+                };
+                conn.session.refill(&mut ctx, config::SUBSCRIPTION_WINDOW)
+            };
             if conn.output.has_sendable() {
                 match conn.flush() {
-                    Ok(n) => self.core.stats.bytes_out += n as u64,
+                    Ok(n) => self.broker.stats.bytes_out += n as u64,
                     Err(e) => {
                         debug!("peer={} write failed: {e}", conn.peer);
-                        conn.broken = true;
+                        conn.state = State::Closed;
                         return false;
                     }
                 }
@@ -606,8 +722,15 @@ impl Broker {
 
     fn close(&mut self, key: usize) {
         let mut conn = self.conns.remove(key);
-        self.core.forget(key, &conn.session);
-        self.core.stats.connections_current -= 1;
+        let mut ctx = Ctx {
+            broker: &mut self.broker,
+            out: &mut conn.output,
+            conn: conn.id,
+            peer: conn.peer,
+            max_output: self.config.max_output_bytes,
+        };
+        conn.session.close(&mut ctx);
+        self.broker.stats.connections_current -= 1;
         if let Err(e) = self.poll.registry().deregister(&mut conn.stream) {
             debug!("peer={} deregister: {e}", conn.peer);
         }
@@ -618,18 +741,34 @@ impl Broker {
         );
     }
 
-    /// Stops accepting, writes and syncs the log, sends what replies it can.
+    /// Stops accepting, writes and syncs everything, sends what replies it
+    /// can.
     fn shutdown(mut self) -> Result<(), BrokerError> {
         info!("shutting down: connections={}", self.conns.len());
         if let Some(mut listener) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
         }
         self.finish_turn();
-        self.core.sync_all();
-        // Replies that waited for a sync (--fsync always) can go now.
-        self.release_held();
+        // Let helper threads finish what they started, then do the rest
+        // here: nothing is left half-done on disk.
+        for (journal, result) in self.helpers.finish() {
+            self.broker.job_done(journal, result);
+        }
+        self.broker.sync_all();
+        loop {
+            let jobs = self.broker.take_jobs();
+            if jobs.is_empty() {
+                break;
+            }
+            for (journal, job) in jobs {
+                if let Some(result) = job.run() {
+                    self.broker.job_done(journal, result);
+                }
+            }
+        }
+        // Replies that waited for a sync can go now.
         self.finish_turn();
-        let s = &self.core.stats;
+        let s = &self.broker.stats;
         info!(
             "stopped: produced={} consumed={} connections_total={}",
             s.produced, s.consumed, s.connections_total
@@ -651,44 +790,31 @@ impl Broker {
     }
 }
 
-/// Decodes and executes the requests in `input`. Returns how many bytes it
-/// used: fewer than all when the connection's output is over `max_output`
-/// (the connection is then paused) or a request parked (later requests
-/// wait); all of them when it quit (the rest is dropped).
-fn process(
-    core: &mut Core,
-    key: usize,
-    conn: &mut Connection,
-    input: &[u8],
-    max_output: usize,
-) -> usize {
-    let mut used = 0;
-    while used < input.len() {
-        if conn.output.pending() >= max_output {
-            conn.paused = true;
-            break;
-        }
-        let (n, frame) = conn.decoder.decode(&input[used..]);
-        used += n;
-        match frame {
-            None => {}
-            Some(Frame::Line(line)) => {
-                match core.execute(key, conn.peer, &mut conn.session, &mut conn.output, line) {
-                    Control::Continue => {}
-                    Control::Park => break,
-                    Control::Quit => {
-                        conn.quitting = true;
-                        return input.len();
-                    }
-                }
-            }
-            Some(Frame::TooLong) => {
-                debug!("peer={} request line too long", conn.peer);
-                core.too_long(&mut conn.output);
-            }
+fn apply_control(state: &mut State, control: Control) {
+    match control {
+        Control::Continue => {}
+        Control::Pause => *state = State::Paused,
+        Control::Park => *state = State::Parked,
+        Control::Quit => *state = State::Draining,
+    }
+}
+
+/// Reads into `buf`, retrying on `Interrupted`. `Ok(0)` is end of input.
+fn read_retrying(stream: &mut TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    use std::io::Read;
+    loop {
+        match stream.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            other => return other,
         }
     }
-    used
+}
+
+fn mark_dirty(conn: &mut Connection, key: usize, dirty: &mut Vec<usize>) {
+    if !conn.dirty {
+        conn.dirty = true;
+        dirty.push(key);
+    }
 }
 
 /// Reads the `AUTH` token: the file's content without trailing whitespace.
@@ -719,13 +845,6 @@ fn read_token(path: &std::path::Path) -> Result<Vec<u8>, BrokerError> {
         }
     }
     Ok(token)
-}
-
-fn mark_dirty(conn: &mut Connection, key: usize, dirty: &mut Vec<usize>) {
-    if !conn.dirty {
-        conn.dirty = true;
-        dirty.push(key);
-    }
 }
 
 /// Tells a client it cannot be served and closes it.
@@ -776,6 +895,15 @@ fn lock_data_dir(dir: &std::path::Path) -> Result<File, BrokerError> {
         return Err(BrokerError::DataDir { path, source });
     }
     Ok(file)
+}
+
+/// Ignores a signal whose default action would end the process.
+fn ignore_signal(signal: libc::c_int) {
+    // SAFETY: SIG_IGN installs no handler code; it only changes the
+    // disposition of a signal this process does not otherwise use.
+    unsafe {
+        libc::signal(signal, libc::SIG_IGN);
+    }
 }
 
 /// Raises the soft limit on open files towards `wanted` (within the hard

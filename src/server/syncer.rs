@@ -1,145 +1,131 @@
-//! Helper threads for the two slow disk operations the reactor must not
-//! wait on: `fdatasync` and deleting old segments.
+//! Helper threads for the slow disk calls the reactor must not wait on.
 //!
-//! The reactor hands over a job and goes on serving; a thread does the
-//! call, sends the result back on a channel and wakes the poll loop through
-//! a `mio::Waker`. The threads never touch a socket: the reactor thread owns
-//! all client I/O. An `fdatasync` takes 0.2 ms on this project's development
-//! VM but tens of milliseconds on an SD card; inline, it would stall every
-//! client for that long on each loop turn. (The reactor still syncs inline
-//! when it has nothing else to do: see `Core::sync_wanted`.)
+//! - A pool of [`SYNC_THREADS`] threads runs `fdatasync`s and directory
+//!   syncs, so up to that many syncs of one log run at once (concurrent
+//!   syncs share journal commits).
+//! - One *janitor* thread writes index and checkpoint files, compacts the
+//!   offsets store and deletes old segments, one job at a time in the
+//!   order given: retention deletes oldest first, so a crash midway never
+//!   leaves a hole.
+//!
+//! A thread sends each result back on a channel and wakes the poll loop
+//! through the function it was given (a `mio::Waker`). The threads never
+//! touch a socket. An `fdatasync` takes 0.2 ms on this project's
+//! development VM but tens of milliseconds on an SD card; inline, it would
+//! stall every client for that long. (The server still syncs inline when
+//! it has nothing else to do: see `Broker::sync_inline`.)
 
-use std::fs::File;
 use std::io;
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use log::{error, info};
-use mio::Waker;
+use log::error;
 
-/// Work for the thread.
-pub enum Job {
-    /// `fdatasync` the file; report back with `journal` and `token`.
-    Sync {
-        journal: u32,
-        file: Arc<File>,
-        /// The offset (or sequence number) the sync covers.
-        token: u64,
-        /// The file length it covers.
-        len: u64,
-        /// The sync slot it occupies in its log.
-        slot: usize,
-    },
-    /// Delete a file no longer part of any log.
-    Delete(PathBuf),
-}
+use crate::broker::JournalId;
+use crate::storage::{FileJob, JobResult, SYNC_SLOTS};
 
-/// The result of a sync.
-pub struct Done {
-    pub journal: u32,
-    pub token: u64,
-    pub len: u64,
-    pub slot: usize,
-    pub result: io::Result<()>,
-}
+/// Threads in the sync pool: enough for every sync slot of a log.
+pub const SYNC_THREADS: usize = SYNC_SLOTS;
 
-/// Handle to the thread. Dropping it lets the thread finish what was
-/// queued and exit.
-pub struct Syncer {
-    jobs: Option<Sender<Job>>,
+type Job = (JournalId, FileJob);
+type Done = (JournalId, JobResult);
+
+/// Handle to the helper threads. [`Helpers::finish`] lets them finish what
+/// was queued and stop.
+pub struct Helpers {
+    syncs: Option<Sender<Job>>,
+    janitor: Option<Sender<Job>>,
+    done_tx: Sender<Done>,
     done: Receiver<Done>,
     threads: Vec<JoinHandle<()>>,
 }
 
-/// One worker: takes jobs until the queue closes.
-fn work(jobs: &Mutex<Receiver<Job>>, done: &Sender<Done>, waker: &Waker) {
+fn work(jobs: &Mutex<Receiver<Job>>, done: &Sender<Done>, wake: &(dyn Fn() + Send + Sync)) {
     loop {
         let job = match jobs.lock() {
             Ok(rx) => rx.recv(),
             Err(_) => return,
         };
-        let Ok(job) = job else { return };
-        match job {
-            Job::Sync {
-                journal,
-                file,
-                token,
-                len,
-                slot,
-            } => {
-                let result = file.sync_data();
-                drop(file);
-                let report = Done {
-                    journal,
-                    token,
-                    len,
-                    slot,
-                    result,
-                };
-                if done.send(report).is_err() {
-                    return;
-                }
-                if let Err(e) = waker.wake() {
-                    error!("syncer: cannot wake the reactor: {e}");
-                }
+        let Ok((journal, job)) = job else { return };
+        if let Some(result) = job.run() {
+            if done.send((journal, result)).is_err() {
+                return;
             }
-            Job::Delete(path) => match std::fs::remove_file(&path) {
-                Ok(()) => info!("deleted {}", path.display()),
-                Err(e) => error!("cannot delete {}: {e}", path.display()),
-            },
+            wake();
         }
     }
 }
 
-/// Threads working the job queue: enough for every sync slot of a log to
-/// run at once.
-const THREADS: usize = crate::storage::SYNC_SLOTS;
-
-impl Syncer {
-    pub fn start(waker: Arc<Waker>) -> io::Result<Syncer> {
-        let (jobs, job_rx) = mpsc::channel::<Job>();
-        let job_rx = Arc::new(Mutex::new(job_rx));
+impl Helpers {
+    pub fn start(wake: Arc<dyn Fn() + Send + Sync>) -> io::Result<Helpers> {
         let (done_tx, done) = mpsc::channel();
         let mut threads = Vec::new();
-        for i in 0..THREADS {
-            let job_rx = job_rx.clone();
-            let done_tx = done_tx.clone();
-            let waker = waker.clone();
-            let thread = std::thread::Builder::new()
-                .name(format!("syncer-{i}"))
-                .spawn(move || work(&job_rx, &done_tx, &waker))?;
-            threads.push(thread);
-        }
-        Ok(Syncer {
-            jobs: Some(jobs),
+        let mut spawn = |name: String, count: usize| -> io::Result<Sender<Job>> {
+            let (tx, rx) = mpsc::channel::<Job>();
+            let rx = Arc::new(Mutex::new(rx));
+            for i in 0..count {
+                let rx = rx.clone();
+                let done_tx = done_tx.clone();
+                let wake = wake.clone();
+                threads.push(
+                    std::thread::Builder::new()
+                        .name(format!("{name}-{i}"))
+                        .spawn(move || work(&rx, &done_tx, &*wake))?,
+                );
+            }
+            Ok(tx)
+        };
+        let syncs = spawn("syncer".into(), SYNC_THREADS)?;
+        let janitor = spawn("janitor".into(), 1)?;
+        Ok(Helpers {
+            syncs: Some(syncs),
+            janitor: Some(janitor),
+            done_tx,
             done,
             threads,
         })
     }
 
-    /// Queues a job. If the thread is gone (it cannot panic short of a
-    /// bug), a sync is reported as failed rather than lost.
-    pub fn submit(&self, job: Job) -> Result<(), Job> {
-        match &self.jobs {
-            Some(tx) => tx.send(job).map_err(|e| e.0),
-            None => Err(job),
+    /// Queues a job. If its thread is gone (only a bug could do that), the
+    /// job runs here rather than being lost.
+    pub fn submit(&mut self, journal: JournalId, job: FileJob) {
+        let queue = match job {
+            FileJob::Sync { .. } | FileJob::SyncDir { .. } => &self.syncs,
+            FileJob::Replace { .. } | FileJob::Delete(_) => &self.janitor,
+        };
+        let job = match queue {
+            Some(tx) => match tx.send((journal, job)) {
+                Ok(()) => return,
+                Err(mpsc::SendError((_, job))) => job,
+            },
+            None => job,
+        };
+        error!("helper thread is gone; running a file job inline");
+        if let Some(result) = job.run() {
+            let _ = self.done_tx.send((journal, result));
         }
     }
 
-    /// Completed syncs, without waiting.
-    pub fn completed(&self) -> impl Iterator<Item = Done> + '_ {
-        self.done.try_iter()
+    /// Results of finished jobs, without waiting.
+    pub fn completed(&self) -> Vec<Done> {
+        self.done.try_iter().collect()
     }
-}
 
-impl Drop for Syncer {
-    fn drop(&mut self) {
-        self.jobs = None;
+    /// Lets the threads finish every queued job, waits for them, and
+    /// returns the results not yet collected.
+    pub fn finish(&mut self) -> Vec<Done> {
+        self.syncs = None;
+        self.janitor = None;
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
+        self.completed()
+    }
+}
+
+impl Drop for Helpers {
+    fn drop(&mut self) {
+        self.finish();
     }
 }

@@ -1,10 +1,24 @@
-//! The one error type of the storage layer: which file, what failed.
+//! The one error type of the storage layer: which file, where, what failed.
+//! Messages name files and positions, never the stored bytes.
 
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
-/// An error from the log, with the file it concerns.
+/// Where in a file a problem is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Location {
+    /// A line number, 1-based (text files read at start).
+    Line(u64),
+    /// A record offset.
+    Offset(u64),
+    /// A byte position.
+    Byte(u64),
+    /// The file as a whole.
+    File,
+}
+
+/// An error from a journal, with the file it concerns.
 #[derive(Debug)]
 pub enum StorageError {
     /// An I/O call failed.
@@ -13,12 +27,14 @@ pub enum StorageError {
         what: String,
         source: io::Error,
     },
-    /// The file holds something that is not a log line where one should be.
+    /// The file holds something other than what was written there.
     Corrupt {
         path: PathBuf,
-        line: u64,
+        at: Location,
         reason: String,
     },
+    /// The log reached the highest offset this broker gives out.
+    OffsetLimit { path: PathBuf, limit: u64 },
 }
 
 impl StorageError {
@@ -30,14 +46,31 @@ impl StorageError {
         }
     }
 
+    pub fn corrupt(path: &Path, at: Location, reason: impl Into<String>) -> Self {
+        StorageError::Corrupt {
+            path: path.to_path_buf(),
+            at,
+            reason: reason.into(),
+        }
+    }
+
     /// A short reason for a client, without the server's paths.
     pub fn client_reason(&self) -> String {
         match self {
             StorageError::Io { what, source, .. } => format!("{what}: {source}"),
             StorageError::Corrupt { .. } => {
-                "log segment is corrupt; see the broker's log".to_string()
+                "stored data is damaged; see the broker's log".to_string()
+            }
+            StorageError::OffsetLimit { limit, .. } => {
+                format!("the log reached the highest offset ({limit})")
             }
         }
+    }
+
+    /// Whether the disk is full (or a file size limit was hit).
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, StorageError::Io { source, .. }
+            if matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EFBIG | libc::EDQUOT)))
     }
 }
 
@@ -52,9 +85,17 @@ impl fmt::Display for StorageError {
             StorageError::Io { path, what, source } => {
                 write!(f, "{}: {what}: {source}", path.display())
             }
-            StorageError::Corrupt { path, line, reason } => {
-                write!(f, "{}:{line}: {reason}", path.display())
-            }
+            StorageError::Corrupt { path, at, reason } => match at {
+                Location::Line(n) => write!(f, "{}:{n}: {reason}", path.display()),
+                Location::Offset(n) => write!(f, "{}:offset {n}: {reason}", path.display()),
+                Location::Byte(n) => write!(f, "{}:byte {n}: {reason}", path.display()),
+                Location::File => write!(f, "{}: {reason}", path.display()),
+            },
+            StorageError::OffsetLimit { path, limit } => write!(
+                f,
+                "{}: the log reached offset {limit}, the highest this broker gives out",
+                path.display()
+            ),
         }
     }
 }
@@ -63,7 +104,7 @@ impl std::error::Error for StorageError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             StorageError::Io { source, .. } => Some(source),
-            StorageError::Corrupt { .. } => None,
+            _ => None,
         }
     }
 }

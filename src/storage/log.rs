@@ -1,58 +1,49 @@
-//! The message log of one topic: a series of append-only text segments,
-//! read back through sparse indexes.
+//! The message log of one partition: a series of append-only text
+//! segments, read back through sparse, checksummed indexes.
 //!
 //! # Files
-//! The *active* segment keeps the topic's plain name (`kafka_log.txt` for
-//! the default topic), so `tail -F kafka_log.txt` keeps working. When it
-//! reaches the segment size it is *rolled*: synced, then renamed to
+//! The *active* segment keeps the partition's plain name (`kafka_log.txt`
+//! for the default topic), so `tail -F kafka_log.txt` keeps working. When
+//! it reaches the segment size it is *rolled*: renamed to
 //! `<name>.<first offset, 20 digits>` (e.g.
-//! `kafka_log.txt.00000000000001048576`), and a new active file is started.
-//! Rolled segments are never written again; retention deletes them whole,
-//! oldest first. `docs/STORAGE.md` documents the layout for users.
+//! `kafka_log.txt.00000000000001048576`), a new active file is started,
+//! and the segment's index is written beside it as `<rolled name>.index`
+//! (see [`crate::storage::index`]). Rolled segments are never written
+//! again; retention deletes them whole, oldest first. `docs/STORAGE.md`
+//! documents the layout for users.
 //!
-//! # Line format
-//! One line per message, exactly as the original project wrote it:
+//! # Appending
+//! [`Log::append`] stages a record in memory and hands back a sequence
+//! number (see [`crate::storage::journal`]) and an offset;
+//! [`Log::flush`] writes everything staged with one `write` call per
+//! segment touched. If a write fails, the file is cut back to its last
+//! good length, the staged records fail together and their offsets are
+//! given back (their sequence numbers are not: a later append never
+//! reuses one). Durability is tracked apart from writing: syncs are begun
+//! with [`Log::begin_sync`], run by the caller (on a helper thread), and
+//! reported with [`Log::sync_completed`].
 //!
-//! ```text
-//! offset:0 message:hello
-//! offset:1 message:world
-//! ```
-//!
-//! Offsets increase by one per line across segments. The message is every
-//! byte between `message:` and the `\n`; it may hold any byte except `\n`.
-//!
-//! # Writing
-//! Messages are first *staged* into an in-memory batch and get their
-//! offsets at once; [`Log::flush`] writes the batch with one `write` call
-//! (more only when the batch crosses a segment boundary). If a write fails
-//! the file is cut back to its last good length and the staged offsets are
-//! given back, so an error never consumes an offset and never leaves half a
-//! line behind. Durability is tracked separately: [`Log::synced_offset`]
-//! says what an `fdatasync` has covered; the caller decides whether readers
-//! and acknowledgements wait for it.
+//! With `durable_acks` (`--fsync always`) a segment rolls only once all of
+//! it is synced, so a failed sync, which cuts off everything written since
+//! the last good one, only ever cuts the active segment.
 //!
 //! # Reading
-//! Each segment keeps a sparse index, one `(offset, byte position)` entry
-//! every [`INDEX_INTERVAL`] bytes. A read starts at the nearest entry at or
-//! before the wanted offset (or where the previous read of that segment
-//! stopped) and scans forward with `pread`. Rolled segments are opened and
-//! indexed only when first read, and at most a few stay loaded, so memory
-//! does not grow with the amount of data on disk.
+//! A read starts at the index entry at or before the wanted offset and
+//! scans forward with `pread`. In a rolled segment every interval read is
+//! checked against its CRC first, so damaged bytes are reported (as
+//! `path:offset`, never the bytes) instead of being served.
 //!
 //! # Recovery
-//! [`Log::open`] scans only the active segment: every line must be
-//! `offset:<n> message:<bytes>` with `n` following the previous line. A last
-//! line without its `\n` (a write torn by a crash) is cut off with a
-//! warning; anything else that does not parse stops the open with an error
-//! naming the file and line, and the file is left untouched. Rolled
-//! segments are checked by their first and last lines (cheap), which must
-//! chain without gaps; a rolled segment that fails is refused with its name,
-//! or, with `skip_corrupt`, dropped together with everything older. A fault
-//! in the middle of a rolled segment is found when it is first read, and
-//! reads in it then fail with `file:line`.
+//! [`Log::open`] checks everything before changing anything: it scans the
+//! active segment, checks each rolled segment against its index header
+//! (rebuilding a missing index by scanning, once), checks that the
+//! segments chain without gaps, and that the log reaches the offset the
+//! recovery checkpoint says was synced. Only then does it cut a torn last
+//! line. A refused start leaves every file as it was.
 
+use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read};
+use std::io;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -62,12 +53,13 @@ use std::time::{Duration, SystemTime};
 use log::{error, info, warn};
 use memchr::memchr;
 
-use super::StorageError;
+use super::index::{self, Entry, INDEX_INTERVAL, Index, MAX_SEGMENT_BYTES};
+use super::journal::{Completion, Mark, SyncTarget, SyncTracker};
+use super::text;
+use super::{FileJob, Location, StorageError, crc32c, crc32c_append};
 use crate::util::fs::write_all;
-use crate::util::{digits, parse_u64, push_u64};
+use crate::util::parse_u64;
 
-/// Bytes of log between two sparse index entries.
-pub const INDEX_INTERVAL: u64 = 4096;
 /// Rolled segments kept open and indexed at once.
 const MAX_LOADED_SEGMENTS: usize = 8;
 /// Syncs of one log that may run at once. Each covers what was written
@@ -76,20 +68,27 @@ const MAX_LOADED_SEGMENTS: usize = 8;
 /// journal commits (measured here: 3,100 syncs/s one at a time, 5,000 with
 /// three at once).
 pub const SYNC_SLOTS: usize = 3;
-
-const HEADER: &[u8] = b"offset:";
-const SEPARATOR: &[u8] = b" message:";
+/// The highest offset given out: Kafka offsets are signed 64-bit.
+pub const MAX_OFFSET: u64 = i64::MAX as u64;
+/// Without `durable_acks`, a segment's unsynced tail up to this size is
+/// synced on the serving thread before the segment is renamed; a larger
+/// one is synced by a helper while appends go on in the same segment.
+const INLINE_ROLL_SYNC: u64 = 1 << 20;
+/// Bytes read at once when scanning.
+const READ_CHUNK: usize = 64 << 10;
 
 /// How a log is laid out and checked.
 #[derive(Debug, Clone, Copy)]
 pub struct LogOptions {
     /// Roll the active segment once it would pass this size.
     pub segment_bytes: u64,
-    /// Drop (do not refuse) rolled segments that fail their start checks.
+    /// Drop (do not refuse) rolled segments that fail their start checks,
+    /// and accept a log that ends before the checkpoint.
     pub skip_corrupt: bool,
     /// Acknowledgements wait for syncs (`--fsync always`): a failed sync
-    /// cuts off what it should have covered.
-    pub cut_on_sync_failure: bool,
+    /// cuts off what it should have covered, and a segment rolls only
+    /// once it is synced.
+    pub durable_acks: bool,
 }
 
 impl Default for LogOptions {
@@ -97,47 +96,38 @@ impl Default for LogOptions {
         LogOptions {
             segment_bytes: 64 << 20,
             skip_corrupt: false,
-            cut_on_sync_failure: false,
+            durable_acks: false,
         }
     }
 }
 
+/// An append that was accepted: its ticket and its offset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct IndexEntry {
-    offset: u64,
-    pos: u64,
+pub struct Appended {
+    pub seq: u64,
+    pub offset: u64,
 }
 
-/// A segment's sparse index and where its last read stopped.
+/// Appends that failed: every sequence number in `seqs`.
 #[derive(Debug)]
-struct Index {
-    entries: Vec<IndexEntry>,
-    /// Where the last read stopped, so sequential readers do not rescan.
-    hint: IndexEntry,
+pub struct Failed {
+    pub seqs: Range<u64>,
+    pub error: StorageError,
 }
 
-impl Index {
-    fn new(base: u64) -> Self {
-        let start = IndexEntry {
-            offset: base,
-            pos: 0,
-        };
-        Index {
-            entries: vec![start],
-            hint: start,
-        }
-    }
-
-    /// The best known position at or before `offset`.
-    fn seek(&self, offset: u64) -> IndexEntry {
-        let i = self.entries.partition_point(|e| e.offset <= offset);
-        let entry = self.entries[i.saturating_sub(1)];
-        if self.hint.offset <= offset && self.hint.offset > entry.offset {
-            self.hint
-        } else {
-            entry
-        }
-    }
+/// What a finished sync did to the log.
+#[derive(Debug)]
+pub enum SyncResult {
+    /// The synced mark moved forward.
+    Advanced,
+    /// Nothing changed yet (an older sync is still running, or this one
+    /// was abandoned).
+    Unchanged,
+    /// It failed and will be run again (acknowledgements do not wait for
+    /// syncs, so nothing is cut).
+    Retry(StorageError),
+    /// It failed: everything after the last good sync was cut off.
+    Cut(Failed),
 }
 
 /// The segment being appended to.
@@ -147,18 +137,20 @@ struct Active {
     file: Arc<File>,
     /// Separate opens of the same file, one per sync slot. Linux reports a
     /// writeback error once per open file description, so with their own
-    /// descriptions concurrent syncs, and the broker's own syncs on `file`,
-    /// each see every error instead of one hiding it from the others.
+    /// descriptions concurrent syncs each see every error.
     sync_files: Vec<Arc<File>>,
+    /// Generation: bumped at every roll.
+    generation: u64,
     base: u64,
-    /// Bytes of complete lines in the file.
+    /// Bytes of complete records in the file.
     len: u64,
+    /// The last entry's CRC covers the bytes written after it so far.
     index: Index,
-    /// Position of the last index entry.
-    last_indexed: u64,
+    /// Where the last read stopped: (offset, position).
+    hint: (u64, u64),
 }
 
-/// A rolled segment: read-only, opened and indexed on first read.
+/// A rolled segment: read-only, opened on first read.
 #[derive(Debug)]
 struct Rolled {
     path: PathBuf,
@@ -177,14 +169,6 @@ struct Loaded {
     last_used: u64,
 }
 
-/// Where a staged message lands: which segment of the batch, and where.
-#[derive(Debug, Clone, Copy)]
-struct PendingIndex {
-    /// 0 = the current active segment, k = the one after the k-th roll.
-    segment: usize,
-    entry: IndexEntry,
-}
-
 /// An append-only, segmented log of messages.
 #[derive(Debug)]
 pub struct Log {
@@ -193,51 +177,114 @@ pub struct Log {
     name: String,
     options: LogOptions,
     active: Active,
-    rolled: Vec<Rolled>,
-    /// The offset the next staged message gets.
-    next: u64,
-    /// One past the last message written to the file.
-    written: u64,
-    /// One past the last message an `fdatasync` covered, and the active
-    /// segment's length then.
-    synced: u64,
-    synced_len: u64,
-    /// Which sync slots have a sync under way.
-    slots_busy: [bool; SYNC_SLOTS],
-    /// The highest offset a sync under way (or done) will cover.
-    sync_begun: u64,
-    /// Lines staged for the next flush.
-    batch: Vec<u8>,
-    /// Where the batch crosses into a new segment: (batch position, offset).
-    rolls: Vec<(usize, u64)>,
-    pending_index: Vec<PendingIndex>,
-    /// Length of the segment the next staged line goes to, and of its last
-    /// index entry, counting staged lines.
-    staged_segment_len: u64,
-    staged_last_indexed: u64,
-    /// A failed append left bytes past the active length that could not be
-    /// cut yet.
+    rolled: VecDeque<Rolled>,
+    /// Records staged for the next flush, and each one's length.
+    staged: Vec<u8>,
+    staged_lens: Vec<u32>,
+    /// What the next append gets.
+    next_seq: u64,
+    next_offset: u64,
+    /// Everything below this is in the file (or failed).
+    written: Mark,
+    sync: SyncTracker,
+    /// `durable_acks`: the batch reached the segment size and waits for
+    /// the segment to be synced before it rolls.
+    roll_waiting: bool,
+    /// Without `durable_acks`: the segment is full but a helper is still
+    /// syncing it, so appends go on past its size until it can roll.
+    overshoot: bool,
+    /// A failed append left bytes past the active length that could not
+    /// be cut yet.
     dirty_tail: bool,
-    /// Rolled segments to sync in the background (when acknowledgements do
-    /// not wait for syncs, rolling does not wait either).
-    background_syncs: Vec<Arc<File>>,
+    /// Work for helper threads.
+    jobs: Vec<FileJob>,
+    /// What each sync under way syncs, to run it again after a failure
+    /// (by sync id).
+    syncing: Vec<(u64, FileJob)>,
+    /// `fdatasync` calls made on the caller's thread (before a roll).
+    inline_syncs: u64,
     uses: u64,
 }
 
 impl Log {
     /// Opens (creating if needed) the log whose active segment is
-    /// `dir/name`, and recovers it.
-    pub fn open(dir: &Path, name: &str, options: LogOptions) -> Result<Log, StorageError> {
+    /// `dir/name`, and recovers it. `checkpoint` is the offset the last
+    /// recovery checkpoint says was synced: a log that ends before it lost
+    /// acknowledged data and is refused.
+    pub fn open(
+        dir: &Path,
+        name: &str,
+        options: LogOptions,
+        checkpoint: Option<u64>,
+    ) -> Result<Log, StorageError> {
+        assert!(options.segment_bytes > 0 && options.segment_bytes <= MAX_SEGMENT_BYTES);
         fs::create_dir_all(dir).map_err(|e| StorageError::io(dir, "create directory", e))?;
-        let mut rolled = find_rolled(dir, name)?;
+        let found = find_files(dir, name)?;
         let path = dir.join(name);
-        let mut file = OpenOptions::new()
+
+        // 1. Read everything; change nothing.
+        let active_scan = match File::open(&path) {
+            Ok(file) => Some(scan(&path, &file, None)?),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(StorageError::io(&path, "open", e)),
+        };
+        let mut rebuilt = Vec::new();
+        let mut rolled = VecDeque::new();
+        let mut skipped_bad = 0;
+        for seg in &found.segments {
+            match check_segment(seg, &mut rebuilt) {
+                Ok(r) => rolled.push_back(r),
+                Err(e) if options.skip_corrupt => {
+                    let older: Vec<String> = rolled
+                        .drain(..)
+                        .map(|r: Rolled| r.path.display().to_string())
+                        .collect();
+                    skipped_bad += older.len() + 1;
+                    warn!(
+                        "{e}; skipping (--skip-corrupt-segments) it and {} older segments{}{}",
+                        older.len(),
+                        if older.is_empty() { "" } else { ": " },
+                        older.join(", ")
+                    );
+                    rebuilt.retain(|(base, _, _)| *base > seg.base);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let active_base = active_scan.as_ref().and_then(|s| s.base);
+        let skipped =
+            skipped_bad + check_chain(&path, &mut rolled, active_base, options.skip_corrupt)?;
+        let base = active_base.unwrap_or_else(|| rolled.back().map_or(0, |r| r.end));
+        let count = active_scan.as_ref().map_or(0, |s| s.count);
+        let next = base + count;
+        if let Some(expected) = checkpoint
+            && next < expected
+        {
+            let err = StorageError::corrupt(
+                &path,
+                Location::Offset(next),
+                format!(
+                    "the log ends at offset {next} but the recovery checkpoint says offsets \
+                     up to {expected} were synced: acknowledged messages are missing (was a \
+                     file truncated, replaced or deleted?); restore the files, or start with \
+                     --skip-corrupt-segments to accept the loss"
+                ),
+            );
+            if !options.skip_corrupt {
+                return Err(err);
+            }
+            warn!("{err}; starting anyway (--skip-corrupt-segments)");
+        }
+
+        // 2. Repair: cut a torn tail, create a missing active segment.
+        let created = active_scan.is_none();
+        let scan = active_scan.unwrap_or_default();
+        let file = OpenOptions::new()
             .read(true)
             .append(true)
             .create(true)
             .open(&path)
             .map_err(|e| StorageError::io(&path, "open", e))?;
-        let scan = scan(&path, &mut file, None)?;
         if scan.torn > 0 {
             warn!(
                 "log={} cutting a torn last line: {} bytes after byte {} had no newline",
@@ -248,29 +295,41 @@ impl Log {
             file.set_len(scan.len)
                 .map_err(|e| StorageError::io(&path, format!("truncate to {}", scan.len), e))?;
         }
-        check_rolled(&path, &mut rolled, scan.base, options.skip_corrupt)?;
-        let base = match scan.base {
-            Some(base) => base,
-            None => rolled.last().map_or(0, |r| r.end),
-        };
-        let next = base + scan.count;
-        let mut index = Index::new(base);
-        index.entries = scan.index;
-        if index.entries.is_empty() {
-            index.entries.push(IndexEntry {
-                offset: base,
-                pos: 0,
-            });
+        for (_, ipath, bytes) in rebuilt {
+            // Before serving: readers find every index in place.
+            super::replace_file(&ipath, &bytes)
+                .map_err(|e| StorageError::io(&ipath, "write rebuilt index", e))?;
         }
-        let last_indexed = index.entries.last().map_or(0, |e| e.pos);
+        let mut jobs: Vec<FileJob> = Vec::new();
+        for orphan in found.orphan_indexes {
+            jobs.push(FileJob::Delete(orphan));
+        }
+        let mut index = Index {
+            base,
+            entries: scan.entries,
+        };
+        if index.entries.is_empty() {
+            index = Index::new(base);
+        }
         info!(
-            "log={} recovered first_offset={} next_offset={next} active_bytes={} rolled_segments={}",
+            "log={} recovered first_offset={} next_offset={next} active_bytes={} rolled_segments={}{}",
             path.display(),
-            rolled.first().map_or(base, |r| r.base),
+            rolled.front().map_or(base, |r| r.base),
             scan.len,
-            rolled.len()
+            rolled.len(),
+            if skipped > 0 {
+                format!(" skipped_segments={skipped}")
+            } else {
+                String::new()
+            }
         );
-        Ok(Log {
+        let mark = Mark {
+            seq: 0,
+            offset: next,
+            file: 0,
+            len: scan.len,
+        };
+        let mut log = Log {
             dir: dir.to_path_buf(),
             name: name.to_string(),
             options,
@@ -278,27 +337,32 @@ impl Log {
                 sync_files: open_for_sync(&path)?,
                 path,
                 file: Arc::new(file),
+                generation: 0,
                 base,
                 len: scan.len,
                 index,
-                last_indexed,
+                hint: (base, 0),
             },
             rolled,
-            next,
-            written: next,
-            synced: next,
-            synced_len: scan.len,
-            slots_busy: [false; SYNC_SLOTS],
-            sync_begun: next,
-            batch: Vec::new(),
-            rolls: Vec::new(),
-            pending_index: Vec::new(),
-            staged_segment_len: scan.len,
-            staged_last_indexed: last_indexed,
+            staged: Vec::new(),
+            staged_lens: Vec::new(),
+            next_seq: 0,
+            next_offset: next,
+            written: mark,
+            sync: SyncTracker::new(mark),
+            roll_waiting: false,
+            overshoot: false,
             dirty_tail: false,
-            background_syncs: Vec::new(),
+            jobs,
+            syncing: Vec::new(),
+            inline_syncs: 0,
             uses: 0,
-        })
+        };
+        if created {
+            // A new file's name is durable only once its directory is.
+            log.begin_dir_sync();
+        }
+        Ok(log)
     }
 
     /// The active segment's path.
@@ -308,22 +372,37 @@ impl Log {
 
     /// The oldest offset still stored.
     pub fn first_offset(&self) -> u64 {
-        self.rolled.first().map_or(self.active.base, |r| r.base)
+        self.rolled.front().map_or(self.active.base, |r| r.base)
     }
 
-    /// The offset the next message will get (staged messages included).
+    /// The offset the next append gets (staged records included).
     pub fn next_offset(&self) -> u64 {
-        self.next
+        self.next_offset
     }
 
-    /// One past the last message in the file.
-    pub fn written_offset(&self) -> u64 {
+    /// The sequence number the next append gets.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Everything below this mark is in the file, or failed.
+    pub fn written(&self) -> Mark {
         self.written
     }
 
-    /// One past the last message known to be on stable storage.
-    pub fn synced_offset(&self) -> u64 {
-        self.synced
+    /// Everything below this mark is on stable storage, or failed.
+    pub fn synced(&self) -> Mark {
+        self.sync.synced()
+    }
+
+    /// The mark acknowledgements and readers wait for: synced with
+    /// `durable_acks`, written otherwise.
+    pub fn durable(&self) -> Mark {
+        if self.options.durable_acks {
+            self.sync.synced()
+        } else {
+            self.written
+        }
     }
 
     /// Bytes stored, all segments.
@@ -336,140 +415,263 @@ impl Log {
         self.rolled.len() + 1
     }
 
-    /// Whether messages are staged but not yet written.
+    /// Whether records are staged but not yet written.
     pub fn has_staged(&self) -> bool {
-        !self.batch.is_empty()
+        !self.staged_lens.is_empty()
     }
 
     /// Bytes staged for the next flush.
     pub fn staged_bytes(&self) -> usize {
-        self.batch.len()
+        self.staged.len()
     }
 
-    /// Stages `message` for the next [`flush`](Self::flush) and returns its
-    /// offset. Nothing is in the file until the flush succeeds.
-    pub fn stage(&mut self, message: &[u8]) -> u64 {
-        let offset = self.next;
-        let line_len = (HEADER.len() + SEPARATOR.len() + digits(offset) + message.len() + 1) as u64;
-        if self.staged_segment_len > 0
-            && self.staged_segment_len + line_len > self.options.segment_bytes
-        {
-            self.rolls.push((self.batch.len(), offset));
-            self.staged_segment_len = 0;
-            self.staged_last_indexed = 0;
-        } else if self.staged_segment_len - self.staged_last_indexed >= INDEX_INTERVAL {
-            self.pending_index.push(PendingIndex {
-                segment: self.rolls.len(),
-                entry: IndexEntry {
-                    offset,
-                    pos: self.staged_segment_len,
-                },
+    /// Work for helper threads (syncs of rolled segments and directories,
+    /// index writes, deletions), in the order it must be done.
+    pub fn take_jobs(&mut self) -> Vec<FileJob> {
+        std::mem::take(&mut self.jobs)
+    }
+
+    /// Stages `message` for the next [`flush`](Self::flush). Nothing is in
+    /// the file until the flush succeeds.
+    pub fn append(&mut self, message: &[u8]) -> Result<Appended, StorageError> {
+        if self.next_offset >= MAX_OFFSET {
+            return Err(StorageError::OffsetLimit {
+                path: self.active.path.clone(),
+                limit: MAX_OFFSET,
             });
-            self.staged_last_indexed = self.staged_segment_len;
         }
-        self.batch.extend_from_slice(HEADER);
-        push_u64(&mut self.batch, offset);
-        self.batch.extend_from_slice(SEPARATOR);
-        self.batch.extend_from_slice(message);
-        self.batch.push(b'\n');
-        self.staged_segment_len += line_len;
-        self.next += 1;
-        offset
+        let offset = self.next_offset;
+        let before = self.staged.len();
+        text::push_line(&mut self.staged, offset, message);
+        let len = self.staged.len() - before;
+        self.staged_lens.push(len as u32);
+        self.next_offset += 1;
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        Ok(Appended { seq, offset })
     }
 
-    /// Writes every staged message, rolling segments where the batch
-    /// crosses the size limit, and returns the offsets written. On failure
-    /// nothing more of the batch stays in the file, the offsets not written
-    /// are given back, and `written_offset` says where the good part ends.
-    pub fn flush(&mut self) -> Result<Range<u64>, StorageError> {
-        let start_offset = self.written;
-        if self.batch.is_empty() {
-            return Ok(start_offset..start_offset);
+    /// Writes every staged record, rolling segments where they reach the
+    /// size limit. Returns the appends that failed, if any: on failure
+    /// nothing of them stays in the file and their offsets are given back.
+    /// With `durable_acks`, records past a segment boundary stay staged
+    /// until the segment is synced (call again after a sync advances).
+    pub fn flush(&mut self) -> Option<Failed> {
+        if self.staged_lens.is_empty() {
+            return None;
         }
-        let result = self.write_batch();
-        self.batch.clear();
-        if self.batch.capacity() > 8 << 20 {
-            self.batch.shrink_to(1 << 20);
+        if let Err(error) = self.cut_dirty_tail() {
+            return Some(self.fail_staged(error));
         }
-        self.rolls.clear();
-        self.pending_index.clear();
-        if result.is_err() {
-            self.next = self.written;
-        }
-        self.staged_segment_len = self.active.len;
-        self.staged_last_indexed = self.active.last_indexed;
-        result.map(|()| start_offset..self.written)
-    }
-
-    fn write_batch(&mut self) -> Result<(), StorageError> {
-        self.cut_dirty_tail()?;
-        let rolls = std::mem::take(&mut self.rolls);
-        let mut chunk_start = 0;
-        for (segment, &(pos, offset)) in rolls.iter().enumerate() {
-            self.write_chunk(chunk_start, pos, offset, segment)?;
-            self.roll()?;
-            chunk_start = pos;
-        }
-        let end = self.batch.len();
-        let next = self.next;
-        self.write_chunk(chunk_start, end, next, rolls.len())
-    }
-
-    /// Writes `batch[from..to]` (the messages up to `end_offset`) to the
-    /// active segment.
-    fn write_chunk(
-        &mut self,
-        from: usize,
-        to: usize,
-        end_offset: u64,
-        segment: usize,
-    ) -> Result<(), StorageError> {
-        if from < to {
-            if let Err(e) = write_all(&self.active.file, &self.batch[from..to]) {
-                self.dirty_tail = true;
-                if let Err(cut) = self.cut_dirty_tail() {
-                    error!("{cut}; will retry before the next append");
-                }
-                return Err(StorageError::io(
-                    &self.active.path,
-                    format!("append at byte {}", self.active.len),
-                    e,
-                ));
+        let mut i = 0; // staged records done
+        let mut pos = 0; // staged bytes done
+        if self.overshoot {
+            // A helper may have synced the full segment meanwhile.
+            if let RollReady::Now = self.ready_to_roll()
+                && let Err(error) = self.roll()
+            {
+                return Some(self.fail_staged(error));
             }
-            self.active.len += (to - from) as u64;
         }
-        for p in self.pending_index.iter().filter(|p| p.segment == segment) {
-            self.active.index.entries.push(p.entry);
-            self.active.last_indexed = p.entry.pos;
+        while i < self.staged_lens.len() {
+            if self.roll_waiting {
+                if self.sync.synced().seq < self.written.seq {
+                    break;
+                }
+                self.roll_waiting = false;
+                if let Err(error) = self.roll() {
+                    return Some(self.fail_staged(error));
+                }
+            }
+            // One chunk: the records that fit in the active segment.
+            let (start_i, start_pos) = (i, pos);
+            let mut seg_len = self.active.len;
+            let mut entries: Vec<Entry> = Vec::new();
+            let mut last = *self
+                .active
+                .index
+                .entries
+                .last()
+                .expect("index has an entry");
+            let mut crc = last.crc;
+            while i < self.staged_lens.len() {
+                let len = u64::from(self.staged_lens[i]);
+                if seg_len > 0 && seg_len + len > self.options.segment_bytes && !self.overshoot {
+                    break;
+                }
+                if seg_len - u64::from(last.pos) >= INDEX_INTERVAL {
+                    let done = Entry { crc, ..last };
+                    entries.push(done);
+                    let offset = self.written.offset + (i - start_i) as u64;
+                    last = Entry {
+                        rel: (offset - self.active.base) as u32,
+                        pos: seg_len as u32,
+                        crc: 0,
+                    };
+                    crc = 0;
+                }
+                crc = crc32c_append(crc, &self.staged[pos..pos + len as usize]);
+                seg_len += len;
+                pos += len as usize;
+                i += 1;
+            }
+            if i > start_i {
+                if let Err(e) = write_all(&self.active.file, &self.staged[start_pos..pos]) {
+                    self.dirty_tail = true;
+                    if let Err(cut) = self.cut_dirty_tail() {
+                        error!("{cut}; will retry before the next append");
+                    }
+                    let error = StorageError::io(
+                        &self.active.path,
+                        format!("append at byte {}", self.active.len),
+                        e,
+                    );
+                    return Some(self.fail_staged(error));
+                }
+                let index = &mut self.active.index;
+                if let Some((first, rest)) = entries.split_first() {
+                    *index.entries.last_mut().expect("index has an entry") = *first;
+                    index.entries.extend_from_slice(rest);
+                    index.entries.push(last);
+                }
+                index.entries.last_mut().expect("index has an entry").crc = crc;
+                let count = (i - start_i) as u64;
+                self.active.len = seg_len;
+                self.written = Mark {
+                    seq: self.written.seq + count,
+                    offset: self.written.offset + count,
+                    file: self.active.generation,
+                    len: seg_len,
+                };
+            }
+            if i < self.staged_lens.len() {
+                // The next record starts a new segment.
+                match self.ready_to_roll() {
+                    RollReady::Now => {
+                        if let Err(error) = self.roll() {
+                            return Some(self.fail_staged(error));
+                        }
+                    }
+                    RollReady::WaitStaged => {
+                        self.roll_waiting = true;
+                        break;
+                    }
+                    RollReady::Overshoot => self.overshoot = true,
+                }
+            }
         }
-        self.written = end_offset;
-        Ok(())
+        self.staged.drain(..pos);
+        self.staged_lens.drain(..i);
+        if self.staged.capacity() > 8 << 20 && self.staged.len() < 1 << 20 {
+            self.staged.shrink_to(1 << 20);
+        }
+        assert_eq!(
+            self.written.seq + self.staged_lens.len() as u64,
+            self.next_seq,
+            "staged records follow what was written"
+        );
+        None
     }
 
-    /// Closes the active segment and starts a new one at `written`: sync,
-    /// rename to `<name>.<base>`, create the new file, sync the directory.
+    /// Fails every record still staged (those before it in this flush were
+    /// written and counted), gives their offsets back and forgets them.
+    fn fail_staged(&mut self, error: StorageError) -> Failed {
+        let first_failed = self.written.seq;
+        self.staged.clear();
+        self.staged_lens.clear();
+        self.roll_waiting = false;
+        self.next_offset = self.written.offset;
+        self.written.seq = self.next_seq;
+        self.sync_skip_failed();
+        Failed {
+            seqs: first_failed..self.next_seq,
+            error,
+        }
+    }
+
+    /// After failed appends: nothing new is in the file, so if no sync is
+    /// needed for it, the synced mark may pass the failed numbers too.
+    fn sync_skip_failed(&mut self) {
+        let synced = self.sync.synced();
+        if self.sync.in_flight() == 0
+            && synced.offset == self.written.offset
+            && synced.file == self.written.file
+            && synced.len == self.written.len
+        {
+            self.sync.synced_directly(self.written);
+        }
+    }
+
+    /// Whether the active segment may be renamed now: only once all of it
+    /// is on disk, so a power cut can never leave a rolled name on missing
+    /// data.
+    fn ready_to_roll(&mut self) -> RollReady {
+        if self.options.durable_acks {
+            // Everything must be settled by syncs first: a later cut never
+            // reaches into a rolled segment.
+            return if self.sync.synced().seq >= self.written.seq {
+                RollReady::Now
+            } else {
+                RollReady::WaitStaged
+            };
+        }
+        let generation = self.active.generation;
+        let unsynced = self.written.len - self.sync.file_synced(generation).min(self.written.len);
+        if unsynced == 0 {
+            self.overshoot = false;
+            return RollReady::Now;
+        }
+        if unsynced <= INLINE_ROLL_SYNC {
+            let id = self.sync.begin(
+                SyncTarget::File {
+                    file: generation,
+                    slot: SYNC_SLOTS,
+                },
+                self.written,
+            );
+            let ok = match self.active.file.sync_data() {
+                Ok(()) => true,
+                Err(e) => {
+                    error!(
+                        "{}: fdatasync before rolling: {e}",
+                        self.active.path.display()
+                    );
+                    false
+                }
+            };
+            self.inline_syncs += 1;
+            self.sync.complete(id, ok, true);
+            if ok {
+                self.overshoot = false;
+                return RollReady::Now;
+            }
+            // Retried by the next sync round; roll after it.
+            return RollReady::Overshoot;
+        }
+        for job in self.begin_sync() {
+            self.jobs.push(job);
+        }
+        RollReady::Overshoot
+    }
+
+    /// Syncs run on the caller's thread since the last call.
+    pub fn take_inline_syncs(&mut self) -> u64 {
+        std::mem::take(&mut self.inline_syncs)
+    }
+
+    /// Closes the active segment and starts a new one at the written
+    /// offset: rename to `<name>.<base>`, create the new file, then (on
+    /// helper threads) sync the directory and write the old segment's
+    /// index.
     fn roll(&mut self) -> Result<(), StorageError> {
         if self.active.len == 0 {
             return Ok(());
         }
+        assert!(
+            self.sync.file_synced(self.active.generation) >= self.active.len,
+            "a segment rolls only once all of its data is synced"
+        );
         let path = self.active.path.clone();
-        if self.options.cut_on_sync_failure {
-            // Acknowledgements wait for syncs, so little is unsynced here
-            // (what was written since the last sync began): sync it now, so
-            // the synced mark never has to span two files.
-            if let Err(e) = self.active.file.sync_data() {
-                self.cut_unsynced();
-                return Err(StorageError::io(&path, "fdatasync before rolling", e));
-            }
-            self.synced = self.written;
-            self.synced_len = self.active.len;
-            self.sync_begun = self.sync_begun.max(self.written);
-        } else {
-            // Up to a whole segment may be unsynced: the sync thread does
-            // it, so the loop serving clients never waits for it.
-            self.background_syncs
-                .push(self.active.sync_files[0].clone());
-        }
         let rolled_path = self.dir.join(rolled_name(&self.name, self.active.base));
         fs::rename(&path, &rolled_path).map_err(|e| {
             StorageError::io(&path, format!("rename to {}", rolled_path.display()), e)
@@ -491,41 +693,89 @@ impl Log {
                 return Err(e);
             }
         };
-        let new_base = self.written;
+        let new_base = self.written.offset;
+        let old_generation = self.active.generation;
         let old = std::mem::replace(
             &mut self.active,
             Active {
                 path,
                 file: Arc::new(file),
                 sync_files,
+                generation: old_generation + 1,
                 base: new_base,
                 len: 0,
                 index: Index::new(new_base),
-                last_indexed: 0,
+                hint: (new_base, 0),
             },
         );
-        // Keep the old file open and indexed: it is the likeliest to be read.
-        let loaded = Arc::try_unwrap(old.file).ok().map(|file| Loaded {
-            file,
-            index: old.index,
-            last_used: self.uses,
+        self.written.file = self.active.generation;
+        self.written.len = 0;
+        self.begin_dir_sync();
+        self.jobs.push(FileJob::Replace {
+            path: index_path(&rolled_path),
+            bytes: old.index.encode(new_base, old.len),
+            report: None,
         });
-        self.rolled.push(Rolled {
+        let file = Arc::try_unwrap(old.file).ok();
+        self.rolled.push_back(Rolled {
             path: rolled_path,
             base: old.base,
             end: new_base,
             size: old.len,
             modified: SystemTime::now(),
-            loaded,
+            loaded: file.map(|file| Loaded {
+                file,
+                index: old.index,
+                last_used: self.uses,
+            }),
         });
         self.evict_loaded();
-        self.synced_len = 0;
-        super::sync_dir(&self.dir)?;
         info!(
             "log={} rolled segment at offset {new_base}",
             self.active.path.display()
         );
         Ok(())
+    }
+
+    /// Queues a sync of the log's directory covering what is written now
+    /// (a new or renamed segment is durable only once its directory is).
+    fn begin_dir_sync(&mut self) {
+        let dir = self.dir.clone();
+        self.begin_sync_of_dir(dir);
+    }
+
+    fn begin_sync_of_dir(&mut self, dir: PathBuf) {
+        let id = self.sync.begin(SyncTarget::Dir, self.written);
+        self.push_sync(FileJob::SyncDir { sync_id: id, dir });
+    }
+
+    /// Queues a sync job and remembers it, to run it again if it fails.
+    fn push_sync(&mut self, job: FileJob) {
+        let copy = match &job {
+            FileJob::Sync { sync_id, file } => FileJob::Sync {
+                sync_id: *sync_id,
+                file: file.clone(),
+            },
+            FileJob::SyncDir { sync_id, dir } => FileJob::SyncDir {
+                sync_id: *sync_id,
+                dir: dir.clone(),
+            },
+            _ => unreachable!("only syncs are tracked"),
+        };
+        let id = match &job {
+            FileJob::Sync { sync_id, .. } | FileJob::SyncDir { sync_id, .. } => *sync_id,
+            _ => unreachable!("only syncs are tracked"),
+        };
+        self.syncing.push((id, copy));
+        self.jobs.push(job);
+    }
+
+    /// Nothing in this log counts as durable before `dirs` are synced (the
+    /// directory entries of a new log).
+    pub fn sync_dirs_first(&mut self, dirs: &[PathBuf]) {
+        for dir in dirs {
+            self.begin_sync_of_dir(dir.clone());
+        }
     }
 
     /// Cuts whatever a failed append left past the last good length.
@@ -543,103 +793,162 @@ impl Log {
         Ok(())
     }
 
-    /// What to hand to a sync: a file and the offset and length the sync
-    /// covers once it returns. `None` if nothing new was written since the
-    /// last sync began, or [`SYNC_SLOTS`] syncs are under way.
-    pub fn begin_sync(&mut self) -> Option<SyncPoint> {
-        if self.sync_begun >= self.written {
-            return None;
-        }
-        let slot = self.slots_busy.iter().position(|busy| !busy)?;
-        self.slots_busy[slot] = true;
-        self.sync_begun = self.written;
-        Some(SyncPoint {
-            file: self.active.sync_files[slot].clone(),
-            offset: self.written,
-            len: self.active.len,
-            slot,
-        })
-    }
-
     /// Whether something written is covered by no sync begun yet.
     pub fn sync_wanted(&self) -> bool {
-        self.sync_begun < self.written
+        self.sync.begun().seq < self.written.seq
     }
 
-    /// After a failed [`sync`](Self::sync): with `cut_on_sync_failure`, cut
-    /// off what was not synced and return the first offset given back.
-    pub fn cut_unsynced_after_failure(&mut self) -> Option<u64> {
-        (self.options.cut_on_sync_failure && self.synced < self.written)
-            .then(|| self.cut_unsynced())
-    }
-
-    /// Rolled segments waiting for a background sync.
-    pub fn take_background_syncs(&mut self) -> Vec<Arc<File>> {
-        std::mem::take(&mut self.background_syncs)
-    }
-
-    /// A sync begun with [`begin_sync`](Self::begin_sync) succeeded.
-    pub fn sync_done(&mut self, point: &SyncDone) {
-        self.slots_busy[point.slot] = false;
-        if point.offset > self.synced && point.offset <= self.written {
-            self.synced = point.offset;
-            self.synced_len = point.len;
+    /// A sync of the active segment covering everything written, if one
+    /// is wanted and a sync slot is free; plus any failed syncs to run
+    /// again. Run each job, then report it with
+    /// [`sync_completed`](Self::sync_completed).
+    pub fn begin_sync(&mut self) -> Vec<FileJob> {
+        let mut jobs = Vec::new();
+        for (id, _) in self.sync.take_retries() {
+            match self.syncing.iter().find(|(i, _)| *i == id) {
+                Some((_, FileJob::Sync { sync_id, file })) => jobs.push(FileJob::Sync {
+                    sync_id: *sync_id,
+                    file: file.clone(),
+                }),
+                Some((_, FileJob::SyncDir { sync_id, dir })) => jobs.push(FileJob::SyncDir {
+                    sync_id: *sync_id,
+                    dir: dir.clone(),
+                }),
+                _ => {}
+            }
         }
-    }
-
-    /// A sync failed. With `cut_on_sync_failure` (acknowledgements wait for
-    /// syncs) the unsynced tail is cut off and its offsets given back, as
-    /// nothing there may ever be acknowledged; returns the first offset
-    /// lost. A failure for a sync already made moot (the segment was rolled,
-    /// and synced, meanwhile) changes nothing.
-    pub fn sync_failed(&mut self, point: &SyncDone) -> Option<u64> {
-        self.slots_busy[point.slot] = false;
-        if !self.options.cut_on_sync_failure
-            || point.offset <= self.synced
-            || self.synced >= self.written
+        if self.sync_wanted()
+            && let Some(slot) =
+                (0..SYNC_SLOTS).find(|&s| !self.sync.slot_busy(self.active.generation, s))
         {
-            return None;
+            let id = self.sync.begin(
+                SyncTarget::File {
+                    file: self.active.generation,
+                    slot,
+                },
+                self.written,
+            );
+            let file = self.active.sync_files[slot].clone();
+            self.syncing.push((
+                id,
+                FileJob::Sync {
+                    sync_id: id,
+                    file: file.clone(),
+                },
+            ));
+            jobs.push(FileJob::Sync { sync_id: id, file });
         }
-        Some(self.cut_unsynced())
+        jobs
     }
 
-    /// Cuts the active segment back to what was synced; returns the first
-    /// offset given back.
-    fn cut_unsynced(&mut self) -> u64 {
-        let from = self.synced;
-        self.active.len = self.synced_len;
+    /// Records the end of a sync begun by this log.
+    pub fn sync_completed(&mut self, sync_id: u64, result: io::Result<()>) -> SyncResult {
+        let retry = !self.options.durable_acks;
+        let completion = self.sync.complete(sync_id, result.is_ok(), retry);
+        if !(completion == Completion::Failed && retry) {
+            self.syncing.retain(|(id, _)| *id != sync_id);
+        }
+        match (completion, result) {
+            (Completion::Advanced, _) => SyncResult::Advanced,
+            (Completion::Failed, Err(e)) => {
+                let error = StorageError::io(&self.active.path, "fdatasync", e);
+                if retry {
+                    SyncResult::Retry(error)
+                } else {
+                    SyncResult::Cut(self.cut_unsynced(error))
+                }
+            }
+            _ => SyncResult::Unchanged,
+        }
+    }
+
+    /// After a failed sync with `durable_acks`: cuts the active segment
+    /// back to what was synced, fails everything after it (staged records
+    /// too) and gives their offsets back.
+    fn cut_unsynced(&mut self, error: StorageError) -> Failed {
+        let synced = self.sync.synced();
+        let keep = if synced.file == self.active.generation {
+            synced.len
+        } else {
+            0
+        };
+        assert!(
+            synced.offset >= self.active.base,
+            "with durable acks only the active segment is ever unsynced"
+        );
+        let first_failed = synced.seq;
+        self.active.len = keep;
         self.dirty_tail = true;
         if let Err(e) = self.cut_dirty_tail() {
             error!("{e}; will retry before the next append");
         }
-        self.written = self.synced;
-        self.next = self.synced;
-        self.sync_begun = self.synced;
-        let len = self.active.len;
-        self.active
-            .index
+        self.staged.clear();
+        self.staged_lens.clear();
+        self.roll_waiting = false;
+        self.overshoot = false;
+        self.next_offset = synced.offset;
+        let index = &mut self.active.index;
+        index
             .entries
-            .retain(|e| e.pos < len || e.pos == 0);
-        self.active.last_indexed = self.active.index.entries.last().map_or(0, |e| e.pos);
-        self.active.index.hint = IndexEntry {
-            offset: self.active.base,
-            pos: 0,
+            .retain(|e| u64::from(e.pos) < keep || e.pos == 0);
+        let last_pos = u64::from(index.entries.last().expect("index has an entry").pos);
+        let crc = read_crc(&self.active.file, last_pos, keep).unwrap_or_else(|e| {
+            error!(
+                "{}: re-reading bytes {last_pos}..{keep} after a cut: {e}",
+                self.active.path.display()
+            );
+            0
+        });
+        index.entries.last_mut().expect("index has an entry").crc = crc;
+        self.active.hint = (self.active.base, 0);
+        self.written = Mark {
+            seq: self.next_seq,
+            offset: synced.offset,
+            file: self.active.generation,
+            len: keep,
         };
-        self.staged_segment_len = self.active.len;
-        self.staged_last_indexed = self.active.last_indexed;
-        from
+        self.syncing.clear();
+        self.sync.abandon(Mark {
+            file: synced.file,
+            len: synced.len,
+            ..self.written
+        });
+        if synced.file != self.active.generation {
+            // The new segment's directory entry is not known to be durable.
+            self.begin_dir_sync();
+        }
+        Failed {
+            seqs: first_failed..self.next_seq,
+            error,
+        }
     }
 
-    /// Forces written data to stable storage now (`fdatasync`).
-    pub fn sync(&mut self) -> Result<(), StorageError> {
-        self.active
-            .file
-            .sync_data()
-            .map_err(|e| StorageError::io(&self.active.path, "fdatasync", e))?;
-        self.synced = self.written;
-        self.synced_len = self.active.len;
-        self.sync_begun = self.sync_begun.max(self.written);
-        Ok(())
+    /// Forces what was written to stable storage now, on this thread (at
+    /// shutdown, or when the caller has nothing else to do). Rolled
+    /// segments and directories still syncing on helper threads are not
+    /// waited for.
+    pub fn sync_now(&mut self) -> SyncResult {
+        let mut last = SyncResult::Unchanged;
+        // Syncs queued for helpers but not taken yet run here too.
+        let (queued, other): (Vec<FileJob>, Vec<FileJob>) = std::mem::take(&mut self.jobs)
+            .into_iter()
+            .partition(|j| matches!(j, FileJob::Sync { .. } | FileJob::SyncDir { .. }));
+        self.jobs = other;
+        let begun = self.begin_sync();
+        for job in queued.into_iter().chain(begun) {
+            let Some(super::JobResult::Synced {
+                sync_id, result, ..
+            }) = job.run()
+            else {
+                continue;
+            };
+            match self.sync_completed(sync_id, result) {
+                SyncResult::Unchanged => {}
+                r @ SyncResult::Cut(_) => return r,
+                r => last = r,
+            }
+        }
+        last
     }
 
     /// Reads up to `max_count` messages from offset `from` (at least
@@ -658,26 +967,29 @@ impl Log {
         buf: &mut Vec<u8>,
         emit: impl FnMut(u64, &[u8]),
     ) -> Result<u64, StorageError> {
-        let end = end.min(self.written);
+        let end = end.min(self.written.offset);
         if from >= end || max_count == 0 || from < self.first_offset() {
             return Ok(from);
         }
         self.uses += 1;
+        let limits = Limits {
+            from,
+            max_count,
+            max_bytes,
+        };
         let result = if from >= self.active.base {
-            let seg = Segment {
-                file: &self.active.file,
-                path: &self.active.path,
-                len: self.active.len,
-                end,
+            let a = &mut self.active;
+            let start = if a.hint.0 <= from && a.hint.0 > a.index.seek(from).1 {
+                a.hint
+            } else {
+                let (_, o, p) = a.index.seek(from);
+                (o, p)
             };
-            seg.read(
-                &mut self.active.index,
-                from,
-                max_count,
-                max_bytes,
-                buf,
-                emit,
-            )
+            let r = read_plain(&a.file, &a.path, a.len, end, start, limits, buf, emit);
+            if let Ok((next, pos)) = r {
+                a.hint = (next, pos);
+            }
+            r.map(|(next, _)| next)
         } else {
             let i = self.rolled.partition_point(|r| r.end <= from);
             self.load(i)?;
@@ -687,13 +999,16 @@ impl Log {
                 return Ok(from);
             };
             loaded.last_used = uses;
-            let seg = Segment {
-                file: &loaded.file,
-                path: &r.path,
-                len: r.size,
-                end: r.end.min(end),
-            };
-            seg.read(&mut loaded.index, from, max_count, max_bytes, buf, emit)
+            read_checked(
+                &loaded.file,
+                &r.path,
+                &loaded.index,
+                r.size,
+                r.end.min(end),
+                limits,
+                buf,
+                emit,
+            )
         };
         if buf.capacity() > 4 << 20 {
             buf.clear();
@@ -702,26 +1017,49 @@ impl Log {
         result
     }
 
-    /// Opens and indexes rolled segment `i` if it is not loaded.
+    /// Opens rolled segment `i` and reads its index if it is not loaded.
     fn load(&mut self, i: usize) -> Result<(), StorageError> {
         if self.rolled[i].loaded.is_some() {
             return Ok(());
         }
         let r = &self.rolled[i];
-        let mut file = File::open(&r.path).map_err(|e| StorageError::io(&r.path, "open", e))?;
-        let scan = scan(&r.path, &mut file, Some(r.base))?;
-        if scan.torn > 0 || r.base + scan.count != r.end {
-            return Err(StorageError::Corrupt {
-                path: r.path.clone(),
-                line: scan.count + 1,
-                reason: format!(
-                    "rolled segment should end at offset {} but has {} messages and {} stray bytes",
-                    r.end, scan.count, scan.torn
-                ),
-            });
-        }
-        let mut index = Index::new(r.base);
-        index.entries = scan.index;
+        let file = File::open(&r.path).map_err(|e| StorageError::io(&r.path, "open", e))?;
+        let ipath = index_path(&r.path);
+        let index = match fs::read(&ipath) {
+            Ok(bytes) => {
+                let (header, index) = index::decode(&bytes)
+                    .map_err(|why| StorageError::corrupt(&ipath, Location::File, why))?;
+                if header.base != r.base || header.end != r.end || header.len != r.size {
+                    return Err(StorageError::corrupt(
+                        &ipath,
+                        Location::File,
+                        format!(
+                            "index covers offsets {}..{} in {} bytes, the segment {}..{} in {} bytes",
+                            header.base, header.end, header.len, r.base, r.end, r.size
+                        ),
+                    ));
+                }
+                index
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // Only between a roll and the helper writing the index, for
+                // a segment evicted meanwhile: scan it once (rare).
+                warn!("{}: not written yet; scanning the segment", ipath.display());
+                let scan = scan(&r.path, &file, Some(r.base))?;
+                if scan.torn > 0 || r.base + scan.count != r.end {
+                    return Err(StorageError::corrupt(
+                        &r.path,
+                        Location::Offset(r.base + scan.count),
+                        format!("the segment should end at offset {}", r.end),
+                    ));
+                }
+                Index {
+                    base: r.base,
+                    entries: scan.entries,
+                }
+            }
+            Err(e) => return Err(StorageError::io(&ipath, "read", e)),
+        };
         self.rolled[i].loaded = Some(Loaded {
             file,
             index,
@@ -733,15 +1071,10 @@ impl Log {
 
     /// Keeps at most [`MAX_LOADED_SEGMENTS`] rolled segments open.
     fn evict_loaded(&mut self) {
-        loop {
-            let loaded: Vec<usize> = (0..self.rolled.len())
+        let loaded = self.rolled.iter().filter(|r| r.loaded.is_some()).count();
+        for _ in MAX_LOADED_SEGMENTS..loaded {
+            let oldest = (0..self.rolled.len())
                 .filter(|&i| self.rolled[i].loaded.is_some())
-                .collect();
-            if loaded.len() <= MAX_LOADED_SEGMENTS {
-                return;
-            }
-            let oldest = loaded
-                .into_iter()
                 .min_by_key(|&i| self.rolled[i].loaded.as_ref().map_or(0, |l| l.last_used));
             if let Some(i) = oldest {
                 self.rolled[i].loaded = None;
@@ -750,18 +1083,18 @@ impl Log {
     }
 
     /// Drops the oldest rolled segments while the log is over `max_bytes`
-    /// or they are older than `max_age`, and returns their paths for the
-    /// caller to delete (off the serving thread). The active segment is
-    /// never dropped.
+    /// or they are older than `max_age`; their files are deleted by a
+    /// helper thread, oldest first (see [`take_jobs`](Self::take_jobs)).
+    /// The active segment is never dropped. Returns how many were dropped.
     pub fn apply_retention(
         &mut self,
         max_bytes: Option<u64>,
         max_age: Option<Duration>,
         now: SystemTime,
-    ) -> Vec<PathBuf> {
+    ) -> usize {
         let mut total = self.len_bytes();
-        let mut dropped = Vec::new();
-        while let Some(oldest) = self.rolled.first() {
+        let mut dropped = 0;
+        while let Some(oldest) = self.rolled.front() {
             let over_size = max_bytes.is_some_and(|max| total > max);
             let too_old = max_age.is_some_and(|age| {
                 now.duration_since(oldest.modified)
@@ -770,127 +1103,216 @@ impl Log {
             if !over_size && !too_old {
                 break;
             }
-            let r = self.rolled.remove(0);
+            let Some(r) = self.rolled.pop_front() else {
+                break;
+            };
             total -= r.size;
+            dropped += 1;
+            // The segment first: a crash between the two leaves an orphan
+            // index, which the next start deletes; never a hole.
+            self.jobs.push(FileJob::Delete(r.path.clone()));
+            self.jobs.push(FileJob::Delete(index_path(&r.path)));
+        }
+        if dropped > 0 {
             info!(
-                "retention: dropping {} (offsets {}..{}, {} bytes); first offset is now {}",
-                r.path.display(),
-                r.base,
-                r.end,
-                r.size,
+                "log={} retention: dropped {dropped} segments; first offset is now {}",
+                self.active.path.display(),
                 self.first_offset()
             );
-            dropped.push(r.path);
         }
         dropped
     }
 }
 
-/// What a sync must cover: the active file, and the offset and length it
-/// reaches once `fdatasync` returns.
-#[derive(Debug, Clone)]
-pub struct SyncPoint {
-    pub file: Arc<File>,
-    pub offset: u64,
-    pub len: u64,
-    /// Which of the log's sync slots it uses.
-    pub slot: usize,
+/// Whether a full segment can roll.
+enum RollReady {
+    Now,
+    /// Keep what follows staged until a sync covers the segment.
+    WaitStaged,
+    /// Keep appending to it until a sync covers it.
+    Overshoot,
 }
 
-/// What a finished sync reports back.
-#[derive(Debug, Clone, Copy)]
-pub struct SyncDone {
-    pub offset: u64,
-    pub len: u64,
-    pub slot: usize,
+/// Bounds of one read.
+#[derive(Clone, Copy)]
+struct Limits {
+    from: u64,
+    max_count: usize,
+    max_bytes: usize,
 }
 
-/// A view of one segment for reading.
-struct Segment<'a> {
-    file: &'a File,
-    path: &'a Path,
-    /// Bytes of complete lines.
+/// Reads lines of an unchecked segment (the active one) from `start`
+/// (offset, position at or before `limits.from`). Returns the next offset
+/// and its position.
+#[allow(clippy::too_many_arguments)]
+fn read_plain(
+    file: &File,
+    path: &Path,
     len: u64,
-    /// Read nothing at or past this offset.
     end: u64,
+    start: (u64, u64),
+    limits: Limits,
+    buf: &mut Vec<u8>,
+    mut emit: impl FnMut(u64, &[u8]),
+) -> Result<(u64, u64), StorageError> {
+    let (mut offset, mut pos) = start;
+    let (mut count, mut bytes) = (0usize, 0usize);
+    // Small first read for single lookups; larger ones for batches.
+    let mut chunk: usize = if limits.max_count == 1 {
+        8 << 10
+    } else {
+        READ_CHUNK
+    };
+    'reading: while offset < end {
+        let want = (chunk as u64).min(len - pos) as usize;
+        if want == 0 {
+            return Err(StorageError::corrupt(
+                path,
+                Location::Offset(offset),
+                format!("the file ends at byte {pos} before this offset"),
+            ));
+        }
+        buf.resize(want, 0);
+        file.read_exact_at(buf, pos)
+            .map_err(|e| StorageError::io(path, format!("read at byte {pos}"), e))?;
+        let mut used = 0;
+        while let Some(i) = memchr(b'\n', &buf[used..]) {
+            if offset >= limits.from {
+                let line = &buf[used..used + i];
+                let message = text::message_of(line, offset).ok_or_else(|| {
+                    StorageError::corrupt(
+                        path,
+                        Location::Offset(offset),
+                        format!("expected this offset's line at byte {}", pos + used as u64),
+                    )
+                })?;
+                if count > 0 && bytes + message.len() > limits.max_bytes {
+                    pos += used as u64;
+                    break 'reading;
+                }
+                emit(offset, message);
+                count += 1;
+                bytes += message.len();
+            }
+            offset += 1;
+            used += i + 1;
+            if count == limits.max_count || offset == end {
+                break;
+            }
+        }
+        pos += used as u64;
+        if used == 0 {
+            // A line longer than the chunk: read more at once.
+            chunk = chunk.saturating_mul(4);
+        } else {
+            chunk = chunk.max(READ_CHUNK);
+        }
+        if count == limits.max_count {
+            break;
+        }
+    }
+    Ok((offset, pos))
 }
 
-impl Segment<'_> {
-    fn read(
-        &self,
-        index: &mut Index,
-        from: u64,
-        max_count: usize,
-        max_bytes: usize,
-        buf: &mut Vec<u8>,
-        mut emit: impl FnMut(u64, &[u8]),
-    ) -> Result<u64, StorageError> {
-        if from >= self.end {
-            return Ok(from);
+/// Reads lines of a rolled segment, checking the CRC of every index
+/// interval before serving anything from it. Returns the next offset.
+#[allow(clippy::too_many_arguments)]
+fn read_checked(
+    file: &File,
+    path: &Path,
+    index: &Index,
+    len: u64,
+    end: u64,
+    limits: Limits,
+    buf: &mut Vec<u8>,
+    mut emit: impl FnMut(u64, &[u8]),
+) -> Result<u64, StorageError> {
+    let (mut i, mut offset, mut pos) = index.seek(limits.from);
+    let (mut count, mut bytes) = (0usize, 0usize);
+    while offset < end && i < index.entries.len() {
+        // Whole intervals, about READ_CHUNK bytes (at least one).
+        let mut j = i;
+        let mut stop = index.interval_end(i, len);
+        while j + 1 < index.entries.len()
+            && index.interval_end(j + 1, len) - pos <= READ_CHUNK as u64
+        {
+            j += 1;
+            stop = index.interval_end(j, len);
         }
-        let start = index.seek(from);
-        let (mut offset, mut pos) = (start.offset, start.pos);
-        let (mut count, mut bytes) = (0usize, 0usize);
-        // Small first read for single lookups; larger ones for batches.
-        let mut chunk: usize = if max_count == 1 { 8 << 10 } else { 64 << 10 };
-        'reading: while offset < self.end {
-            let want = (chunk as u64).min(self.len - pos) as usize;
-            if want == 0 {
-                return Err(StorageError::Corrupt {
-                    path: self.path.to_path_buf(),
-                    line: 0,
-                    reason: format!("file ends at byte {pos} before offset {offset}"),
-                });
+        let want = (stop - pos) as usize;
+        buf.resize(want, 0);
+        file.read_exact_at(buf, pos)
+            .map_err(|e| StorageError::io(path, format!("read at byte {pos}"), e))?;
+        // Check each interval just before serving from it, so damage
+        // further on does not stop a read that ends before it.
+        let mut used = 0;
+        for k in i..=j {
+            let e = index.entries[k];
+            let a = (u64::from(e.pos) - pos) as usize;
+            let b = (index.interval_end(k, len) - pos) as usize;
+            if crc32c(&buf[a..b]) != e.crc {
+                return Err(StorageError::corrupt(
+                    path,
+                    Location::Offset(index.base + u64::from(e.rel)),
+                    format!(
+                        "checksum mismatch in bytes {}..{} (the segment was changed after it was written)",
+                        e.pos,
+                        u64::from(e.pos) + (b - a) as u64
+                    ),
+                ));
             }
-            buf.resize(want, 0);
-            self.file
-                .read_exact_at(buf, pos)
-                .map_err(|e| StorageError::io(self.path, format!("read at byte {pos}"), e))?;
-            let mut used = 0;
-            while let Some(i) = memchr(b'\n', &buf[used..]) {
-                if offset >= from {
-                    let line = &buf[used..used + i];
-                    let message =
-                        message_of(line, offset).ok_or_else(|| StorageError::Corrupt {
-                            path: self.path.to_path_buf(),
-                            line: 0,
-                            reason: format!(
-                                "expected a line for offset {offset} at byte {}",
-                                pos + used as u64
-                            ),
-                        })?;
-                    if count > 0 && bytes + message.len() > max_bytes {
-                        pos += used as u64;
-                        break 'reading;
+            while offset < end && used < b {
+                let Some(n) = memchr(b'\n', &buf[used..b]) else {
+                    break;
+                };
+                let line = &buf[used..used + n];
+                if offset >= limits.from {
+                    let message = text::message_of(line, offset).ok_or_else(|| {
+                        StorageError::corrupt(
+                            path,
+                            Location::Offset(offset),
+                            format!("expected this offset's line at byte {}", pos + used as u64),
+                        )
+                    })?;
+                    if count > 0 && bytes + message.len() > limits.max_bytes {
+                        return Ok(offset);
                     }
                     emit(offset, message);
                     count += 1;
                     bytes += message.len();
                 }
                 offset += 1;
-                used += i + 1;
-                if count == max_count || offset == self.end {
-                    break;
+                used += n + 1;
+                if count == limits.max_count {
+                    return Ok(offset);
                 }
             }
-            pos += used as u64;
-            if used == 0 {
-                // A line longer than the chunk: read more at once.
-                chunk = chunk.saturating_mul(4);
-            } else {
-                chunk = chunk.max(64 << 10);
-            }
-            if count == max_count {
-                break;
+            if used != b && offset < end {
+                return Err(StorageError::corrupt(
+                    path,
+                    Location::Offset(offset),
+                    format!(
+                        "a line crosses the index interval ending at byte {}",
+                        pos + b as u64
+                    ),
+                ));
             }
         }
-        index.hint = IndexEntry { offset, pos };
-        Ok(offset)
+        i = j + 1;
+        pos = stop;
     }
+    Ok(offset)
+}
+
+/// CRC-32C of `file` bytes `from..to`.
+fn read_crc(file: &File, from: u64, to: u64) -> io::Result<u32> {
+    let mut buf = vec![0u8; (to - from) as usize];
+    file.read_exact_at(&mut buf, from)?;
+    Ok(crc32c(&buf))
 }
 
 /// Read-only opens of a segment, one per sync slot, for `fdatasync` from
-/// the sync threads.
+/// the helper threads.
 fn open_for_sync(path: &Path) -> Result<Vec<Arc<File>>, StorageError> {
     (0..SYNC_SLOTS)
         .map(|_| {
@@ -906,10 +1328,36 @@ fn rolled_name(name: &str, base: u64) -> String {
     format!("{name}.{base:020}")
 }
 
-/// Rolled segments of `dir/name`, by name, oldest first (not yet checked).
-fn find_rolled(dir: &Path, name: &str) -> Result<Vec<Rolled>, StorageError> {
+/// A rolled segment's index file.
+pub fn index_path(segment: &Path) -> PathBuf {
+    let mut s = segment.as_os_str().to_owned();
+    s.push(".index");
+    PathBuf::from(s)
+}
+
+/// A rolled segment found on disk.
+struct FoundSegment {
+    path: PathBuf,
+    base: u64,
+    size: u64,
+    modified: SystemTime,
+    /// Its index file exists.
+    has_index: bool,
+}
+
+#[derive(Default)]
+struct Found {
+    /// Oldest first.
+    segments: Vec<FoundSegment>,
+    /// Index files without a segment (left by a crash mid-retention).
+    orphan_indexes: Vec<PathBuf>,
+}
+
+/// Rolled segments of `dir/name` and their index files.
+fn find_files(dir: &Path, name: &str) -> Result<Found, StorageError> {
     let prefix = format!("{name}.");
-    let mut rolled = Vec::new();
+    let mut segments = Vec::new();
+    let mut indexes = Vec::new();
     let entries = fs::read_dir(dir).map_err(|e| StorageError::io(dir, "list", e))?;
     for entry in entries {
         let entry = entry.map_err(|e| StorageError::io(dir, "list", e))?;
@@ -917,8 +1365,12 @@ fn find_rolled(dir: &Path, name: &str) -> Result<Vec<Rolled>, StorageError> {
         let Some(file_name) = file_name.to_str() else {
             continue;
         };
-        let Some(digits) = file_name.strip_prefix(&prefix) else {
+        let Some(rest) = file_name.strip_prefix(&prefix) else {
             continue;
+        };
+        let (digits, is_index) = match rest.strip_suffix(".index") {
+            Some(d) => (d, true),
+            None => (rest, false),
         };
         if digits.len() != 20 {
             continue;
@@ -926,153 +1378,179 @@ fn find_rolled(dir: &Path, name: &str) -> Result<Vec<Rolled>, StorageError> {
         let Some(base) = parse_u64(digits.as_bytes()) else {
             continue;
         };
+        if is_index {
+            indexes.push((base, entry.path()));
+            continue;
+        }
         let meta = entry
             .metadata()
             .map_err(|e| StorageError::io(&entry.path(), "stat", e))?;
-        rolled.push(Rolled {
+        segments.push(FoundSegment {
             path: entry.path(),
             base,
-            end: base,
             size: meta.len(),
             modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-            loaded: None,
+            has_index: false,
         });
     }
-    rolled.sort_by_key(|r| r.base);
-    Ok(rolled)
+    segments.sort_by_key(|s| s.base);
+    let mut orphan_indexes = Vec::new();
+    for (base, path) in indexes {
+        match segments.binary_search_by_key(&base, |s| s.base) {
+            Ok(i) => segments[i].has_index = true,
+            Err(_) => orphan_indexes.push(path),
+        }
+    }
+    Ok(Found {
+        segments,
+        orphan_indexes,
+    })
 }
 
-/// Checks each rolled segment's first and last lines and that they chain
-/// into the active segment (whose first offset is `active_base`, if it has
-/// lines). Fills in each segment's end. A segment that fails is refused,
-/// or with `skip` dropped together with all older ones.
-fn check_rolled(
+/// Checks a rolled segment against its index header, or scans it (and
+/// queues a new index) if the index is missing or unreadable.
+/// An index to write: (segment base, path, bytes).
+type Rebuilt = (u64, PathBuf, Vec<u8>);
+
+fn check_segment(seg: &FoundSegment, rebuilt: &mut Vec<Rebuilt>) -> Result<Rolled, StorageError> {
+    let ipath = index_path(&seg.path);
+    let header = if seg.has_index {
+        let mut head = [0u8; index::HEADER_BYTES];
+        let read = File::open(&ipath).and_then(|f| {
+            f.read_exact_at(&mut head, 0)?;
+            f.metadata()
+        });
+        match read {
+            Ok(meta) => index::decode_header(&head).and_then(|h| {
+                if meta.len() == index::file_len(h.entries) {
+                    Ok(h)
+                } else {
+                    Err(format!(
+                        "the index is {} bytes, its header says {}",
+                        meta.len(),
+                        index::file_len(h.entries)
+                    ))
+                }
+            }),
+            Err(e) => Err(e.to_string()),
+        }
+    } else {
+        Err("missing".to_string())
+    };
+    let rolled = |end| Rolled {
+        path: seg.path.clone(),
+        base: seg.base,
+        end,
+        size: seg.size,
+        modified: seg.modified,
+        loaded: None,
+    };
+    match header {
+        Ok(h) => {
+            if h.base != seg.base || h.len != seg.size {
+                return Err(StorageError::corrupt(
+                    &seg.path,
+                    Location::File,
+                    format!(
+                        "the segment has {} bytes from offset {}, its index says {} bytes from offset {} \
+                         (was the segment truncated or replaced?)",
+                        seg.size, seg.base, h.len, h.base
+                    ),
+                ));
+            }
+            if h.end > MAX_OFFSET {
+                return Err(StorageError::corrupt(
+                    &ipath,
+                    Location::File,
+                    format!("offset {} is past the highest this broker supports", h.end),
+                ));
+            }
+            Ok(rolled(h.end))
+        }
+        Err(why) => {
+            if seg.has_index {
+                warn!("{}: {why}; rebuilding it", ipath.display());
+            } else {
+                info!(
+                    "{}: no index (written by an older version, or a crash right after a roll); building it",
+                    seg.path.display()
+                );
+            }
+            let file = File::open(&seg.path).map_err(|e| StorageError::io(&seg.path, "open", e))?;
+            let scan = scan(&seg.path, &file, Some(seg.base))?;
+            if scan.torn > 0 || scan.count == 0 {
+                return Err(StorageError::corrupt(
+                    &seg.path,
+                    Location::Byte(scan.len),
+                    if scan.count == 0 {
+                        "the rolled segment holds no complete line".to_string()
+                    } else {
+                        "the rolled segment does not end with a newline".to_string()
+                    },
+                ));
+            }
+            let end = seg.base + scan.count;
+            let index = Index {
+                base: seg.base,
+                entries: scan.entries,
+            };
+            rebuilt.push((seg.base, ipath, index.encode(end, scan.len)));
+            let mut r = rolled(end);
+            r.size = scan.len;
+            Ok(r)
+        }
+    }
+}
+
+/// Checks that rolled segments chain into each other and into the active
+/// segment (whose first offset is `active_base`, if it has lines). A break
+/// is refused, or with `skip` the segments before it are dropped from the
+/// log (their files stay on disk). Returns how many were skipped.
+fn check_chain(
     active: &Path,
-    rolled: &mut Vec<Rolled>,
+    rolled: &mut VecDeque<Rolled>,
     active_base: Option<u64>,
     skip: bool,
-) -> Result<(), StorageError> {
-    let mut problem: Option<(usize, StorageError)> = None;
-    for i in 0..rolled.len() {
-        match segment_end(&rolled[i]) {
-            Ok(end) => rolled[i].end = end,
-            Err(e) => problem = Some((i, e)),
-        }
+) -> Result<usize, StorageError> {
+    let mut skipped = 0;
+    let mut i = 0;
+    while i < rolled.len() {
         let next_base = rolled.get(i + 1).map(|r| r.base).or(active_base);
-        if problem.is_none()
-            && let Some(next_base) = next_base
+        if let Some(next_base) = next_base
             && next_base != rolled[i].end
         {
             let next_path = rolled.get(i + 1).map_or(active, |r| &r.path);
-            problem = Some((
-                i,
-                StorageError::Corrupt {
-                    path: next_path.to_path_buf(),
-                    line: 1,
-                    reason: format!(
-                        "starts at offset {next_base} but {} ends at {}",
-                        rolled[i].path.display(),
-                        rolled[i].end
-                    ),
-                },
-            ));
-        }
-        if let Some((bad, err)) = problem.take() {
+            let err = StorageError::corrupt(
+                next_path,
+                Location::Line(1),
+                format!(
+                    "starts at offset {next_base} but {} ends at {}",
+                    rolled[i].path.display(),
+                    rolled[i].end
+                ),
+            );
             if !skip {
                 return Err(err);
             }
             let dropped: Vec<String> = rolled
-                .drain(..=bad)
+                .drain(..=i)
                 .map(|r| r.path.display().to_string())
                 .collect();
+            skipped += dropped.len();
             warn!(
                 "{err}; skipping (--skip-corrupt-segments) {}",
                 dropped.join(", ")
             );
-            return check_rolled(active, rolled, active_base, skip);
-        }
-    }
-    Ok(())
-}
-
-/// Reads a rolled segment's first and last lines; returns one past its last
-/// offset.
-fn segment_end(r: &Rolled) -> Result<u64, StorageError> {
-    let corrupt = |reason: String| StorageError::Corrupt {
-        path: r.path.clone(),
-        line: 1,
-        reason,
-    };
-    let file = File::open(&r.path).map_err(|e| StorageError::io(&r.path, "open", e))?;
-    if r.size == 0 {
-        return Err(corrupt("rolled segment is empty".into()));
-    }
-    let mut head = vec![0u8; r.size.min(64 << 10) as usize];
-    file.read_exact_at(&mut head, 0)
-        .map_err(|e| StorageError::io(&r.path, "read", e))?;
-    let first = head.split(|&b| b == b'\n').next().unwrap_or(&[]);
-    if message_of(first, r.base).is_none() && memchr(b'\n', &head).is_some() {
-        return Err(corrupt(format!(
-            "expected \"offset:{} message:...\" (the offset in its name)",
-            r.base
-        )));
-    }
-    // Read backwards until the last line is whole.
-    let mut tail_len = r.size.min(4096);
-    loop {
-        let mut tail = vec![0u8; tail_len as usize];
-        file.read_exact_at(&mut tail, r.size - tail_len)
-            .map_err(|e| StorageError::io(&r.path, "read", e))?;
-        if tail.last() != Some(&b'\n') {
-            return Err(StorageError::Corrupt {
-                path: r.path.clone(),
-                line: 0,
-                reason: format!(
-                    "rolled segment does not end with a newline (byte {})",
-                    r.size
-                ),
-            });
-        }
-        let body = &tail[..tail.len() - 1];
-        let line_start = body.iter().rposition(|&b| b == b'\n').map(|i| i + 1);
-        if line_start.is_none() && tail_len < r.size {
-            tail_len = (tail_len * 4).min(r.size);
+            i = 0;
             continue;
         }
-        let line = &body[line_start.unwrap_or(0)..];
-        let offset = line
-            .strip_prefix(HEADER)
-            .and_then(|rest| {
-                let end = rest.iter().position(|b| !b.is_ascii_digit())?;
-                rest[end..]
-                    .starts_with(SEPARATOR)
-                    .then(|| parse_u64(&rest[..end]))?
-            })
-            .filter(|&o| o >= r.base)
-            .ok_or_else(|| StorageError::Corrupt {
-                path: r.path.clone(),
-                line: 0,
-                reason: format!(
-                    "last line is not a log line: {:?}",
-                    String::from_utf8_lossy(&line[..line.len().min(60)])
-                ),
-            })?;
-        return Ok(offset + 1);
+        i += 1;
     }
-}
-
-/// The message in `line` if it is the log line for `offset`.
-fn message_of(line: &[u8], offset: u64) -> Option<&[u8]> {
-    let rest = line.strip_prefix(HEADER)?;
-    let digits_end = rest.iter().position(|b| !b.is_ascii_digit())?;
-    let (digits, rest) = rest.split_at(digits_end);
-    if parse_u64(digits)? != offset || (digits.len() > 1 && digits[0] == b'0') {
-        return None;
-    }
-    rest.strip_prefix(SEPARATOR)
+    Ok(skipped)
 }
 
 /// What a scan of a segment found.
+#[derive(Default)]
 struct Scan {
     /// The first line's offset, if there is a line.
     base: Option<u64>,
@@ -1080,16 +1558,18 @@ struct Scan {
     count: u64,
     /// Bytes of complete lines.
     len: u64,
-    index: Vec<IndexEntry>,
+    /// Index entries with the CRCs of their intervals.
+    entries: Vec<Entry>,
     /// Bytes after the last newline.
     torn: u64,
 }
 
-/// Reads a segment once, checking every line. The first line must carry
-/// `expect_base` if given (else any offset starts the sequence).
-fn scan(path: &Path, file: &mut File, expect_base: Option<u64>) -> Result<Scan, StorageError> {
-    let mut index = Vec::new();
-    let mut last_indexed = 0u64;
+/// Reads a segment once, checking every line and building its index. The
+/// first line must carry `expect_base` if given (else any offset starts
+/// the sequence).
+fn scan(path: &Path, file: &File, expect_base: Option<u64>) -> Result<Scan, StorageError> {
+    let mut entries: Vec<Entry> = Vec::new();
+    let mut crc = 0u32;
     let mut buf = vec![0u8; 1 << 20];
     let mut filled = 0usize;
     let mut pos = 0u64; // file position of buf[0]
@@ -1100,7 +1580,7 @@ fn scan(path: &Path, file: &mut File, expect_base: Option<u64>) -> Result<Scan, 
             let bigger = buf.len() * 2;
             buf.resize(bigger, 0);
         }
-        let n = match file.read(&mut buf[filled..]) {
+        let n = match file.read_at(&mut buf[filled..], pos + filled as u64) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
@@ -1112,11 +1592,14 @@ fn scan(path: &Path, file: &mut File, expect_base: Option<u64>) -> Result<Scan, 
             }
         };
         if n == 0 {
+            if let Some(last) = entries.last_mut() {
+                last.crc = crc;
+            }
             return Ok(Scan {
                 base: if count > 0 { base } else { expect_base },
                 count,
                 len: pos,
-                index,
+                entries,
                 torn: filled as u64,
             });
         }
@@ -1124,40 +1607,67 @@ fn scan(path: &Path, file: &mut File, expect_base: Option<u64>) -> Result<Scan, 
         let mut used = 0;
         while let Some(i) = memchr(b'\n', &buf[used..filled]) {
             let line = &buf[used..used + i];
+            let line_no = count + 1;
             let expected = match base {
-                Some(b) => b + count,
+                Some(b) => b.checked_add(count),
                 None => {
                     // The active segment starts wherever its first line says.
-                    let first = line.strip_prefix(HEADER).and_then(|r| {
-                        parse_u64(
-                            &r[..r
-                                .iter()
-                                .position(|b| !b.is_ascii_digit())
-                                .unwrap_or(r.len())],
+                    let first = text::offset_of(line).ok_or_else(|| {
+                        StorageError::corrupt(
+                            path,
+                            Location::Line(1),
+                            format!(
+                                "expected \"offset:<n> message:...\", found {:?}",
+                                String::from_utf8_lossy(&line[..line.len().min(60)])
+                            ),
                         )
-                    });
-                    base = first;
-                    first.unwrap_or(0)
+                    })?;
+                    base = Some(first);
+                    Some(first)
                 }
             };
-            if message_of(line, expected).is_none() {
-                return Err(StorageError::Corrupt {
-                    path: path.to_path_buf(),
-                    line: count + 1,
-                    reason: format!(
+            let expected = expected.filter(|&o| o < MAX_OFFSET).ok_or_else(|| {
+                StorageError::corrupt(
+                    path,
+                    Location::Line(line_no),
+                    format!("offsets past {MAX_OFFSET} are not supported"),
+                )
+            })?;
+            if text::message_of(line, expected).is_none() {
+                return Err(StorageError::corrupt(
+                    path,
+                    Location::Line(line_no),
+                    format!(
                         "expected \"offset:{expected} message:...\", found {:?}",
                         String::from_utf8_lossy(&line[..line.len().min(60)])
                     ),
-                });
+                ));
             }
             let line_pos = pos + used as u64;
-            if index.is_empty() || line_pos - last_indexed >= INDEX_INTERVAL {
-                index.push(IndexEntry {
-                    offset: expected,
-                    pos: line_pos,
+            let start_new = match entries.last() {
+                None => true,
+                Some(e) => line_pos - u64::from(e.pos) >= INDEX_INTERVAL,
+            };
+            if start_new {
+                if line_pos > MAX_SEGMENT_BYTES {
+                    return Err(StorageError::corrupt(
+                        path,
+                        Location::Line(line_no),
+                        format!("segments over {MAX_SEGMENT_BYTES} bytes are not supported"),
+                    ));
+                }
+                if let Some(last) = entries.last_mut() {
+                    last.crc = crc;
+                }
+                crc = 0;
+                let b = base.unwrap_or(expected);
+                entries.push(Entry {
+                    rel: (expected - b) as u32,
+                    pos: line_pos as u32,
+                    crc: 0,
                 });
-                last_indexed = line_pos;
             }
+            crc = crc32c_append(crc, &buf[used..used + i + 1]);
             count += 1;
             used += i + 1;
         }
@@ -1172,440 +1682,4 @@ fn scan(path: &Path, file: &mut File, expect_base: Option<u64>) -> Result<Scan, 
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn open(dir: &Path) -> Log {
-        Log::open(dir, "log", LogOptions::default()).unwrap()
-    }
-
-    fn open_small(dir: &Path, segment_bytes: u64) -> Log {
-        Log::open(
-            dir,
-            "log",
-            LogOptions {
-                segment_bytes,
-                ..LogOptions::default()
-            },
-        )
-        .unwrap()
-    }
-
-    fn read_all(log: &mut Log, from: u64, max: usize) -> Vec<(u64, Vec<u8>)> {
-        let mut buf = Vec::new();
-        let mut out = Vec::new();
-        let mut at = from;
-        while out.len() < max {
-            let next = log
-                .read(
-                    at,
-                    u64::MAX,
-                    max - out.len(),
-                    usize::MAX,
-                    &mut buf,
-                    |o, m| out.push((o, m.to_vec())),
-                )
-                .unwrap();
-            if next == at {
-                break;
-            }
-            at = next;
-        }
-        out
-    }
-
-    #[test]
-    fn append_read_and_exact_file_bytes() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut log = open(dir.path());
-        assert_eq!(log.stage(b"hello"), 0);
-        assert_eq!(log.stage(b"world"), 1);
-        assert_eq!(read_all(&mut log, 0, 10), vec![], "staged is not readable");
-        assert_eq!(log.flush().unwrap(), 0..2);
-        assert_eq!(
-            fs::read(dir.path().join("log")).unwrap(),
-            b"offset:0 message:hello\noffset:1 message:world\n"
-        );
-        assert_eq!(read_all(&mut log, 1, 10), vec![(1, b"world".to_vec())]);
-        assert_eq!(read_all(&mut log, 2, 10), vec![]);
-        let mut buf = Vec::new();
-        let mut n = 0;
-        assert_eq!(
-            log.read(0, 1, 10, usize::MAX, &mut buf, |_, _| n += 1)
-                .unwrap(),
-            1,
-            "end bound"
-        );
-        assert_eq!(n, 1);
-    }
-
-    #[test]
-    fn reopen_continues_offsets_and_reads_everything() {
-        let dir = tempfile::tempdir().unwrap();
-        let messages: Vec<Vec<u8>> = (0..20_000u32)
-            .map(|i| format!("message {i} {}", "x".repeat((i % 50) as usize)).into_bytes())
-            .collect();
-        {
-            let mut log = open(dir.path());
-            for chunk in messages.chunks(777) {
-                for m in chunk {
-                    log.stage(m);
-                }
-                log.flush().unwrap();
-            }
-        }
-        let mut log = open(dir.path());
-        assert_eq!(log.next_offset(), 20_000);
-        assert!(
-            log.active.index.entries.len() > 10,
-            "index is sparse but present"
-        );
-        assert!(
-            log.active.index.entries.len() < 20_000 / 10,
-            "index is sparse"
-        );
-        for o in [0u64, 1, 99, 4095, 12_345, 19_999] {
-            assert_eq!(
-                read_all(&mut log, o, 1),
-                vec![(o, messages[o as usize].clone())]
-            );
-        }
-        let all = read_all(&mut log, 0, usize::MAX);
-        assert_eq!(all.len(), 20_000);
-        assert!(
-            all.iter()
-                .enumerate()
-                .all(|(i, (o, m))| *o == i as u64 && *m == messages[i])
-        );
-        assert_eq!(log.stage(b"next"), 20_000);
-        log.flush().unwrap();
-        assert_eq!(
-            read_all(&mut log, 20_000, 5),
-            vec![(20_000, b"next".to_vec())]
-        );
-    }
-
-    #[test]
-    fn read_respects_count_and_bytes() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut log = open(dir.path());
-        for _ in 0..10 {
-            log.stage(b"0123456789");
-        }
-        log.flush().unwrap();
-        let mut buf = Vec::new();
-        let mut n = 0;
-        assert_eq!(
-            log.read(2, u64::MAX, 3, usize::MAX, &mut buf, |_, _| n += 1)
-                .unwrap(),
-            5
-        );
-        assert_eq!(n, 3);
-        n = 0;
-        assert_eq!(
-            log.read(0, u64::MAX, 100, 25, &mut buf, |_, _| n += 1)
-                .unwrap(),
-            2
-        );
-        assert_eq!(n, 2);
-        n = 0;
-        assert_eq!(
-            log.read(0, u64::MAX, 100, 1, &mut buf, |_, _| n += 1)
-                .unwrap(),
-            1,
-            "at least one"
-        );
-        assert_eq!(n, 1);
-    }
-
-    #[test]
-    fn long_messages_cross_chunks() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut log = open(dir.path());
-        let big = vec![b'a'; 300_000];
-        log.stage(b"small");
-        log.stage(&big);
-        log.stage(b"after");
-        log.flush().unwrap();
-        assert_eq!(read_all(&mut log, 1, 1), vec![(1, big.clone())]);
-        assert_eq!(read_all(&mut log, 2, 1), vec![(2, b"after".to_vec())]);
-        let mut log = open(dir.path());
-        assert_eq!(log.next_offset(), 3);
-        assert_eq!(read_all(&mut log, 0, 3).len(), 3);
-    }
-
-    #[test]
-    fn torn_tail_is_cut() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("log");
-        fs::write(
-            &path,
-            b"offset:0 message:a\noffset:1 message:b\noffset:2 mess",
-        )
-        .unwrap();
-        let mut log = open(dir.path());
-        assert_eq!(log.next_offset(), 2);
-        assert_eq!(
-            fs::read(&path).unwrap(),
-            b"offset:0 message:a\noffset:1 message:b\n"
-        );
-        assert_eq!(log.stage(b"c"), 2);
-        log.flush().unwrap();
-        assert_eq!(read_all(&mut log, 2, 1), vec![(2, b"c".to_vec())]);
-    }
-
-    #[test]
-    fn corrupt_middle_is_refused_and_file_untouched() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("log");
-        for (content, line) in [
-            (&b"offset:0 message:a\ngarbage\noffset:2 message:c\n"[..], 2),
-            (b"offset:0 message:a\noffset:2 message:c\n", 2),
-            (b"offset:0 message:a\n\noffset:1 message:b\n", 2),
-            (b"offset:0 message:a\noffset:01 message:b\n", 2),
-            (b"offset:0 message:a\noffset:1message:b\n", 2),
-            (b"garbage\n", 1),
-        ] {
-            fs::write(&path, content).unwrap();
-            let err = Log::open(dir.path(), "log", LogOptions::default()).unwrap_err();
-            match &err {
-                StorageError::Corrupt { line: l, .. } => assert_eq!(*l, line, "{err}"),
-                other => panic!("expected corrupt, got {other}"),
-            }
-            assert!(
-                err.to_string()
-                    .starts_with(&format!("{}:{line}: ", path.display()))
-            );
-            assert_eq!(fs::read(&path).unwrap(), content, "file left untouched");
-        }
-    }
-
-    #[test]
-    fn failed_append_gives_offsets_back_and_leaves_no_partial_line() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("log");
-        let mut log = open(dir.path());
-        log.stage(b"kept");
-        log.flush().unwrap();
-        // Swap the file for /dev/full: every write fails with ENOSPC.
-        let good = std::mem::replace(
-            &mut log.active.file,
-            Arc::new(OpenOptions::new().append(true).open("/dev/full").unwrap()),
-        );
-        assert_eq!(log.stage(b"lost"), 1);
-        let err = log.flush().unwrap_err();
-        assert!(err.to_string().contains("No space left"), "{err}");
-        assert_eq!(log.next_offset(), 1, "offset given back");
-        log.active.file = good;
-        log.dirty_tail = false;
-        assert_eq!(log.stage(b"again"), 1);
-        log.flush().unwrap();
-        assert_eq!(
-            fs::read(&path).unwrap(),
-            b"offset:0 message:kept\noffset:1 message:again\n"
-        );
-    }
-
-    #[test]
-    fn segments_roll_and_read_across_and_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut log = open_small(dir.path(), 100);
-        // 20-byte lines: five fit in 100 bytes.
-        for i in 0..12 {
-            log.stage(format!("m{i}").as_bytes());
-        }
-        log.flush().unwrap();
-        let mut names: Vec<String> = fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        names.sort();
-        assert_eq!(
-            names,
-            [
-                "log",
-                "log.00000000000000000000",
-                "log.00000000000000000005"
-            ]
-        );
-        assert_eq!(
-            fs::read_to_string(dir.path().join("log.00000000000000000005")).unwrap(),
-            "offset:5 message:m5\noffset:6 message:m6\noffset:7 message:m7\noffset:8 message:m8\noffset:9 message:m9\n"
-        );
-        assert_eq!(
-            fs::read_to_string(dir.path().join("log")).unwrap(),
-            "offset:10 message:m10\noffset:11 message:m11\n"
-        );
-        let all = read_all(&mut log, 0, 100);
-        assert_eq!(all.len(), 12);
-        assert!(
-            all.iter()
-                .enumerate()
-                .all(|(i, (o, m))| *o == i as u64 && *m == format!("m{i}").as_bytes())
-        );
-        // One flush at a time across many turns rolls the same way.
-        for i in 12..30 {
-            log.stage(format!("m{i}").as_bytes());
-            log.flush().unwrap();
-        }
-        drop(log);
-        let mut log = open_small(dir.path(), 100);
-        assert_eq!((log.first_offset(), log.next_offset()), (0, 30));
-        assert!(log.segments() >= 7);
-        let all = read_all(&mut log, 0, 100);
-        assert_eq!(all.len(), 30);
-        assert_eq!(read_all(&mut log, 13, 1), vec![(13, b"m13".to_vec())]);
-    }
-
-    #[test]
-    fn empty_active_after_roll_continues_from_the_last_segment() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let mut log = open_small(dir.path(), 50);
-            for i in 0..5 {
-                log.stage(format!("m{i}").as_bytes());
-            }
-            log.flush().unwrap();
-        }
-        // As if the broker died between renaming the active segment and
-        // creating the next one.
-        fs::remove_file(dir.path().join("log")).unwrap();
-        let mut log = open_small(dir.path(), 50);
-        assert_eq!(
-            log.next_offset(),
-            4,
-            "continues after log.00000000000000000002"
-        );
-        assert_eq!(log.stage(b"x"), 4);
-        log.flush().unwrap();
-        assert_eq!(read_all(&mut log, 0, 10).len(), 5);
-    }
-
-    #[test]
-    fn retention_drops_oldest_whole_segments_only() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut log = open_small(dir.path(), 100);
-        for i in 0..20 {
-            log.stage(format!("m{i}").as_bytes());
-            log.flush().unwrap();
-        }
-        let before = log.segments();
-        let dropped = log.apply_retention(Some(150), None, SystemTime::now());
-        assert!(!dropped.is_empty());
-        assert!(log.len_bytes() <= 150 || log.segments() == 1);
-        assert_eq!(log.segments(), before - dropped.len());
-        assert!(log.first_offset() > 0);
-        let first = log.first_offset();
-        let mut buf = Vec::new();
-        assert_eq!(
-            log.read(0, u64::MAX, 1, usize::MAX, &mut buf, |_, _| {})
-                .unwrap(),
-            0,
-            "below first: nothing"
-        );
-        assert_eq!(read_all(&mut log, first, 1)[0].0, first);
-        // By age: everything rolled is older than zero seconds from later.
-        let later = SystemTime::now() + Duration::from_secs(3600);
-        log.apply_retention(None, Some(Duration::from_secs(60)), later);
-        assert_eq!(log.segments(), 1, "never the active segment");
-        for path in dropped {
-            fs::remove_file(path).unwrap();
-        }
-    }
-
-    #[test]
-    fn corrupt_rolled_segment_refused_or_skipped() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let mut log = open_small(dir.path(), 50);
-            for i in 0..6 {
-                log.stage(format!("m{i}").as_bytes());
-            }
-            log.flush().unwrap();
-        }
-        let seg = dir.path().join("log.00000000000000000002");
-        let content = fs::read(&seg).unwrap();
-        fs::write(&seg, &content[..content.len() - 3]).unwrap();
-        let err = Log::open(
-            dir.path(),
-            "log",
-            LogOptions {
-                segment_bytes: 50,
-                ..LogOptions::default()
-            },
-        )
-        .unwrap_err();
-        assert!(
-            err.to_string().contains("log.00000000000000000002"),
-            "{err}"
-        );
-        let mut log = Log::open(
-            dir.path(),
-            "log",
-            LogOptions {
-                segment_bytes: 50,
-                skip_corrupt: true,
-                ..LogOptions::default()
-            },
-        )
-        .unwrap();
-        assert_eq!(
-            log.first_offset(),
-            4,
-            "the bad segment and older ones are skipped"
-        );
-        assert_eq!(read_all(&mut log, 4, 10).len(), 2);
-        assert!(seg.exists(), "skipped files are left on disk");
-    }
-
-    #[test]
-    fn sync_failure_cuts_the_unsynced_tail() {
-        let dir = tempfile::tempdir().unwrap();
-        let options = LogOptions {
-            cut_on_sync_failure: true,
-            ..LogOptions::default()
-        };
-        let mut log = Log::open(dir.path(), "log", options).unwrap();
-        log.stage(b"a");
-        log.flush().unwrap();
-        log.sync().unwrap();
-        log.stage(b"b");
-        log.stage(b"c");
-        log.flush().unwrap();
-        let point = log.begin_sync().unwrap();
-        assert_eq!(point.offset, 3);
-        assert!(log.begin_sync().is_none(), "nothing new since");
-        let done = SyncDone {
-            offset: point.offset,
-            len: point.len,
-            slot: point.slot,
-        };
-        assert_eq!(log.sync_failed(&done), Some(1));
-        assert_eq!(log.next_offset(), 1);
-        assert_eq!(
-            fs::read(dir.path().join("log")).unwrap(),
-            b"offset:0 message:a\n"
-        );
-        assert_eq!(log.stage(b"d"), 1);
-        log.flush().unwrap();
-        let first = log.begin_sync().unwrap();
-        log.stage(b"e");
-        log.flush().unwrap();
-        // A second sync may start while the first runs, and finish first.
-        let second = log.begin_sync().unwrap();
-        assert_ne!(first.slot, second.slot);
-        let done = |p: &SyncPoint| SyncDone {
-            offset: p.offset,
-            len: p.len,
-            slot: p.slot,
-        };
-        log.sync_done(&done(&second));
-        assert_eq!(log.synced_offset(), 3);
-        log.sync_done(&done(&first));
-        assert_eq!(
-            log.synced_offset(),
-            3,
-            "an older sync does not move it back"
-        );
-    }
-}
+mod tests;

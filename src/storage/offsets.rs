@@ -6,30 +6,42 @@
 //!
 //! ```text
 //! <topic> <group> <offset>
+//! <topic>/<partition> <group> <offset>
 //! ```
 //!
-//! Topic and group names never contain spaces (see
-//! [`crate::util::is_valid_name`]); the offset is decimal. The last line
-//! for a `(topic, group)` pair wins. Commits are staged and written with one
-//! `write` per loop turn, like messages, and a `COMMITTED` reply waits for
-//! that write. Compaction writes the live entries to
-//! `consumer_offsets.txt.tmp`, syncs it, and renames it over the old file,
-//! so a crash at any point leaves one complete file.
+//! The first form is partition 0. Topic and group names never contain
+//! spaces or `/` (see [`crate::util::is_valid_name`]); numbers are
+//! decimal. The last line for a `(topic, partition, group)` wins.
 //!
-//! Recovery follows the message log's rules: a torn last line is cut with a
-//! warning; any other line that does not parse stops the open with an error
-//! naming the file and line, leaving the file untouched.
+//! # Writing
+//! A journal like a partition log (see [`crate::storage::journal`]):
+//! commits are staged, written with one `write` per flush, and synced on
+//! helper threads; each commit has a sequence number that tells its
+//! committer when it is written (or synced, with `durable_acks`). A commit
+//! is visible to [`Offsets::get`] as soon as it is staged; a failed write
+//! or sync puts back the values it replaced.
+//!
+//! Compaction writes the live entries to `consumer_offsets.txt.tmp`, syncs
+//! it and renames it over the old file, on a helper thread. Meanwhile new
+//! commits stay staged; once the rename is done they are appended to the
+//! new file, and the directory is synced before any of them counts as
+//! durable. A crash at any point leaves one complete file.
+//!
+//! Recovery follows the message log's rules: a torn last line is cut with
+//! a warning; any other line that does not parse stops the open with an
+//! error naming the file and line, leaving the file untouched.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::ops::Range;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use log::{info, warn};
+use log::{error, info, warn};
 
-use super::{StorageError, sync_dir};
+use super::journal::{Completion, Mark, SyncTarget, SyncTracker};
+use super::log::{Failed, SyncResult};
+use super::{FileJob, Location, ReplaceResult, StorageError, replace_file, sync_dir};
 use crate::util::fs::write_all;
 use crate::util::{is_valid_name, parse_u64, push_u64};
 
@@ -41,31 +53,41 @@ pub const OFFSETS_FILE: &str = "consumer_offsets.txt";
 const COMPACT_RATIO: u64 = 4;
 const COMPACT_MIN_BYTES: u64 = 1 << 20;
 
-type Key = (Box<[u8]>, Box<[u8]>);
+/// (topic, partition, group).
+pub type Key = (Box<[u8]>, u32, Box<[u8]>);
 
-/// The committed offsets of every consumer group, per topic.
+/// The committed offsets of every consumer group, per partition.
 #[derive(Debug)]
 pub struct Offsets {
     path: PathBuf,
+    dir: PathBuf,
     file: Arc<File>,
+    generation: u64,
+    /// Bytes of complete lines in the file.
     len: u64,
     map: HashMap<Key, u64>,
-    batch: Vec<u8>,
-    /// Staged commits with the value each replaced, to undo a failed write.
-    undo: Vec<(Key, Option<u64>)>,
-    /// Commits are numbered; `flushed` is one past the last one written.
-    next: u64,
-    flushed: u64,
-    /// Commits covered by an `fdatasync`; one sync in flight at a time.
-    synced: u64,
-    sync_in_flight: bool,
+    staged: Vec<u8>,
+    staged_count: u64,
+    /// Commits not yet durable, with the value each replaced, to put back
+    /// if their write or sync fails.
+    undo: VecDeque<(u64, Key, Option<u64>)>,
+    next_seq: u64,
+    written: Mark,
+    sync: SyncTracker,
+    durable_acks: bool,
+    /// A compaction is being written by a helper (its report id), and the
+    /// length of the file it writes.
+    compacting: Option<u64>,
+    snapshot_len_pending: Option<u64>,
+    next_job_id: u64,
     dirty_tail: bool,
+    jobs: Vec<FileJob>,
 }
 
 impl Offsets {
     /// Opens (creating if needed) the offsets file in `dir`, recovers and
     /// compacts it.
-    pub fn open(dir: &Path) -> Result<Offsets, StorageError> {
+    pub fn open(dir: &Path, durable_acks: bool) -> Result<Offsets, StorageError> {
         let path = dir.join(OFFSETS_FILE);
         let io_err = |what: &str, e| StorageError::io(&path, what, e);
         let content = match fs::read(&path) {
@@ -79,22 +101,21 @@ impl Offsets {
             .iter()
             .rposition(|&b| b == b'\n')
             .map_or(0, |i| i + 1);
-        // Every complete line; the piece after the last newline is not one.
-        let body = &content[..complete.saturating_sub(1)];
-        for (i, line) in body.split(|&b| b == b'\n').enumerate() {
-            if complete == 0 {
-                break;
+        if complete > 0 {
+            for (i, line) in content[..complete - 1].split(|&b| b == b'\n').enumerate() {
+                let (key, offset) = parse_line(line).ok_or_else(|| {
+                    StorageError::corrupt(
+                        &path,
+                        Location::Line(i as u64 + 1),
+                        format!(
+                            "expected \"<topic>[/<partition>] <group> <offset>\", found {:?}",
+                            String::from_utf8_lossy(&line[..line.len().min(60)])
+                        ),
+                    )
+                })?;
+                map.insert(key, offset);
+                lines += 1;
             }
-            let (key, offset) = parse_line(line).ok_or_else(|| StorageError::Corrupt {
-                path: path.clone(),
-                line: i as u64 + 1,
-                reason: format!(
-                    "expected \"<topic> <group> <offset>\", found {:?}",
-                    String::from_utf8_lossy(&line[..line.len().min(60)])
-                ),
-            })?;
-            map.insert(key, offset);
-            lines += 1;
         }
         if complete < content.len() {
             warn!(
@@ -103,201 +124,446 @@ impl Offsets {
                 content.len() - complete
             );
         }
+        let mark = Mark {
+            seq: 0,
+            offset: 0,
+            file: 0,
+            len: complete as u64,
+        };
+        let created = !path.exists();
+        let file = open_append(&path)?;
+        if created {
+            // Called before serving: make the new name durable here.
+            sync_dir(dir)?;
+        }
         let mut offsets = Offsets {
-            file: Arc::new(open_append(&path)?),
+            file: Arc::new(file),
+            dir: dir.to_path_buf(),
             path,
+            generation: 0,
             len: complete as u64,
             map,
-            batch: Vec::new(),
-            undo: Vec::new(),
-            next: 0,
-            flushed: 0,
-            synced: 0,
-            sync_in_flight: false,
+            staged: Vec::new(),
+            staged_count: 0,
+            undo: VecDeque::new(),
+            next_seq: 0,
+            written: mark,
+            sync: SyncTracker::new(mark),
+            durable_acks,
+            compacting: None,
+            snapshot_len_pending: None,
+            next_job_id: 0,
             dirty_tail: complete < content.len(),
+            jobs: Vec::new(),
         };
         if lines as usize > offsets.map.len() || offsets.dirty_tail {
-            offsets.compact()?;
+            // At start the loop serves nobody yet: compact here.
+            let bytes = offsets.snapshot();
+            replace_file(&offsets.path, &bytes)
+                .map_err(|e| StorageError::io(&offsets.path, "compact", e))?;
+            sync_dir(dir)?;
+            offsets.switch_file(bytes.len() as u64)?;
+            offsets.sync.abandon(offsets.written);
         }
         info!(
-            "offsets={} recovered groups={}",
+            "offsets={} recovered entries={}",
             offsets.path.display(),
             offsets.map.len()
         );
         Ok(offsets)
     }
 
-    /// The committed offset of `group` in `topic`.
-    pub fn get(&self, topic: &[u8], group: &[u8]) -> Option<u64> {
+    /// The committed offset of `group` in a partition.
+    pub fn get(&self, topic: &[u8], partition: u32, group: &[u8]) -> Option<u64> {
         // A borrowed-key lookup without allocating needs a map keyed by a
-        // type that borrows as a pair; commits are rare, so allocate.
-        self.map.get(&(topic.into(), group.into())).copied()
+        // type that borrows as a tuple; lookups are rare, so allocate.
+        self.map
+            .get(&(topic.into(), partition, group.into()))
+            .copied()
     }
 
-    /// Lowers any committed offset of `topic` above `end` to `end`: after a
-    /// crash that lost the log's unsynced tail, a committed offset must not
-    /// point past the log. Returns how many were lowered.
-    pub fn clamp(&mut self, topic: &[u8], end: u64) -> Result<usize, StorageError> {
-        let mut lowered = 0;
-        let keys: Vec<Key> = self
-            .map
-            .iter()
-            .filter(|((t, _), o)| &**t == topic && **o > end)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in keys {
-            warn!(
-                "offsets={} group {} of topic {} pointed past the log end; lowered to {end}",
-                self.path.display(),
-                String::from_utf8_lossy(&key.1),
-                String::from_utf8_lossy(topic)
-            );
-            self.stage(&key.0, &key.1, end);
-            lowered += 1;
-        }
-        if lowered > 0 {
-            self.flush()?;
-        }
-        Ok(lowered)
+    /// Every entry: (topic, partition, group, offset).
+    pub fn entries(&self) -> impl Iterator<Item = (&[u8], u32, &[u8], u64)> {
+        self.map.iter().map(|((t, p, g), o)| (&**t, *p, &**g, *o))
     }
 
-    /// Every entry, for listing.
-    pub fn entries(&self) -> impl Iterator<Item = (&[u8], &[u8], u64)> {
-        self.map.iter().map(|((t, g), o)| (&**t, &**g, *o))
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// One past the last commit covered by an `fdatasync`.
-    pub fn synced_seq(&self) -> u64 {
-        self.synced
-    }
-
-    /// Whether a sync is under way on the sync thread.
-    pub fn sync_in_flight(&self) -> bool {
-        self.sync_in_flight
-    }
-
-    /// Whether written commits wait for a sync.
-    pub fn has_unsynced(&self) -> bool {
-        self.synced < self.flushed
-    }
-
-    /// The file and sequence number a sync should cover, marking one as
-    /// under way; `None` if one is, or nothing is unsynced.
-    pub fn begin_sync(&mut self) -> Option<(Arc<File>, u64)> {
-        if self.sync_in_flight || self.synced >= self.flushed {
-            return None;
+    /// Lowers any committed offset of a partition above `end` to `end`:
+    /// after a crash that lost a log's unsynced tail, a committed offset
+    /// must not point past the log. Writes at once (call before serving).
+    /// Returns how many were lowered.
+    pub fn clamp(&mut self, topic: &[u8], partition: u32, end: u64) -> Result<usize, StorageError> {
+        let keys: Vec<Key> = self
+            .map
+            .iter()
+            .filter(|((t, p, _), o)| &**t == topic && *p == partition && **o > end)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in &keys {
+            warn!(
+                "offsets={} group {} of {}/{partition} pointed past the log end; lowered to {end}",
+                self.path.display(),
+                String::from_utf8_lossy(&key.2),
+                String::from_utf8_lossy(topic)
+            );
+            self.stage(&key.0, key.1, &key.2, end);
         }
-        self.sync_in_flight = true;
-        Some((self.file.clone(), self.flushed))
+        if let Some(failed) = self.flush() {
+            return Err(failed.error);
+        }
+        Ok(keys.len())
     }
 
-    pub fn sync_done(&mut self, seq: u64) {
-        self.sync_in_flight = false;
-        self.synced = self.synced.max(seq.min(self.flushed));
+    /// Keeps only the entries whose topic `keep` accepts, and rewrites the
+    /// file at once if any went (call before serving: at start, to drop
+    /// the commits of topics that no longer exist).
+    pub fn retain_topics(&mut self, keep: impl Fn(&[u8]) -> bool) -> Result<(), StorageError> {
+        let before = self.map.len();
+        self.map.retain(|(t, _, _), _| keep(t));
+        if self.map.len() == before {
+            return Ok(());
+        }
+        let bytes = self.snapshot();
+        replace_file(&self.path, &bytes).map_err(|e| StorageError::io(&self.path, "compact", e))?;
+        sync_dir(&self.dir)?;
+        self.switch_file(bytes.len() as u64)?;
+        self.sync.abandon(self.written);
+        Ok(())
     }
 
-    /// A sync failed: the commits since the last good one are reported as
-    /// failed (they stay in the file; a client retries its commit). Returns
-    /// the first such sequence number.
-    pub fn sync_failed(&mut self) -> u64 {
-        self.sync_in_flight = false;
-        let from = self.synced;
-        self.synced = self.flushed;
-        from
-    }
-
-    /// The number assigned to the next staged commit.
+    /// The number the next staged commit gets.
     pub fn next_seq(&self) -> u64 {
-        self.next
+        self.next_seq
     }
 
-    /// One past the number of the last commit written.
-    pub fn flushed_seq(&self) -> u64 {
-        self.flushed
+    pub fn written(&self) -> Mark {
+        self.written
+    }
+
+    pub fn synced(&self) -> Mark {
+        self.sync.synced()
+    }
+
+    /// What commits wait for: synced with `durable_acks`, else written.
+    pub fn durable(&self) -> Mark {
+        if self.durable_acks {
+            self.sync.synced()
+        } else {
+            self.written
+        }
     }
 
     pub fn has_staged(&self) -> bool {
-        !self.batch.is_empty()
+        self.staged_count > 0
+    }
+
+    /// Work for helper threads.
+    pub fn take_jobs(&mut self) -> Vec<FileJob> {
+        std::mem::take(&mut self.jobs)
     }
 
     /// Records a commit (visible to [`get`](Self::get) at once) and stages
     /// it for the next flush. Returns its sequence number.
-    pub fn stage(&mut self, topic: &[u8], group: &[u8], offset: u64) -> u64 {
-        let key: Key = (topic.into(), group.into());
+    pub fn stage(&mut self, topic: &[u8], partition: u32, group: &[u8], offset: u64) -> u64 {
+        let key: Key = (topic.into(), partition, group.into());
         let previous = self.map.insert(key.clone(), offset);
-        self.undo.push((key, previous));
-        self.batch.extend_from_slice(topic);
-        self.batch.push(b' ');
-        self.batch.extend_from_slice(group);
-        self.batch.push(b' ');
-        push_u64(&mut self.batch, offset);
-        self.batch.push(b'\n');
-        self.next += 1;
-        self.next - 1
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.undo.push_back((seq, key, previous));
+        push_line(&mut self.staged, topic, partition, group, offset);
+        self.staged_count += 1;
+        seq
     }
 
-    /// Writes the staged commits with one `write`; on failure undoes them.
-    /// Returns the sequence numbers written.
-    pub fn flush(&mut self) -> Result<Range<u64>, StorageError> {
-        let written = self.flushed..self.next;
-        if self.batch.is_empty() {
-            return Ok(written);
+    /// Writes the staged commits with one `write`; on failure puts back
+    /// what they replaced and returns them. Does nothing while a compaction
+    /// is being written.
+    pub fn flush(&mut self) -> Option<Failed> {
+        if self.staged_count == 0 || self.compacting.is_some() {
+            return None;
         }
         let result = self.cut_dirty_tail().and_then(|()| {
-            write_all(&self.file, &self.batch).map_err(|e| {
+            write_all(&self.file, &self.staged).map_err(|e| {
                 StorageError::io(&self.path, format!("append at byte {}", self.len), e)
             })
         });
-        let batch_len = self.batch.len() as u64;
-        self.batch.clear();
+        let bytes = self.staged.len() as u64;
+        let count = self.staged_count;
+        self.staged.clear();
+        self.staged_count = 0;
+        if self.staged.capacity() > 1 << 20 {
+            self.staged.shrink_to(64 << 10);
+        }
         match result {
             Ok(()) => {
-                self.len += batch_len;
-                self.flushed = self.next;
-                self.undo.clear();
-                if self.len > COMPACT_MIN_BYTES
-                    && self.len > COMPACT_RATIO * self.live_bytes()
-                    && let Err(e) = self.compact()
-                {
-                    warn!("{e}; will keep appending to the old file");
+                self.len += bytes;
+                self.written = Mark {
+                    seq: self.written.seq + count,
+                    offset: 0,
+                    file: self.generation,
+                    len: self.len,
+                };
+                if !self.durable_acks {
+                    self.trim_undo();
                 }
-                Ok(written)
+                self.maybe_compact();
+                None
             }
-            Err(err) => {
-                for (key, previous) in self.undo.drain(..).rev() {
-                    match previous {
-                        Some(v) => self.map.insert(key, v),
-                        None => self.map.remove(&key),
-                    };
-                }
-                self.next = self.flushed;
+            Err(error) => {
                 self.dirty_tail = true;
                 if let Err(cut) = self.cut_dirty_tail() {
-                    log::error!("{cut}; will retry before the next append");
+                    error!("{cut}; will retry before the next append");
                 }
-                Err(err)
+                let from = self.written.seq;
+                self.undo_from(from);
+                self.written.seq = self.next_seq;
+                Some(Failed {
+                    seqs: from..self.next_seq,
+                    error,
+                })
             }
         }
     }
 
-    /// Forces written commits to stable storage.
-    pub fn sync(&mut self) -> Result<(), StorageError> {
-        self.file
-            .sync_data()
-            .map_err(|e| StorageError::io(&self.path, "fdatasync", e))?;
-        self.synced = self.flushed;
-        Ok(())
+    /// Whether written commits wait for a sync.
+    pub fn sync_wanted(&self) -> bool {
+        self.sync.begun().seq < self.written.seq && self.compacting.is_none()
+    }
+
+    /// A sync covering everything written, if wanted and none is running;
+    /// plus failed syncs to run again.
+    pub fn begin_sync(&mut self) -> Vec<FileJob> {
+        let mut jobs = Vec::new();
+        for (id, target) in self.sync.take_retries() {
+            jobs.push(match target {
+                SyncTarget::Dir => FileJob::SyncDir {
+                    sync_id: id,
+                    dir: self.dir.clone(),
+                },
+                SyncTarget::File { .. } => FileJob::Sync {
+                    sync_id: id,
+                    file: self.file.clone(),
+                },
+            });
+        }
+        if self.sync_wanted() && !self.sync.slot_busy(self.generation, 0) {
+            let id = self.sync.begin(
+                SyncTarget::File {
+                    file: self.generation,
+                    slot: 0,
+                },
+                self.written,
+            );
+            jobs.push(FileJob::Sync {
+                sync_id: id,
+                file: self.file.clone(),
+            });
+        }
+        jobs
+    }
+
+    /// Records the end of a sync.
+    pub fn sync_completed(&mut self, sync_id: u64, result: io::Result<()>) -> SyncResult {
+        let retry = !self.durable_acks;
+        let completion = self.sync.complete(sync_id, result.is_ok(), retry);
+        match (completion, result) {
+            (Completion::Advanced, _) => {
+                self.trim_undo();
+                SyncResult::Advanced
+            }
+            (Completion::Failed, Err(e)) => {
+                let error = StorageError::io(&self.path, "fdatasync", e);
+                if retry {
+                    return SyncResult::Retry(error);
+                }
+                // Cut back to what was synced; those commits never counted.
+                let synced = self.sync.synced();
+                let keep = if synced.file == self.generation {
+                    synced.len
+                } else {
+                    0
+                };
+                let from = synced.seq;
+                self.len = keep;
+                self.dirty_tail = true;
+                if let Err(cut) = self.cut_dirty_tail() {
+                    error!("{cut}; will retry before the next append");
+                }
+                self.undo_from(from);
+                self.staged.clear();
+                self.staged_count = 0;
+                self.written = Mark {
+                    seq: self.next_seq,
+                    offset: 0,
+                    file: self.generation,
+                    len: keep,
+                };
+                self.sync.abandon(Mark {
+                    file: synced.file,
+                    len: synced.len,
+                    ..self.written
+                });
+                if synced.file != self.generation {
+                    let id = self.sync.begin(SyncTarget::Dir, self.written);
+                    self.jobs.push(FileJob::SyncDir {
+                        sync_id: id,
+                        dir: self.dir.clone(),
+                    });
+                }
+                SyncResult::Cut(Failed {
+                    seqs: from..self.next_seq,
+                    error,
+                })
+            }
+            _ => SyncResult::Unchanged,
+        }
+    }
+
+    /// A compaction written by a helper is in place (or failed): staged
+    /// commits can be flushed again.
+    pub fn replaced(&mut self, id: u64, result: ReplaceResult) {
+        if self.compacting != Some(id) {
+            return;
+        }
+        self.compacting = None;
+        match result {
+            ReplaceResult::Done => {
+                let len = self.snapshot_len_pending.take().unwrap_or(0);
+                if let Err(e) = self.switch_file(len) {
+                    // The new file is in place but cannot be opened: appends
+                    // fail until it can.
+                    error!("{e}");
+                    self.dirty_tail = true;
+                    return;
+                }
+                // Everything written so far is in the new, synced file; its
+                // name is durable once the directory is synced.
+                let synced = self.sync.synced();
+                self.sync.abandon(Mark {
+                    file: synced.file,
+                    len: synced.len,
+                    ..self.written
+                });
+                let id = self.sync.begin(SyncTarget::Dir, self.written);
+                self.jobs.push(FileJob::SyncDir {
+                    sync_id: id,
+                    dir: self.dir.clone(),
+                });
+                info!(
+                    "offsets={} compacted to {} entries",
+                    self.path.display(),
+                    self.map.len()
+                );
+            }
+            ReplaceResult::NotReplaced(e) => {
+                warn!(
+                    "offsets={} compaction failed ({e}); appending to the old file",
+                    self.path.display()
+                );
+                self.snapshot_len_pending = None;
+            }
+        }
+    }
+
+    /// Forces written commits to stable storage now, on this thread.
+    pub fn sync_now(&mut self) -> SyncResult {
+        let mut last = SyncResult::Unchanged;
+        for job in self.begin_sync() {
+            if let Some(super::JobResult::Synced {
+                sync_id, result, ..
+            }) = job.run()
+            {
+                match self.sync_completed(sync_id, result) {
+                    SyncResult::Unchanged => {}
+                    r @ SyncResult::Cut(_) => return r,
+                    r => last = r,
+                }
+            }
+        }
+        last
+    }
+
+    fn trim_undo(&mut self) {
+        let durable = self.durable().seq;
+        while self.undo.front().is_some_and(|(seq, _, _)| *seq < durable) {
+            self.undo.pop_front();
+        }
+    }
+
+    /// Puts back the values commits from `seq` on replaced.
+    fn undo_from(&mut self, seq: u64) {
+        while self.undo.back().is_some_and(|(s, _, _)| *s >= seq) {
+            if let Some((_, key, previous)) = self.undo.pop_back() {
+                match previous {
+                    Some(v) => self.map.insert(key, v),
+                    None => self.map.remove(&key),
+                };
+            }
+        }
     }
 
     fn live_bytes(&self) -> u64 {
         self.map
             .keys()
-            .map(|(t, g)| (t.len() + g.len() + 23) as u64)
+            .map(|(t, _, g)| (t.len() + g.len() + 34) as u64)
             .sum()
+    }
+
+    fn maybe_compact(&mut self) {
+        if self.compacting.is_some()
+            || self.len <= COMPACT_MIN_BYTES
+            || self.len <= COMPACT_RATIO * self.live_bytes()
+        {
+            return;
+        }
+        let bytes = self.snapshot();
+        let id = self.next_job_id;
+        self.next_job_id += 1;
+        self.compacting = Some(id);
+        self.snapshot_len_pending = Some(bytes.len() as u64);
+        self.jobs.push(FileJob::Replace {
+            path: self.path.clone(),
+            bytes,
+            report: Some(id),
+        });
+    }
+
+    /// The live entries as file lines, sorted.
+    fn snapshot(&self) -> Vec<u8> {
+        let mut entries: Vec<_> = self.map.iter().collect();
+        entries.sort();
+        let mut content = Vec::new();
+        for ((topic, partition, group), offset) in entries {
+            push_line(&mut content, topic, *partition, group, *offset);
+        }
+        content
+    }
+
+    /// Appends go to the file now at `path` (just replaced), `len` bytes.
+    fn switch_file(&mut self, len: u64) -> Result<(), StorageError> {
+        self.file = Arc::new(open_append(&self.path)?);
+        self.generation += 1;
+        self.len = len;
+        self.dirty_tail = false;
+        self.written = Mark {
+            seq: self.written.seq,
+            offset: 0,
+            file: self.generation,
+            len,
+        };
+        Ok(())
     }
 
     fn cut_dirty_tail(&mut self) -> Result<(), StorageError> {
@@ -307,37 +573,6 @@ impl Offsets {
             })?;
             self.dirty_tail = false;
         }
-        Ok(())
-    }
-
-    /// Rewrites the file with only the live entries: write a temp file, sync
-    /// it, rename it over the old one, sync the directory.
-    fn compact(&mut self) -> Result<(), StorageError> {
-        let tmp = self.path.with_extension("txt.tmp");
-        let mut content = Vec::new();
-        let mut entries: Vec<_> = self.map.iter().collect();
-        entries.sort();
-        for ((topic, group), offset) in entries {
-            content.extend_from_slice(topic);
-            content.push(b' ');
-            content.extend_from_slice(group);
-            content.push(b' ');
-            push_u64(&mut content, *offset);
-            content.push(b'\n');
-        }
-        let io_err = |what: &str, e| StorageError::io(&tmp, what, e);
-        let mut file = File::create(&tmp).map_err(|e| io_err("create", e))?;
-        file.write_all(&content).map_err(|e| io_err("write", e))?;
-        file.sync_all().map_err(|e| io_err("fsync", e))?;
-        fs::rename(&tmp, &self.path).map_err(|e| io_err("rename", e))?;
-        if let Some(dir) = self.path.parent() {
-            sync_dir(dir)?;
-        }
-        self.file = Arc::new(open_append(&self.path)?);
-        self.len = content.len() as u64;
-        // The new file was synced before the rename.
-        self.synced = self.flushed;
-        self.dirty_tail = false;
         Ok(())
     }
 }
@@ -350,38 +585,77 @@ fn open_append(path: &Path) -> Result<File, StorageError> {
         .map_err(|e| StorageError::io(path, "open", e))
 }
 
+fn push_line(out: &mut Vec<u8>, topic: &[u8], partition: u32, group: &[u8], offset: u64) {
+    out.extend_from_slice(topic);
+    if partition != 0 {
+        out.push(b'/');
+        push_u64(out, u64::from(partition));
+    }
+    out.push(b' ');
+    out.extend_from_slice(group);
+    out.push(b' ');
+    push_u64(out, offset);
+    out.push(b'\n');
+}
+
 fn parse_line(line: &[u8]) -> Option<(Key, u64)> {
     let mut parts = line.split(|&b| b == b' ');
     let (topic, group, offset) = (parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some() || !is_valid_name(topic) || !is_valid_name(group) {
+    if parts.next().is_some() || !is_valid_name(group) {
         return None;
     }
-    Some(((topic.into(), group.into()), parse_u64(offset)?))
+    let (topic, partition) = match topic.iter().position(|&b| b == b'/') {
+        Some(i) => {
+            let p = parse_u64(&topic[i + 1..]).filter(|&p| p > 0 && p <= u64::from(u32::MAX))?;
+            (&topic[..i], p as u32)
+        }
+        None => (topic, 0),
+    };
+    if !is_valid_name(topic) {
+        return None;
+    }
+    Some(((topic.into(), partition, group.into()), parse_u64(offset)?))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn run_jobs(o: &mut Offsets) {
+        for job in o.take_jobs() {
+            match job.run() {
+                Some(super::super::JobResult::Replaced { id, result }) => o.replaced(id, result),
+                Some(super::super::JobResult::Synced {
+                    sync_id, result, ..
+                }) => {
+                    o.sync_completed(sync_id, result);
+                }
+                None => {}
+            }
+        }
+    }
+
     #[test]
     fn commits_survive_reopen_and_the_file_is_compacted() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let mut o = Offsets::open(dir.path()).unwrap();
-            assert_eq!(o.get(b"t", b"g"), None);
+            let mut o = Offsets::open(dir.path(), false).unwrap();
+            assert_eq!(o.get(b"t", 0, b"g"), None);
             for i in 0..100 {
-                o.stage(b"t", b"g", i);
+                o.stage(b"t", 0, b"g", i);
             }
-            o.stage(b"default", b"g", 5);
-            o.flush().unwrap();
-            assert_eq!(o.get(b"t", b"g"), Some(99));
+            o.stage(b"default", 0, b"g", 5);
+            o.stage(b"t", 3, b"g", 7);
+            assert!(o.flush().is_none());
+            assert_eq!(o.get(b"t", 0, b"g"), Some(99));
         }
-        let o = Offsets::open(dir.path()).unwrap();
-        assert_eq!(o.get(b"t", b"g"), Some(99));
-        assert_eq!(o.get(b"default", b"g"), Some(5));
+        let o = Offsets::open(dir.path(), false).unwrap();
+        assert_eq!(o.get(b"t", 0, b"g"), Some(99));
+        assert_eq!(o.get(b"t", 3, b"g"), Some(7));
+        assert_eq!(o.get(b"default", 0, b"g"), Some(5));
         assert_eq!(
             fs::read_to_string(dir.path().join(OFFSETS_FILE)).unwrap(),
-            "default g 5\nt g 99\n"
+            "default g 5\nt g 99\nt/3 g 7\n"
         );
     }
 
@@ -390,45 +664,114 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(OFFSETS_FILE);
         fs::write(&path, "t g 1\nt g 2\nt g 3").unwrap();
-        let o = Offsets::open(dir.path()).unwrap();
-        assert_eq!(o.get(b"t", b"g"), Some(2));
+        let o = Offsets::open(dir.path(), false).unwrap();
+        assert_eq!(o.get(b"t", 0, b"g"), Some(2));
         assert_eq!(fs::read_to_string(&path).unwrap(), "t g 2\n");
 
-        let bad = "t g 1\nt ../x 2\n";
-        fs::write(&path, bad).unwrap();
-        let err = Offsets::open(dir.path()).unwrap_err();
-        assert!(
-            err.to_string().contains(&format!("{}:2:", path.display())),
-            "{err}"
-        );
-        assert_eq!(fs::read_to_string(&path).unwrap(), bad);
+        for bad in ["t g 1\nt ../x 2\n", "t g 1\nt/0 g 2\n", "t g 1\nt/x g 2\n"] {
+            fs::write(&path, bad).unwrap();
+            let err = Offsets::open(dir.path(), false).unwrap_err();
+            assert!(
+                err.to_string().contains(&format!("{}:2:", path.display())),
+                "{err}"
+            );
+            assert_eq!(fs::read_to_string(&path).unwrap(), bad);
+        }
     }
 
     #[test]
     fn clamp_lowers_offsets_past_the_end() {
         let dir = tempfile::tempdir().unwrap();
-        let mut o = Offsets::open(dir.path()).unwrap();
-        o.stage(b"t", b"a", 10);
-        o.stage(b"t", b"b", 3);
-        o.flush().unwrap();
-        assert_eq!(o.clamp(b"t", 5).unwrap(), 1);
-        assert_eq!((o.get(b"t", b"a"), o.get(b"t", b"b")), (Some(5), Some(3)));
+        let mut o = Offsets::open(dir.path(), false).unwrap();
+        o.stage(b"t", 0, b"a", 10);
+        o.stage(b"t", 0, b"b", 3);
+        o.stage(b"t", 1, b"a", 10);
+        assert!(o.flush().is_none());
+        assert_eq!(o.clamp(b"t", 0, 5).unwrap(), 1);
+        assert_eq!(
+            (
+                o.get(b"t", 0, b"a"),
+                o.get(b"t", 0, b"b"),
+                o.get(b"t", 1, b"a")
+            ),
+            (Some(5), Some(3), Some(10))
+        );
         drop(o);
-        assert_eq!(Offsets::open(dir.path()).unwrap().get(b"t", b"a"), Some(5));
+        let o = Offsets::open(dir.path(), false).unwrap();
+        assert_eq!(o.get(b"t", 0, b"a"), Some(5));
     }
 
     #[test]
-    fn failed_write_undoes_the_staged_commits() {
+    fn failed_write_puts_back_what_the_commits_replaced() {
         let dir = tempfile::tempdir().unwrap();
-        let mut o = Offsets::open(dir.path()).unwrap();
-        o.stage(b"t", b"g", 1);
-        o.flush().unwrap();
+        let mut o = Offsets::open(dir.path(), false).unwrap();
+        o.stage(b"t", 0, b"g", 1);
+        assert!(o.flush().is_none());
         o.file = Arc::new(OpenOptions::new().append(true).open("/dev/full").unwrap());
-        o.stage(b"t", b"g", 2);
-        o.stage(b"t", b"new", 2);
-        assert!(o.flush().is_err());
-        assert_eq!(o.get(b"t", b"g"), Some(1));
-        assert_eq!(o.get(b"t", b"new"), None);
-        assert_eq!(o.next_seq(), o.flushed_seq());
+        let a = o.stage(b"t", 0, b"g", 2);
+        let b = o.stage(b"t", 0, b"new", 2);
+        let failed = o.flush().unwrap();
+        assert_eq!(failed.seqs, a..b + 1);
+        assert_eq!(o.get(b"t", 0, b"g"), Some(1));
+        assert_eq!(o.get(b"t", 0, b"new"), None);
+        assert_eq!(o.written().seq, o.next_seq());
+    }
+
+    #[test]
+    fn failed_sync_with_durable_acks_cuts_and_puts_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = Offsets::open(dir.path(), true).unwrap();
+        o.stage(b"t", 0, b"g", 1);
+        assert!(o.flush().is_none());
+        assert!(matches!(o.sync_now(), SyncResult::Advanced));
+        assert_eq!(o.durable().seq, 1);
+        o.stage(b"t", 0, b"g", 2);
+        assert!(o.flush().is_none());
+        assert_eq!(o.get(b"t", 0, b"g"), Some(2));
+        let jobs = o.begin_sync();
+        let FileJob::Sync { sync_id, .. } = &jobs[0] else {
+            panic!("{jobs:?}")
+        };
+        let r = o.sync_completed(*sync_id, Err(io::Error::other("injected")));
+        let SyncResult::Cut(failed) = r else {
+            panic!("{r:?}")
+        };
+        assert_eq!(failed.seqs, 1..2);
+        assert_eq!(o.get(b"t", 0, b"g"), Some(1), "the failed commit is undone");
+        assert_eq!(
+            fs::read_to_string(dir.path().join(OFFSETS_FILE)).unwrap(),
+            "t g 1\n"
+        );
+    }
+
+    #[test]
+    fn compaction_on_a_helper_keeps_commits_made_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = Offsets::open(dir.path(), true).unwrap();
+        // Enough rewrites of one key to pass the compaction threshold.
+        let mut n = 0;
+        while o.compacting.is_none() {
+            for _ in 0..1000 {
+                o.stage(b"topic", 0, b"group-with-a-long-name", n);
+                n += 1;
+            }
+            assert!(o.flush().is_none());
+        }
+        // Commits made while the helper writes stay staged.
+        let seq = o.stage(b"topic", 0, b"other", 42);
+        assert!(o.flush().is_none());
+        assert!(o.has_staged());
+        run_jobs(&mut o);
+        assert!(o.flush().is_none());
+        while o.durable().seq <= seq {
+            o.sync_now();
+            run_jobs(&mut o);
+        }
+        drop(o);
+        let content = fs::read_to_string(dir.path().join(OFFSETS_FILE)).unwrap();
+        assert_eq!(
+            content,
+            format!("topic group-with-a-long-name {}\ntopic other 42\n", n - 1)
+        );
     }
 }

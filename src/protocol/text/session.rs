@@ -1,0 +1,529 @@
+//! One text connection's session: what its requests do, in terms of the
+//! broker's API, and the reply lines they render.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use log::{debug, warn};
+
+use super::decoder::{Frame, LineDecoder};
+use super::reply;
+use super::request::{Request, parse};
+use crate::broker::{
+    CommitError, DEFAULT_TOPIC, PartitionId, ReadError, Ticket, TopicError, TopicId, Wake,
+};
+use crate::config;
+use crate::protocol::{Control, Ctx};
+use crate::util::push_u64;
+
+/// `INVALID_TOKEN` replies before the connection is closed.
+const MAX_AUTH_FAILURES: u8 = 3;
+
+/// A `FETCH` parked until data arrives or its wait ends.
+#[derive(Debug, Clone, Copy)]
+struct Parked {
+    p: PartitionId,
+    offset: u64,
+    max: u64,
+}
+
+/// A `SUBSCRIBE` stream: messages from `next` on are sent as the socket
+/// drains, read from the log, never buffered beyond a window.
+#[derive(Debug, Clone, Copy)]
+struct Subscription {
+    p: PartitionId,
+    next: u64,
+    /// Registered with the broker to hear of new messages.
+    waiting: bool,
+}
+
+/// One text connection: its line decoder and its state.
+#[derive(Debug)]
+pub struct TextSession {
+    decoder: LineDecoder,
+    state: State,
+}
+
+/// What a text client has asked for beyond single requests.
+#[derive(Debug)]
+struct State {
+    /// The topic its commands apply to (`USE`).
+    topic: TopicId,
+    authenticated: bool,
+    auth_failures: u8,
+    /// A parked `FETCH`; the client's later requests are not read
+    /// meanwhile, so replies stay in order.
+    parked: Option<Parked>,
+    subscription: Option<Subscription>,
+}
+
+impl TextSession {
+    pub fn new(max_line_bytes: usize, authenticated: bool, default_topic: TopicId) -> Self {
+        TextSession {
+            decoder: LineDecoder::new(max_line_bytes),
+            state: State {
+                topic: default_topic,
+                authenticated,
+                auth_failures: 0,
+                parked: None,
+                subscription: None,
+            },
+        }
+    }
+
+    /// Bytes held for an unfinished line.
+    pub fn buffered(&self) -> usize {
+        self.decoder.buffered()
+    }
+
+    /// Whether the session waits by design (a parked fetch, a stream), so
+    /// a half-closed connection stays open for it.
+    pub fn is_waiting(&self) -> bool {
+        self.state.parked.is_some() || self.state.subscription.is_some()
+    }
+
+    pub fn is_parked(&self) -> bool {
+        self.state.parked.is_some()
+    }
+
+    /// Decodes and executes the requests in `input`. Returns how many bytes
+    /// it used and why it stopped: fewer than all when the output is over
+    /// `ctx.max_output` (`Control::Pause`) or a request parked
+    /// (`Control::Park`); all of them when the client quit (the rest is
+    /// dropped).
+    pub fn handle_input(&mut self, ctx: &mut Ctx<'_>, input: &[u8]) -> (usize, Control) {
+        let mut used = 0;
+        while used < input.len() {
+            if ctx.out.pending() >= ctx.max_output {
+                return (used, Control::Pause);
+            }
+            let (n, frame) = self.decoder.decode(&input[used..]);
+            used += n;
+            let control = match frame {
+                None => Control::Continue,
+                Some(Frame::Line(line)) => self.state.execute(ctx, line),
+                Some(Frame::TooLong) => {
+                    debug!("peer={} request line too long", ctx.peer);
+                    let buf = ctx.out.buf_mut();
+                    buf.extend_from_slice(reply::MESSAGE_TOO_LARGE);
+                    push_u64(buf, self.decoder.max() as u64);
+                    buf.push(b'\n');
+                    Control::Continue
+                }
+            };
+            match control {
+                Control::Continue | Control::Pause => {}
+                Control::Park => return (used, Control::Park),
+                Control::Quit => return (input.len(), Control::Quit),
+            }
+        }
+        (used, Control::Continue)
+    }
+
+    /// The connection's wait ended: completes a parked `FETCH` (returns
+    /// true: its later requests can be read again), or lets a subscription
+    /// be refilled.
+    pub fn on_wake(&mut self, ctx: &mut Ctx<'_>, wake: Wake) -> bool {
+        self.state.on_wake(ctx, wake)
+    }
+
+    /// Tops up a subscriber's output (see [`State::refill`]).
+    pub fn refill(&mut self, ctx: &mut Ctx<'_>, window: usize) -> bool {
+        self.state.refill(ctx, window)
+    }
+
+    /// The connection is closing: drop what it waits for.
+    pub fn close(&mut self, ctx: &mut Ctx<'_>) {
+        self.state.close(ctx);
+    }
+}
+
+impl State {
+    /// Executes one request line.
+    fn execute(&mut self, ctx: &mut Ctx<'_>, line: &[u8]) -> Control {
+        let request = match parse(line) {
+            Ok(request) => request,
+            Err(err) => {
+                let _ = writeln!(ctx.out.buf_mut(), "{err}");
+                return Control::Continue;
+            }
+        };
+        if !self.authenticated
+            && !matches!(
+                request,
+                Request::Auth(_) | Request::Ping | Request::Help | Request::Quit
+            )
+        {
+            ctx.out.push(reply::NOAUTH);
+            return Control::Continue;
+        }
+        let p = PartitionId {
+            topic: self.topic,
+            partition: 0,
+        };
+        match request {
+            Request::Produce(message) => match ctx.broker.append(p, message, ctx.conn) {
+                Ok(ticket) => push_ack(ctx, ticket),
+                Err(e) => storage_error(ctx, &e.reason),
+            },
+            Request::Consume(offset) => {
+                match ctx.broker.read(p, offset, 1, ctx.max_output, |o, m| {
+                    push_message(ctx.out.buf_mut(), o, m)
+                }) {
+                    Ok(next) if next == offset => ctx.out.push(reply::NO_MESSAGE),
+                    Ok(_) => {}
+                    Err(e) => read_error(ctx, &e),
+                }
+            }
+            Request::Fetch {
+                offset,
+                max,
+                wait_ms,
+            } => {
+                if self.subscription.is_some() {
+                    return invalid(ctx, "not while subscribed; send UNSUBSCRIBE first");
+                }
+                ctx.broker.flush_if_staged(p, offset);
+                let first = ctx.broker.first_offset(p);
+                if offset < first {
+                    read_error(ctx, &ReadError::OutOfRange { first });
+                    return Control::Continue;
+                }
+                let available = offset < ctx.broker.visible_end(p);
+                match wait_ms {
+                    Some(ms) if ms > 0 && !available => {
+                        let deadline = Instant::now() + Duration::from_millis(ms);
+                        self.parked = Some(Parked { p, offset, max });
+                        ctx.broker.stats.parked_fetches += 1;
+                        ctx.broker.wait(ctx.conn, &[(p, offset)], Some(deadline));
+                        return Control::Park;
+                    }
+                    _ => answer_fetch(ctx, p, offset, max),
+                }
+            }
+            Request::Subscribe(offset) => {
+                if self.subscription.is_some() {
+                    return invalid(ctx, "already subscribed; send UNSUBSCRIBE first");
+                }
+                let first = ctx.broker.first_offset(p);
+                if offset < first {
+                    read_error(ctx, &ReadError::OutOfRange { first });
+                    return Control::Continue;
+                }
+                ctx.broker.flush_if_staged(p, offset);
+                self.subscription = Some(Subscription {
+                    p,
+                    next: offset,
+                    waiting: false,
+                });
+                ctx.broker.stats.subscribers += 1;
+                // Start the stream now so it comes before the replies to
+                // later requests; the rest follows as the socket drains.
+                self.refill(ctx, config::SUBSCRIPTION_WINDOW);
+            }
+            Request::Unsubscribe => match self.end_subscription(ctx) {
+                Some(next) => end_offset(ctx, next),
+                None => return invalid(ctx, "not subscribed"),
+            },
+            Request::Use(name) => match ctx.broker.use_topic(name) {
+                Ok(id) => {
+                    self.topic = id;
+                    reply_name(ctx, reply::USING, name);
+                }
+                Err(e) => topic_error(ctx, name, &e),
+            },
+            Request::Create(name) => match ctx.broker.create_topic(name) {
+                Ok(_) => reply_name(ctx, reply::CREATED, name),
+                Err(TopicError::Exists) => reply_name(ctx, reply::TOPIC_EXISTS, name),
+                Err(e) => topic_error(ctx, name, &e),
+            },
+            Request::Topics => list_topics(ctx),
+            Request::Commit { group, offset } => {
+                match ctx.broker.commit(p, group, offset, ctx.conn) {
+                    Ok(ticket) => ctx.out.push_line_pending(ticket, |buf| {
+                        buf.extend_from_slice(reply::COMMITTED);
+                        buf.extend_from_slice(group);
+                        buf.push(b' ');
+                        push_u64(buf, offset);
+                        buf.push(b'\n');
+                    }),
+                    Err(CommitError::PastEnd { end }) => {
+                        let name =
+                            String::from_utf8_lossy(ctx.broker.topic_name(self.topic)).into_owned();
+                        let _ = writeln!(
+                            ctx.out.buf_mut(),
+                            "{} offset {offset} is past the end of topic {name} (next offset {end})",
+                            reply::INVALID_OFFSET,
+                        );
+                    }
+                    Err(CommitError::Storage(e)) => storage_error(ctx, &e.reason),
+                }
+            }
+            Request::Offset(group) => {
+                let offset = ctx.broker.committed(p, group).unwrap_or(0);
+                let buf = ctx.out.buf_mut();
+                buf.extend_from_slice(reply::OFFSET);
+                buf.extend_from_slice(group);
+                buf.push(b' ');
+                push_u64(buf, offset);
+                buf.push(b'\n');
+            }
+            Request::Stats => stats_reply(ctx),
+            Request::Auth(token) => {
+                if !ctx.broker.auth_required() {
+                    return invalid(ctx, "authentication is not enabled on this broker");
+                }
+                if ctx.broker.check_token(token) {
+                    self.authenticated = true;
+                    self.auth_failures = 0;
+                    ctx.out.push(reply::AUTHENTICATED);
+                } else {
+                    self.auth_failures += 1;
+                    warn!(
+                        "peer={} wrong AUTH token (failure {})",
+                        ctx.peer, self.auth_failures
+                    );
+                    if self.auth_failures >= MAX_AUTH_FAILURES {
+                        ctx.out.push(reply::INVALID_TOKEN_CLOSING);
+                        return Control::Quit;
+                    }
+                    ctx.out.push(reply::INVALID_TOKEN);
+                }
+            }
+            Request::Ping => ctx.out.push(reply::PONG),
+            Request::Help => ctx.out.push(reply::HELP),
+            Request::Quit => {
+                // BYE is the last line: the stream stops here.
+                self.end_subscription(ctx);
+                ctx.out.push(reply::BYE);
+                return Control::Quit;
+            }
+        }
+        Control::Continue
+    }
+
+    fn on_wake(&mut self, ctx: &mut Ctx<'_>, _wake: Wake) -> bool {
+        if let Some(parked) = self.parked.take() {
+            ctx.broker.stats.parked_fetches -= 1;
+            answer_fetch(ctx, parked.p, parked.offset, parked.max);
+            return true;
+        }
+        if let Some(sub) = &mut self.subscription {
+            sub.waiting = false;
+        }
+        false
+    }
+
+    /// Tops up a subscriber's output from the log, up to `window` bytes
+    /// pending. Returns whether more messages are ready to send once the
+    /// socket drains.
+    fn refill(&mut self, ctx: &mut Ctx<'_>, window: usize) -> bool {
+        let Some(mut sub) = self.subscription else {
+            return false;
+        };
+        if sub.waiting {
+            return false;
+        }
+        while ctx.out.pending() < window && sub.next < ctx.broker.visible_end(sub.p) {
+            let room = (window - ctx.out.pending()).min(ctx.max_output);
+            let result = ctx.broker.read(sub.p, sub.next, usize::MAX, room, |o, m| {
+                push_message(ctx.out.buf_mut(), o, m)
+            });
+            match result {
+                Ok(next) if next == sub.next => break,
+                Ok(next) => sub.next = next,
+                Err(e) => {
+                    // End the stream with the error; the client can
+                    // SUBSCRIBE again from the offset it reached.
+                    read_error(ctx, &e);
+                    self.subscription = Some(sub);
+                    self.end_subscription(ctx);
+                    return false;
+                }
+            }
+        }
+        let more = sub.next < ctx.broker.visible_end(sub.p);
+        if !more {
+            // Caught up: wait for the next message (whatever is still
+            // queued; no writable edge may come to ask again).
+            ctx.broker.wait(ctx.conn, &[(sub.p, sub.next)], None);
+            sub.waiting = true;
+        }
+        self.subscription = Some(sub);
+        more
+    }
+
+    /// Ends a subscription (if any); returns the offset it reached.
+    fn end_subscription(&mut self, ctx: &mut Ctx<'_>) -> Option<u64> {
+        let sub = self.subscription.take()?;
+        ctx.broker.cancel_wait(ctx.conn);
+        ctx.broker.stats.subscribers -= 1;
+        Some(sub.next)
+    }
+
+    fn close(&mut self, ctx: &mut Ctx<'_>) {
+        if self.parked.take().is_some() {
+            ctx.broker.stats.parked_fetches -= 1;
+        }
+        self.end_subscription(ctx);
+        ctx.broker.cancel_wait(ctx.conn);
+    }
+}
+
+/// The text topic a new connection starts on.
+pub fn default_topic(broker: &mut crate::broker::Broker) -> TopicId {
+    broker
+        .topic(DEFAULT_TOPIC, false)
+        .expect("the default topic always exists")
+}
+
+fn push_ack(ctx: &mut Ctx<'_>, ticket: Ticket) {
+    ctx.out.push_line_pending(ticket, |buf| {
+        buf.extend_from_slice(reply::ACK);
+        push_u64(buf, ticket.offset);
+        buf.push(b'\n');
+    });
+}
+
+fn push_message(buf: &mut Vec<u8>, offset: u64, message: &[u8]) {
+    buf.extend_from_slice(reply::MESSAGE);
+    push_u64(buf, offset);
+    buf.push(b' ');
+    buf.extend_from_slice(message);
+    buf.push(b'\n');
+}
+
+/// Answers a `FETCH` with what is there now.
+fn answer_fetch(ctx: &mut Ctx<'_>, p: PartitionId, offset: u64, max: u64) {
+    let result = ctx
+        .broker
+        .read(p, offset, max as usize, ctx.max_output, |o, m| {
+            push_message(ctx.out.buf_mut(), o, m)
+        });
+    match result {
+        Ok(next) => end_offset(ctx, next),
+        Err(e) => read_error(ctx, &e),
+    }
+}
+
+fn invalid(ctx: &mut Ctx<'_>, why: &str) -> Control {
+    let _ = writeln!(ctx.out.buf_mut(), "{} {why}", reply::INVALID_REQUEST);
+    Control::Continue
+}
+
+fn read_error(ctx: &mut Ctx<'_>, e: &ReadError) {
+    let buf = ctx.out.buf_mut();
+    match e {
+        ReadError::OutOfRange { first } => {
+            buf.extend_from_slice(reply::OFFSET_OUT_OF_RANGE);
+            push_u64(buf, *first);
+            buf.push(b'\n');
+        }
+        ReadError::Storage(why) => {
+            buf.extend_from_slice(reply::STORAGE_ERROR);
+            buf.extend_from_slice(why.as_bytes());
+            buf.push(b'\n');
+        }
+    }
+}
+
+fn storage_error(ctx: &mut Ctx<'_>, why: &str) {
+    let buf = ctx.out.buf_mut();
+    buf.extend_from_slice(reply::STORAGE_ERROR);
+    buf.extend_from_slice(why.as_bytes());
+    buf.push(b'\n');
+}
+
+fn topic_error(ctx: &mut Ctx<'_>, name: &[u8], e: &TopicError) {
+    match e {
+        TopicError::Unknown => {
+            let buf = ctx.out.buf_mut();
+            buf.extend_from_slice(reply::UNKNOWN_TOPIC);
+            buf.extend_from_slice(name);
+            buf.extend_from_slice(b" does not exist and auto-create is off; CREATE it first\n");
+        }
+        TopicError::Exists => reply_name(ctx, reply::TOPIC_EXISTS, name),
+        TopicError::TooMany { limit } => {
+            let buf = ctx.out.buf_mut();
+            buf.extend_from_slice(reply::TOO_MANY_TOPICS);
+            let _ = writeln!(
+                buf,
+                "the broker holds its limit of {limit} topics (--max-topics)"
+            );
+        }
+        TopicError::Storage(why) => storage_error(ctx, why),
+    }
+}
+
+fn reply_name(ctx: &mut Ctx<'_>, word: &[u8], name: &[u8]) {
+    let buf = ctx.out.buf_mut();
+    buf.extend_from_slice(word);
+    buf.extend_from_slice(name);
+    buf.push(b'\n');
+}
+
+fn end_offset(ctx: &mut Ctx<'_>, next: u64) {
+    let buf = ctx.out.buf_mut();
+    buf.extend_from_slice(reply::END_OFFSET);
+    push_u64(buf, next);
+    buf.push(b'\n');
+}
+
+fn list_topics(ctx: &mut Ctx<'_>) {
+    let partitions = ctx.broker.partitions();
+    let buf = ctx.out.buf_mut();
+    for p in partitions {
+        buf.extend_from_slice(reply::TOPIC);
+        buf.extend_from_slice(&p.topic);
+        buf.extend_from_slice(b" first:");
+        push_u64(buf, p.first);
+        buf.extend_from_slice(b" next:");
+        push_u64(buf, p.next);
+        buf.extend_from_slice(b" bytes:");
+        push_u64(buf, p.bytes);
+        buf.push(b'\n');
+    }
+    buf.extend_from_slice(reply::END);
+}
+
+fn stats_reply(ctx: &mut Ctx<'_>) {
+    let s = ctx.broker.stats.clone();
+    let uptime = ctx.broker.started().elapsed().as_secs();
+    let topics = ctx.broker.topic_count() as u64;
+    let partitions = ctx.broker.partitions();
+    let buf = ctx.out.buf_mut();
+    buf.extend_from_slice(b"STAT version ");
+    buf.extend_from_slice(env!("CARGO_PKG_VERSION").as_bytes());
+    buf.push(b'\n');
+    let mut stat = |name: &str, value: u64| {
+        buf.extend_from_slice(reply::STAT);
+        buf.extend_from_slice(name.as_bytes());
+        buf.push(b' ');
+        push_u64(buf, value);
+        buf.push(b'\n');
+    };
+    stat("pid", u64::from(std::process::id()));
+    stat("uptime_seconds", uptime);
+    stat("connections_current", s.connections_current);
+    stat("connections_total", s.connections_total);
+    stat("connections_rejected", s.connections_rejected);
+    stat("messages_produced", s.produced);
+    stat("messages_consumed", s.consumed);
+    stat("bytes_in", s.bytes_in);
+    stat("bytes_out", s.bytes_out);
+    stat("fetches_parked", s.parked_fetches);
+    stat("subscribers", s.subscribers);
+    stat("fsyncs", s.fsyncs);
+    stat("fsync_errors", s.fsync_errors);
+    stat("dir_syncs", s.dir_syncs);
+    stat("rss_bytes", crate::broker::rss_bytes());
+    stat("topics", topics);
+    for p in partitions {
+        let name = String::from_utf8_lossy(&p.topic);
+        stat(&format!("topic.{name}.first_offset"), p.first);
+        stat(&format!("topic.{name}.next_offset"), p.next);
+        stat(&format!("topic.{name}.log_bytes"), p.bytes);
+        stat(&format!("topic.{name}.segments"), p.segments as u64);
+    }
+    buf.extend_from_slice(reply::END);
+}

@@ -1,0 +1,779 @@
+use super::*;
+
+fn options(segment_bytes: u64, durable_acks: bool) -> LogOptions {
+    LogOptions {
+        segment_bytes,
+        skip_corrupt: false,
+        durable_acks,
+    }
+}
+
+fn open(dir: &Path) -> Log {
+    open_with(dir, LogOptions::default())
+}
+
+fn open_small(dir: &Path, segment_bytes: u64) -> Log {
+    open_with(dir, options(segment_bytes, false))
+}
+
+/// Opens a log and runs its start-up jobs, as the server does.
+fn open_with(dir: &Path, options: LogOptions) -> Log {
+    let mut log = Log::open(dir, "log", options, None).unwrap();
+    run_jobs(&mut log);
+    log
+}
+
+/// Runs the helper-thread jobs inline, reporting syncs back.
+fn run_jobs(log: &mut Log) {
+    loop {
+        let jobs = log.take_jobs();
+        if jobs.is_empty() {
+            return;
+        }
+        for job in jobs {
+            if let Some(crate::storage::JobResult::Synced {
+                sync_id, result, ..
+            }) = job.run()
+            {
+                log.sync_completed(sync_id, result);
+            }
+        }
+    }
+}
+
+fn read_all(log: &mut Log, from: u64, max: usize) -> Vec<(u64, Vec<u8>)> {
+    let mut buf = Vec::new();
+    let mut out = Vec::new();
+    let mut at = from;
+    while out.len() < max {
+        let next = log
+            .read(
+                at,
+                u64::MAX,
+                max - out.len(),
+                usize::MAX,
+                &mut buf,
+                |o, m| out.push((o, m.to_vec())),
+            )
+            .unwrap();
+        if next == at {
+            break;
+        }
+        at = next;
+    }
+    out
+}
+
+fn append(log: &mut Log, message: &[u8]) -> u64 {
+    log.append(message).unwrap().offset
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn append_read_and_exact_file_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path());
+    assert_eq!(
+        log.append(b"hello").unwrap(),
+        Appended { seq: 0, offset: 0 }
+    );
+    assert_eq!(
+        log.append(b"world").unwrap(),
+        Appended { seq: 1, offset: 1 }
+    );
+    assert_eq!(read_all(&mut log, 0, 10), vec![], "staged is not readable");
+    assert!(log.flush().is_none());
+    assert_eq!(log.written().seq, 2);
+    assert_eq!(log.written().offset, 2);
+    assert_eq!(
+        fs::read(dir.path().join("log")).unwrap(),
+        b"offset:0 message:hello\noffset:1 message:world\n"
+    );
+    assert_eq!(read_all(&mut log, 1, 10), vec![(1, b"world".to_vec())]);
+    assert_eq!(read_all(&mut log, 2, 10), vec![]);
+    let mut buf = Vec::new();
+    let mut n = 0;
+    assert_eq!(
+        log.read(0, 1, 10, usize::MAX, &mut buf, |_, _| n += 1)
+            .unwrap(),
+        1,
+        "end bound"
+    );
+    assert_eq!(n, 1);
+}
+
+#[test]
+fn reopen_continues_offsets_and_reads_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let messages: Vec<Vec<u8>> = (0..20_000u32)
+        .map(|i| format!("message {i} {}", "x".repeat((i % 50) as usize)).into_bytes())
+        .collect();
+    {
+        let mut log = open(dir.path());
+        for chunk in messages.chunks(777) {
+            for m in chunk {
+                log.append(m).unwrap();
+            }
+            assert!(log.flush().is_none());
+        }
+    }
+    let mut log = open(dir.path());
+    assert_eq!(log.next_offset(), 20_000);
+    let entries = log.active.index.entries.len();
+    assert!(entries > 10 && entries < 20_000 / 10, "sparse: {entries}");
+    for o in [0u64, 1, 99, 4095, 12_345, 19_999] {
+        assert_eq!(
+            read_all(&mut log, o, 1),
+            vec![(o, messages[o as usize].clone())]
+        );
+    }
+    let all = read_all(&mut log, 0, usize::MAX);
+    assert_eq!(all.len(), 20_000);
+    assert!(
+        all.iter()
+            .enumerate()
+            .all(|(i, (o, m))| *o == i as u64 && *m == messages[i])
+    );
+    assert_eq!(append(&mut log, b"next"), 20_000);
+    assert!(log.flush().is_none());
+    assert_eq!(
+        read_all(&mut log, 20_000, 5),
+        vec![(20_000, b"next".to_vec())]
+    );
+}
+
+#[test]
+fn read_respects_count_and_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path());
+    for _ in 0..10 {
+        log.append(b"0123456789").unwrap();
+    }
+    assert!(log.flush().is_none());
+    let mut buf = Vec::new();
+    let mut n = 0;
+    assert_eq!(
+        log.read(2, u64::MAX, 3, usize::MAX, &mut buf, |_, _| n += 1)
+            .unwrap(),
+        5
+    );
+    assert_eq!(n, 3);
+    n = 0;
+    assert_eq!(
+        log.read(0, u64::MAX, 100, 25, &mut buf, |_, _| n += 1)
+            .unwrap(),
+        2
+    );
+    assert_eq!(n, 2);
+    n = 0;
+    assert_eq!(
+        log.read(0, u64::MAX, 100, 1, &mut buf, |_, _| n += 1)
+            .unwrap(),
+        1,
+        "at least one"
+    );
+    assert_eq!(n, 1);
+}
+
+#[test]
+fn long_messages_cross_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path());
+    let big = vec![b'a'; 300_000];
+    log.append(b"small").unwrap();
+    log.append(&big).unwrap();
+    log.append(b"after").unwrap();
+    assert!(log.flush().is_none());
+    assert_eq!(read_all(&mut log, 1, 1), vec![(1, big.clone())]);
+    assert_eq!(read_all(&mut log, 2, 1), vec![(2, b"after".to_vec())]);
+    let mut log = open(dir.path());
+    assert_eq!(log.next_offset(), 3);
+    assert_eq!(read_all(&mut log, 0, 3).len(), 3);
+}
+
+#[test]
+fn torn_tail_is_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log");
+    fs::write(
+        &path,
+        b"offset:0 message:a\noffset:1 message:b\noffset:2 mess",
+    )
+    .unwrap();
+    let mut log = open(dir.path());
+    assert_eq!(log.next_offset(), 2);
+    assert_eq!(
+        fs::read(&path).unwrap(),
+        b"offset:0 message:a\noffset:1 message:b\n"
+    );
+    assert_eq!(append(&mut log, b"c"), 2);
+    assert!(log.flush().is_none());
+    assert_eq!(read_all(&mut log, 2, 1), vec![(2, b"c".to_vec())]);
+}
+
+#[test]
+fn corrupt_middle_is_refused_and_file_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log");
+    for (content, line) in [
+        (&b"offset:0 message:a\ngarbage\noffset:2 message:c\n"[..], 2),
+        (b"offset:0 message:a\noffset:2 message:c\n", 2),
+        (b"offset:0 message:a\n\noffset:1 message:b\n", 2),
+        (b"offset:0 message:a\noffset:01 message:b\n", 2),
+        (b"offset:0 message:a\noffset:1message:b\n", 2),
+        (b"garbage\n", 1),
+        // A torn tail does not save a damaged file from being refused.
+        (b"offset:0 message:a\ngarbage\noffset:2 mess", 2),
+    ] {
+        fs::write(&path, content).unwrap();
+        let err = Log::open(dir.path(), "log", LogOptions::default(), None).unwrap_err();
+        match &err {
+            StorageError::Corrupt {
+                at: Location::Line(l),
+                ..
+            } => assert_eq!(*l, line, "{err}"),
+            other => panic!("expected corrupt, got {other}"),
+        }
+        assert!(
+            err.to_string()
+                .starts_with(&format!("{}:{line}: ", path.display()))
+        );
+        assert_eq!(fs::read(&path).unwrap(), content, "file left untouched");
+    }
+}
+
+#[test]
+fn offsets_near_the_limit_are_refused_not_wrapped() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log");
+    // The highest offset: the log is full.
+    fs::write(&path, format!("offset:{} message:x\n", MAX_OFFSET - 1)).unwrap();
+    let mut log = open(dir.path());
+    assert_eq!(log.next_offset(), MAX_OFFSET);
+    let err = log.append(b"y").unwrap_err();
+    assert!(matches!(err, StorageError::OffsetLimit { .. }), "{err}");
+    assert_eq!(log.next_offset(), MAX_OFFSET, "nothing consumed");
+    drop(log);
+    // Past the limit, or past u64, at start: refused with the line.
+    for content in [
+        format!("offset:{MAX_OFFSET} message:x\n"),
+        format!("offset:{} message:x\n", u64::MAX),
+        "offset:18446744073709551616 message:x\n".to_string(),
+    ] {
+        fs::write(&path, &content).unwrap();
+        let err = Log::open(dir.path(), "log", LogOptions::default(), None).unwrap_err();
+        assert!(err.to_string().contains(":1:"), "{content}: {err}");
+    }
+}
+
+#[test]
+fn failed_append_gives_offsets_back_not_sequence_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log");
+    let mut log = open(dir.path());
+    log.append(b"kept").unwrap();
+    assert!(log.flush().is_none());
+    // Swap the file for /dev/full: every write fails with ENOSPC.
+    let good = std::mem::replace(
+        &mut log.active.file,
+        Arc::new(OpenOptions::new().append(true).open("/dev/full").unwrap()),
+    );
+    assert_eq!(log.append(b"lost").unwrap(), Appended { seq: 1, offset: 1 });
+    assert_eq!(
+        log.append(b"lost2").unwrap(),
+        Appended { seq: 2, offset: 2 }
+    );
+    let failed = log.flush().unwrap();
+    assert!(
+        failed.error.to_string().contains("No space left"),
+        "{}",
+        failed.error
+    );
+    assert!(failed.error.is_no_space());
+    assert_eq!(failed.seqs, 1..3);
+    assert_eq!(log.next_offset(), 1, "offsets given back");
+    log.active.file = good;
+    log.dirty_tail = false;
+    assert_eq!(
+        log.append(b"again").unwrap(),
+        Appended { seq: 3, offset: 1 },
+        "a new ticket for the reused offset"
+    );
+    assert!(log.flush().is_none());
+    assert_eq!(log.written().seq, 4);
+    assert_eq!(
+        fs::read(&path).unwrap(),
+        b"offset:0 message:kept\noffset:1 message:again\n"
+    );
+}
+
+#[test]
+fn segments_roll_with_indexes_and_read_across_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open_small(dir.path(), 100);
+    // 20-byte lines: five fit in 100 bytes.
+    for i in 0..12 {
+        log.append(format!("m{i}").as_bytes()).unwrap();
+    }
+    assert!(log.flush().is_none());
+    run_jobs(&mut log);
+    assert_eq!(
+        names(dir.path()),
+        [
+            "log",
+            "log.00000000000000000000",
+            "log.00000000000000000000.index",
+            "log.00000000000000000005",
+            "log.00000000000000000005.index",
+        ]
+    );
+    assert_eq!(
+        fs::read_to_string(dir.path().join("log.00000000000000000005")).unwrap(),
+        "offset:5 message:m5\noffset:6 message:m6\noffset:7 message:m7\noffset:8 message:m8\noffset:9 message:m9\n"
+    );
+    assert_eq!(
+        fs::read_to_string(dir.path().join("log")).unwrap(),
+        "offset:10 message:m10\noffset:11 message:m11\n"
+    );
+    let all = read_all(&mut log, 0, 100);
+    assert_eq!(all.len(), 12);
+    assert!(
+        all.iter()
+            .enumerate()
+            .all(|(i, (o, m))| *o == i as u64 && *m == format!("m{i}").as_bytes())
+    );
+    // One flush at a time across many turns rolls the same way.
+    for i in 12..30 {
+        log.append(format!("m{i}").as_bytes()).unwrap();
+        assert!(log.flush().is_none());
+    }
+    run_jobs(&mut log);
+    drop(log);
+    let mut log = open_small(dir.path(), 100);
+    assert!(
+        !log.take_jobs()
+            .iter()
+            .any(|j| matches!(j, FileJob::Replace { .. })),
+        "every index was there"
+    );
+    assert_eq!((log.first_offset(), log.next_offset()), (0, 30));
+    assert!(log.segments() >= 7);
+    let all = read_all(&mut log, 0, 100);
+    assert_eq!(all.len(), 30);
+    assert_eq!(read_all(&mut log, 13, 1), vec![(13, b"m13".to_vec())]);
+}
+
+#[test]
+fn missing_indexes_are_rebuilt_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open_small(dir.path(), 2000);
+    for i in 0..500 {
+        log.append(format!("message {i}").as_bytes()).unwrap();
+    }
+    assert!(log.flush().is_none());
+    run_jobs(&mut log);
+    drop(log);
+    let index = dir.path().join("log.00000000000000000000.index");
+    let original = fs::read(&index).unwrap();
+    fs::remove_file(&index).unwrap();
+    let mut log = open_small(dir.path(), 2000);
+    run_jobs(&mut log);
+    assert_eq!(fs::read(&index).unwrap(), original, "rebuilt identically");
+    assert_eq!(read_all(&mut log, 0, 1000).len(), 500);
+}
+
+#[test]
+fn a_flipped_byte_in_a_rolled_segment_is_reported_not_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open_small(dir.path(), 10_000);
+    for i in 0..2000 {
+        log.append(format!("message number {i}").as_bytes())
+            .unwrap();
+    }
+    assert!(log.flush().is_none());
+    run_jobs(&mut log);
+    drop(log);
+    let seg = dir.path().join("log.00000000000000000000");
+    let mut bytes = fs::read(&seg).unwrap();
+    // Inside a message: "message number 123" -> "messagf number 123".
+    let at = 5000 + bytes[5000..].iter().position(|&b| b == b'e').unwrap();
+    bytes[at] ^= 0x03;
+    fs::write(&seg, &bytes).unwrap();
+    let mut log = open_small(dir.path(), 10_000);
+    let mut buf = Vec::new();
+    // Before the damaged interval: served.
+    assert_eq!(read_all(&mut log, 0, 10).len(), 10);
+    // The damaged interval: an error naming the file and an offset.
+    let err = log
+        .read(0, u64::MAX, 10_000, usize::MAX, &mut buf, |_, _| {})
+        .map(|_| ())
+        .and_then(|()| {
+            let mut at = 0;
+            loop {
+                let next = log.read(at, u64::MAX, 10_000, usize::MAX, &mut buf, |_, _| {})?;
+                if next == at {
+                    return Ok(());
+                }
+                at = next;
+            }
+        })
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("log.00000000000000000000:offset "), "{text}");
+    assert!(!text.contains("messagf"), "never the bytes: {text}");
+}
+
+#[test]
+fn a_flipped_newline_in_a_rolled_segment_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open_small(dir.path(), 200);
+    for i in 0..20 {
+        log.append(format!("m{i}").as_bytes()).unwrap();
+    }
+    assert!(log.flush().is_none());
+    run_jobs(&mut log);
+    drop(log);
+    let seg = dir.path().join("log.00000000000000000000");
+    let mut bytes = fs::read(&seg).unwrap();
+    let nl = bytes.iter().position(|&b| b == b'\n').unwrap();
+    bytes[nl] = b' ';
+    fs::write(&seg, &bytes).unwrap();
+    let mut log = open_small(dir.path(), 200);
+    let mut buf = Vec::new();
+    assert!(
+        log.read(0, u64::MAX, 100, usize::MAX, &mut buf, |_, _| {})
+            .is_err()
+    );
+}
+
+#[test]
+fn a_truncated_rolled_segment_is_refused_at_open_unless_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut log = open_small(dir.path(), 50);
+        for i in 0..6 {
+            log.append(format!("m{i}").as_bytes()).unwrap();
+        }
+        assert!(log.flush().is_none());
+        run_jobs(&mut log);
+    }
+    let seg = dir.path().join("log.00000000000000000002");
+    let content = fs::read(&seg).unwrap();
+    fs::write(&seg, &content[..content.len() - 3]).unwrap();
+    let before = names(dir.path());
+    let err = Log::open(dir.path(), "log", options(50, false), None).unwrap_err();
+    assert!(
+        err.to_string().contains("log.00000000000000000002"),
+        "{err}"
+    );
+    assert_eq!(names(dir.path()), before, "nothing changed");
+    // Without its index, it is rebuilt by a scan, which finds the torn end.
+    fs::remove_file(index_path(&seg)).unwrap();
+    let err = Log::open(dir.path(), "log", options(50, false), None).unwrap_err();
+    assert!(
+        err.to_string().contains("log.00000000000000000002"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_gap_is_refused_or_skipped_with_everything_older() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut log = open_small(dir.path(), 50);
+        for i in 0..8 {
+            log.append(format!("m{i}").as_bytes()).unwrap();
+        }
+        assert!(log.flush().is_none());
+        run_jobs(&mut log);
+    }
+    let seg = dir.path().join("log.00000000000000000002");
+    fs::remove_file(&seg).unwrap();
+    fs::remove_file(index_path(&seg)).unwrap();
+    let err = Log::open(dir.path(), "log", options(50, false), None).unwrap_err();
+    assert!(err.to_string().contains("starts at offset 4"), "{err}");
+    let mut log = open_with(
+        dir.path(),
+        LogOptions {
+            skip_corrupt: true,
+            ..options(50, false)
+        },
+    );
+    assert_eq!(log.first_offset(), 4);
+    assert_eq!(read_all(&mut log, 4, 10).len(), 4);
+}
+
+#[test]
+fn empty_active_after_roll_continues_from_the_last_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut log = open_small(dir.path(), 50);
+        for i in 0..5 {
+            log.append(format!("m{i}").as_bytes()).unwrap();
+        }
+        assert!(log.flush().is_none());
+        run_jobs(&mut log);
+    }
+    // As if the broker died between renaming the active segment and
+    // creating the next one.
+    fs::remove_file(dir.path().join("log")).unwrap();
+    let mut log = open_small(dir.path(), 50);
+    assert_eq!(
+        log.next_offset(),
+        4,
+        "continues after log.00000000000000000002"
+    );
+    assert_eq!(append(&mut log, b"x"), 4);
+    assert!(log.flush().is_none());
+    assert_eq!(read_all(&mut log, 0, 10).len(), 5);
+}
+
+#[test]
+fn a_log_ending_before_its_checkpoint_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut log = open(dir.path());
+        for i in 0..5 {
+            log.append(format!("m{i}").as_bytes()).unwrap();
+        }
+        assert!(log.flush().is_none());
+    }
+    // A flipped last newline looks like a torn write...
+    let path = dir.path().join("log");
+    let mut bytes = fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] = b'!';
+    fs::write(&path, &bytes).unwrap();
+    // ...but the checkpoint says offset 4 was synced.
+    let err = Log::open(dir.path(), "log", LogOptions::default(), Some(5)).unwrap_err();
+    assert!(err.to_string().contains("recovery checkpoint"), "{err}");
+    assert!(
+        err.to_string().starts_with(&path.display().to_string()),
+        "{err}"
+    );
+    assert_eq!(
+        fs::read(&path).unwrap(),
+        bytes,
+        "a refused start cuts nothing"
+    );
+    // A deleted active segment likewise.
+    fs::remove_file(&path).unwrap();
+    assert!(Log::open(dir.path(), "log", LogOptions::default(), Some(5)).is_err());
+    assert!(!path.exists());
+    // Accepted only when told to.
+    let log = Log::open(
+        dir.path(),
+        "log",
+        LogOptions {
+            skip_corrupt: true,
+            ..LogOptions::default()
+        },
+        Some(5),
+    )
+    .unwrap();
+    assert_eq!(log.next_offset(), 0);
+}
+
+#[test]
+fn retention_drops_oldest_whole_segments_in_order_and_a_crash_midway_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open_small(dir.path(), 100);
+    for i in 0..40 {
+        log.append(format!("m{i}").as_bytes()).unwrap();
+        assert!(log.flush().is_none());
+    }
+    run_jobs(&mut log);
+    let before = log.segments();
+    let dropped = log.apply_retention(Some(150), None, SystemTime::now());
+    assert!(dropped >= 3, "{dropped}");
+    assert!(log.len_bytes() <= 150 || log.segments() == 1);
+    assert_eq!(log.segments(), before - dropped);
+    let first = log.first_offset();
+    let jobs = log.take_jobs();
+    let deletions: Vec<PathBuf> = jobs
+        .iter()
+        .map(|j| match j {
+            FileJob::Delete(p) => p.clone(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let mut sorted = deletions.clone();
+    sorted.sort();
+    assert_eq!(deletions, sorted, "oldest first, segment before its index");
+    // Crash after deleting some: every prefix of the deletions recovers.
+    drop(log);
+    for (k, path) in deletions.iter().enumerate() {
+        // An orphan index may already be gone: the previous open deleted it.
+        match fs::remove_file(path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => panic!("{e}"),
+            _ => {}
+        }
+        let mut log = open_small(dir.path(), 100);
+        run_jobs(&mut log);
+        assert_eq!(log.next_offset(), 40, "after {} deletions", k + 1);
+        let first = log.first_offset();
+        let all = read_all(&mut log, first, 100);
+        assert_eq!(all.last().unwrap().0, 39);
+    }
+    let mut log = open_small(dir.path(), 100);
+    assert_eq!(log.first_offset(), first);
+    let mut buf = Vec::new();
+    assert_eq!(
+        log.read(0, u64::MAX, 1, usize::MAX, &mut buf, |_, _| {})
+            .unwrap(),
+        0,
+        "below first: nothing"
+    );
+    // By age: everything rolled is older than zero seconds from later.
+    let later = SystemTime::now() + Duration::from_secs(3600);
+    log.apply_retention(None, Some(Duration::from_secs(60)), later);
+    assert_eq!(log.segments(), 1, "never the active segment");
+}
+
+#[test]
+fn durable_acks_roll_only_after_the_segment_is_synced() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open_with(dir.path(), options(100, true));
+    for i in 0..7 {
+        log.append(format!("m{i}").as_bytes()).unwrap();
+    }
+    assert!(log.flush().is_none());
+    assert_eq!(log.written().offset, 5, "stops at the boundary");
+    assert_eq!(log.segments(), 1);
+    assert_eq!(log.durable().seq, 0);
+    let jobs = log.begin_sync();
+    assert_eq!(jobs.len(), 1);
+    for job in jobs {
+        if let Some(crate::storage::JobResult::Synced {
+            sync_id, result, ..
+        }) = job.run()
+        {
+            assert!(matches!(
+                log.sync_completed(sync_id, result),
+                SyncResult::Advanced
+            ));
+        }
+    }
+    assert_eq!(log.durable().seq, 5);
+    assert!(log.flush().is_none());
+    assert_eq!(log.segments(), 2, "rolled once synced");
+    assert_eq!(log.written().offset, 7);
+    // The new segment counts only once its directory entry is synced too.
+    let mut synced = false;
+    while log.durable().seq < 7 {
+        for job in log.take_jobs().into_iter().chain(log.begin_sync()) {
+            if let Some(crate::storage::JobResult::Synced {
+                sync_id, result, ..
+            }) = job.run()
+            {
+                log.sync_completed(sync_id, result);
+                synced = true;
+            }
+        }
+        assert!(synced);
+    }
+}
+
+#[test]
+fn failed_sync_with_durable_acks_cuts_and_late_syncs_are_stale() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open_with(dir.path(), options(1 << 20, true));
+    log.append(b"a").unwrap();
+    assert!(log.flush().is_none());
+    assert!(matches!(log.sync_now(), SyncResult::Advanced));
+    log.append(b"b").unwrap();
+    log.append(b"c").unwrap();
+    assert!(log.flush().is_none());
+    let first = log.begin_sync();
+    log.append(b"d").unwrap();
+    assert!(log.flush().is_none());
+    let second = log.begin_sync();
+    assert_eq!((first.len(), second.len()), (1, 1));
+    let id = |jobs: &[FileJob]| match &jobs[0] {
+        FileJob::Sync { sync_id, .. } => *sync_id,
+        other => panic!("{other:?}"),
+    };
+    // The second fails: everything after "a" is cut and fails.
+    let r = log.sync_completed(id(&second), Err(io::Error::other("injected")));
+    let SyncResult::Cut(failed) = r else {
+        panic!("{r:?}")
+    };
+    assert_eq!(failed.seqs, 1..4);
+    assert_eq!(log.next_offset(), 1);
+    assert_eq!(
+        fs::read(dir.path().join("log")).unwrap(),
+        b"offset:0 message:a\n"
+    );
+    // New appends reuse the offsets with new tickets...
+    assert_eq!(log.append(b"e").unwrap(), Appended { seq: 4, offset: 1 });
+    assert!(log.flush().is_none());
+    // ...and the first sync, begun before the cut, cannot vouch for them.
+    assert!(matches!(
+        log.sync_completed(id(&first), Ok(())),
+        SyncResult::Unchanged
+    ));
+    assert_eq!(log.durable().seq, 4, "still waiting for a sync of e");
+    assert!(matches!(log.sync_now(), SyncResult::Advanced));
+    assert_eq!(log.durable().seq, 5);
+    // A later cut keeps what was synced.
+    log.append(b"f").unwrap();
+    assert!(log.flush().is_none());
+    let jobs = log.begin_sync();
+    let r = log.sync_completed(id(&jobs), Err(io::Error::other("injected")));
+    assert!(matches!(r, SyncResult::Cut(_)));
+    assert_eq!(
+        fs::read(dir.path().join("log")).unwrap(),
+        b"offset:0 message:a\noffset:1 message:e\n"
+    );
+    drop(log);
+    let mut log = open_with(dir.path(), options(1 << 20, true));
+    assert_eq!(read_all(&mut log, 0, 10).len(), 2);
+}
+
+#[test]
+fn a_cut_keeps_the_index_checksums_right() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open_with(dir.path(), options(30_000, true));
+    for i in 0..300 {
+        log.append(format!("message {i:04}").as_bytes()).unwrap();
+    }
+    assert!(log.flush().is_none());
+    assert!(matches!(log.sync_now(), SyncResult::Advanced));
+    for i in 300..320 {
+        log.append(format!("message {i:04}").as_bytes()).unwrap();
+    }
+    assert!(log.flush().is_none());
+    let jobs = log.begin_sync();
+    let FileJob::Sync { sync_id, .. } = &jobs[0] else {
+        panic!()
+    };
+    let sync_id = *sync_id;
+    assert!(matches!(
+        log.sync_completed(sync_id, Err(io::Error::other("injected"))),
+        SyncResult::Cut(_)
+    ));
+    // Fill past the segment size so it rolls with an index built across
+    // the cut; then every interval must still check out.
+    let mut i = 300;
+    while log.segments() == 1 {
+        log.append(format!("message {i:04}").as_bytes()).unwrap();
+        i += 1;
+        assert!(log.flush().is_none());
+        log.sync_now();
+        run_jobs(&mut log);
+    }
+    run_jobs(&mut log);
+    drop(log);
+    let mut log = open_with(dir.path(), options(30_000, true));
+    let all = read_all(&mut log, 0, 10_000);
+    assert_eq!(all.len() as u64, log.next_offset());
+    assert_eq!(all[300].1, b"message 0300");
+}
