@@ -72,7 +72,7 @@ fn names(dir: &Path) -> Vec<String> {
 fn only_the_synced_part_of_a_file_survives_a_power_cut() {
     let d = dirs();
     fs::write(d.backing.join("log"), b"old\n").unwrap();
-    let fs = mount!("only_the_synced_part", d);
+    let fs = mount!("only_the_synced_part_of_a_file_survives_a_power_cut", d);
     let path = d.mnt.join("log");
     let mut f = append(&path);
     f.write_all(b"one\n").unwrap();
@@ -97,7 +97,7 @@ fn only_the_synced_part_of_a_file_survives_a_power_cut() {
 
     // A new mount over it shows the same, and fsync (not only fdatasync)
     // syncs too.
-    let fs = mount!("only_the_synced_part", d);
+    let fs = mount!("only_the_synced_part_of_a_file_survives_a_power_cut", d);
     assert_eq!(fs::read(&path).unwrap(), b"old\none\n");
     let mut f = append(&path);
     f.write_all(b"three\n").unwrap();
@@ -130,7 +130,10 @@ fn a_clean_unmount_keeps_everything() {
 fn unsynced_truncates_are_undone_and_cut_bytes_read_as_zeros() {
     let d = dirs();
     fs::write(d.backing.join("f"), b"0123456789").unwrap();
-    let fs = mount!("truncates", d);
+    let fs = mount!(
+        "unsynced_truncates_are_undone_and_cut_bytes_read_as_zeros",
+        d
+    );
     let path = d.mnt.join("f");
     let f = OpenOptions::new()
         .read(true)
@@ -152,7 +155,10 @@ fn unsynced_truncates_are_undone_and_cut_bytes_read_as_zeros() {
         "an unsynced truncate is undone"
     );
 
-    let fs = mount!("truncates", d);
+    let fs = mount!(
+        "unsynced_truncates_are_undone_and_cut_bytes_read_as_zeros",
+        d
+    );
     let f = OpenOptions::new()
         .read(true)
         .write(true)
@@ -171,7 +177,7 @@ fn unsynced_truncates_are_undone_and_cut_bytes_read_as_zeros() {
 #[test]
 fn a_new_file_vanishes_unless_its_directory_is_synced() {
     let d = dirs();
-    let fs = mount!("a_new_file_vanishes", d);
+    let fs = mount!("a_new_file_vanishes_unless_its_directory_is_synced", d);
     // Name synced, data not: it comes back empty.
     let mut f = append(&d.mnt.join("empty"));
     f.write_all(b"data").unwrap();
@@ -197,7 +203,7 @@ fn a_new_file_vanishes_unless_its_directory_is_synced() {
 fn a_rename_is_undone_unless_the_directory_is_synced() {
     let d = dirs();
     fs::write(d.backing.join("state"), b"old").unwrap();
-    let fs = mount!("a_rename_is_undone", d);
+    let fs = mount!("a_rename_is_undone_unless_the_directory_is_synced", d);
     // The write-temp, sync, rename pattern, without the directory sync.
     let mut tmp = File::create(d.mnt.join("state.tmp")).unwrap();
     tmp.write_all(b"new").unwrap();
@@ -211,7 +217,7 @@ fn a_rename_is_undone_unless_the_directory_is_synced() {
     assert_eq!(fs::read(d.backing.join("state")).unwrap(), b"old");
 
     // With the directory sync it sticks.
-    let fs = mount!("a_rename_is_undone", d);
+    let fs = mount!("a_rename_is_undone_unless_the_directory_is_synced", d);
     let mut tmp = File::create(d.mnt.join("state.tmp")).unwrap();
     tmp.write_all(b"new").unwrap();
     tmp.sync_all().unwrap();
@@ -228,7 +234,10 @@ fn a_rolled_segment_keeps_its_data_under_the_old_name_without_a_directory_sync()
     // The broker's roll: sync, rename log -> log.1, create a new log.
     let d = dirs();
     fs::write(d.backing.join("log"), b"").unwrap();
-    let fs = mount!("rolled_segment", d);
+    let fs = mount!(
+        "a_rolled_segment_keeps_its_data_under_the_old_name_without_a_directory_sync",
+        d
+    );
     let mut log = append(&d.mnt.join("log"));
     log.write_all(b"a\n").unwrap();
     log.sync_data().unwrap();
@@ -249,13 +258,13 @@ fn an_unlink_is_undone_unless_the_directory_is_synced() {
     let d = dirs();
     fs::write(d.backing.join("a"), b"a").unwrap();
     fs::write(d.backing.join("b"), b"b").unwrap();
-    let fs = mount!("an_unlink_is_undone", d);
+    let fs = mount!("an_unlink_is_undone_unless_the_directory_is_synced", d);
     fs::remove_file(d.mnt.join("a")).unwrap();
     assert_eq!(names(&d.mnt), ["b"]);
     fs.power_cut().unwrap();
     assert_eq!(names(&d.backing), ["a", "b"]);
 
-    let fs = mount!("an_unlink_is_undone", d);
+    let fs = mount!("an_unlink_is_undone_unless_the_directory_is_synced", d);
     fs::remove_file(d.mnt.join("a")).unwrap();
     sync_dir(&d.mnt);
     fs::remove_file(d.mnt.join("b")).unwrap();
@@ -267,7 +276,10 @@ fn an_unlink_is_undone_unless_the_directory_is_synced() {
 #[test]
 fn a_new_directory_needs_its_parent_synced_and_its_own_sync_for_its_entries() {
     let d = dirs();
-    let fs = mount!("a_new_directory", d);
+    let fs = mount!(
+        "a_new_directory_needs_its_parent_synced_and_its_own_sync_for_its_entries",
+        d
+    );
     fs::create_dir_all(d.mnt.join("topics/t")).unwrap();
     let mut f = append(&d.mnt.join("topics/t/log"));
     f.write_all(b"x").unwrap();
@@ -279,7 +291,10 @@ fn a_new_directory_needs_its_parent_synced_and_its_own_sync_for_its_entries() {
     fs.power_cut().unwrap();
     assert!(names(&d.backing).is_empty(), "{:?}", names(&d.backing));
 
-    let fs = mount!("a_new_directory", d);
+    let fs = mount!(
+        "a_new_directory_needs_its_parent_synced_and_its_own_sync_for_its_entries",
+        d
+    );
     fs::create_dir_all(d.mnt.join("topics/t")).unwrap();
     let mut f = append(&d.mnt.join("topics/t/log"));
     f.write_all(b"x").unwrap();
@@ -295,7 +310,10 @@ fn a_new_directory_needs_its_parent_synced_and_its_own_sync_for_its_entries() {
     assert!(fs::metadata(d.backing.join("topics/t")).unwrap().is_dir());
 
     // rmdir works, and is undone like any other unsynced change.
-    let fs = mount!("a_new_directory", d);
+    let fs = mount!(
+        "a_new_directory_needs_its_parent_synced_and_its_own_sync_for_its_entries",
+        d
+    );
     fs::remove_dir(d.mnt.join("topics/t")).unwrap();
     assert!(names(&d.mnt.join("topics")).is_empty());
     assert!(fs::remove_dir(d.mnt.join("topics")).is_ok());
@@ -306,7 +324,10 @@ fn a_new_directory_needs_its_parent_synced_and_its_own_sync_for_its_entries() {
 #[test]
 fn appends_through_two_open_file_descriptions_interleave_and_one_sync_covers_both() {
     let d = dirs();
-    let fs = mount!("appends_through_two_opens", d);
+    let fs = mount!(
+        "appends_through_two_open_file_descriptions_interleave_and_one_sync_covers_both",
+        d
+    );
     let path = d.mnt.join("log");
     let mut a = append(&path);
     let mut b = append(&path);
@@ -336,7 +357,10 @@ fn appends_through_two_open_file_descriptions_interleave_and_one_sync_covers_bot
 fn pwrite_and_pread_in_the_middle_mix_durable_and_unsynced_bytes() {
     let d = dirs();
     fs::write(d.backing.join("f"), b"abcdefghij").unwrap();
-    let fs = mount!("pwrite_and_pread", d);
+    let fs = mount!(
+        "pwrite_and_pread_in_the_middle_mix_durable_and_unsynced_bytes",
+        d
+    );
     let path = d.mnt.join("f");
     let f = OpenOptions::new()
         .read(true)
@@ -361,7 +385,7 @@ fn pwrite_and_pread_in_the_middle_mix_durable_and_unsynced_bytes() {
 #[test]
 fn metadata_and_listing_see_unsynced_changes() {
     let d = dirs();
-    let fs = mount!("metadata_and_listing", d);
+    let fs = mount!("metadata_and_listing_see_unsynced_changes", d);
     let before = SystemTime::now() - Duration::from_secs(1);
     let mut f = append(&d.mnt.join("kafka_log.txt"));
     f.write_all(b"offset:0 message:a\n").unwrap();
@@ -385,7 +409,7 @@ fn metadata_and_listing_see_unsynced_changes() {
 #[test]
 fn flock_works_on_the_mount_and_conflicts_between_opens() {
     let d = dirs();
-    let fs = mount!("flock_works", d);
+    let fs = mount!("flock_works_on_the_mount_and_conflicts_between_opens", d);
     let path = d.mnt.join(".lock");
     let a = OpenOptions::new()
         .create(true)
@@ -414,7 +438,7 @@ fn flock_works_on_the_mount_and_conflicts_between_opens() {
 #[test]
 fn after_a_power_cut_requests_fail_and_the_mount_is_gone() {
     let d = dirs();
-    let fs = mount!("after_a_power_cut", d);
+    let fs = mount!("after_a_power_cut_requests_fail_and_the_mount_is_gone", d);
     let mut f = append(&d.mnt.join("x"));
     f.write_all(b"x").unwrap();
     drop(f);

@@ -303,48 +303,76 @@ impl LazyFs {
     }
 
     /// Unmounts (retrying while the mount is busy, for up to 2 s), and
-    /// joins the session thread. If it stays busy, detaches the mount and
-    /// aborts the connection so that nothing hangs.
+    /// joins the session thread. If it cannot be unmounted, detaches it
+    /// (lazy unmount), aborts its connection where that is allowed (root),
+    /// and returns an error without waiting for the session thread, so
+    /// that nothing hangs.
     fn end_session(&mut self) -> io::Result<()> {
         let Some(session) = self.session.take() else {
             return Ok(());
         };
-        let path = CString::new(self.mountpoint.as_os_str().as_bytes())?;
         let deadline = Instant::now() + Duration::from_secs(2);
-        let mut busy = None;
-        loop {
-            // SAFETY: a valid NUL-terminated path.
-            if unsafe { libc::umount2(path.as_ptr(), 0) } == 0 {
-                break;
-            }
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() != Some(libc::EBUSY) {
-                if e.raw_os_error() != Some(libc::EINVAL) {
-                    busy = Some(e); // not mounted any more is fine
+        let result = loop {
+            match unmount(&self.mountpoint, false) {
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
+                    // Polling: nothing signals when a mount stops being busy.
+                    std::thread::sleep(Duration::from_millis(10));
                 }
-                break;
+                other => break other,
             }
-            if Instant::now() >= deadline {
-                // SAFETY: as above.
-                unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) };
+        };
+        match result {
+            // Unmounting ended the connection, so the session thread returns.
+            // (Dropping the session then finds nothing to unmount.)
+            Ok(()) => session.join(),
+            Err(e) => {
+                let _ = unmount(&self.mountpoint, true);
                 let minor = libc::minor(self.dev as libc::dev_t);
                 let _ = fs::write(format!("/sys/fs/fuse/connections/{minor}/abort"), "1");
-                busy = Some(io::Error::other(format!(
-                    "{} was still busy: detached and aborted",
-                    self.mountpoint.display()
-                )));
-                break;
+                drop(session);
+                Err(io::Error::new(
+                    e.kind(),
+                    format!("unmounting {}: {e}", self.mountpoint.display()),
+                ))
             }
-            // Polling: the kernel gives no signal when a mount stops being busy.
-            std::thread::sleep(Duration::from_millis(10));
         }
-        // Unmounting ended the connection, so the session thread returns.
-        // (Dropping the session then finds nothing to unmount.)
-        let joined = session.join();
-        match busy {
-            Some(e) => Err(e),
-            None => joined,
-        }
+    }
+}
+
+/// Unmounts `mountpoint` (`lazy`: detaches it even if busy): with
+/// umount2(2) as root, otherwise with `fusermount3 -u`. A busy mount gives
+/// `EBUSY`; one that is not mounted any more counts as unmounted.
+fn unmount(mountpoint: &Path, lazy: bool) -> io::Result<()> {
+    let path = CString::new(mountpoint.as_os_str().as_bytes())?;
+    let flags = if lazy { libc::MNT_DETACH } else { 0 };
+    // SAFETY: a valid NUL-terminated path.
+    if unsafe { libc::umount2(path.as_ptr(), flags) } == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EINVAL) => return Ok(()), // not a mount point any more
+        Some(libc::EPERM) => {}
+        _ => return Err(e),
+    }
+    let binary = if on_path("fusermount3") {
+        "fusermount3"
+    } else {
+        "fusermount"
+    };
+    let mut command = std::process::Command::new(binary);
+    command.arg("-u");
+    if lazy {
+        command.arg("-z");
+    }
+    let output = command.arg("--").arg(mountpoint).output()?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if output.status.success() || stderr.contains("not found in") {
+        Ok(())
+    } else if stderr.contains("busy") {
+        Err(io::Error::from_raw_os_error(libc::EBUSY))
+    } else {
+        Err(io::Error::other(format!("{binary} -u: {}", stderr.trim())))
     }
 }
 
