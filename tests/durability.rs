@@ -162,12 +162,17 @@ fn retention_by_size_drops_old_segments_and_reads_below_answer_out_of_range() {
             format!("ACK offset:{i}")
         );
     }
-    // Deletion happens on the sync thread; wait for the files to go.
+    // Deletion happens on a helper thread; wait for the files to go. A file
+    // listed may be deleted before it is measured: that counts as gone.
     let deadline = Instant::now() + TIMEOUT;
     loop {
         let total: u64 = file_names(&dir)
             .iter()
-            .map(|n| std::fs::metadata(dir.join(n)).unwrap().len())
+            .map(|n| match std::fs::metadata(dir.join(n)) {
+                Ok(meta) => meta.len(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+                Err(e) => panic!("{n}: {e}"),
+            })
             .sum();
         if total <= 600 + 200 {
             break;
@@ -257,7 +262,7 @@ fn retention_by_age_drops_segments_at_start() {
 fn a_damaged_rolled_segment_is_refused_unless_skipped() {
     let (tmp, dir) = temp_data_dir();
     {
-        let broker = BrokerProcess::start(&dir, &["--segment-bytes", "100"]);
+        let mut broker = BrokerProcess::start(&dir, &["--segment-bytes", "100"]);
         let mut c = broker.client();
         for i in 0..20 {
             assert_eq!(
@@ -265,22 +270,23 @@ fn a_damaged_rolled_segment_is_refused_unless_skipped() {
                 format!("ACK offset:{i}")
             );
         }
+        // A clean stop seals every rolled segment (its index is written
+        // once its data is on disk): damage to a sealed segment is refused,
+        // never repaired.
+        assert!(broker.signal_and_wait("TERM").0.success());
     }
     let names = file_names(&dir);
     let victim = dir.join(&names[2]);
     let content = std::fs::read(&victim).unwrap();
     std::fs::write(&victim, &content[..content.len() - 4]).unwrap();
-    let out = Command::new(common::BROKER)
-        .args([
-            "--addr",
-            "127.0.0.1:0",
-            "--segment-bytes",
-            "100",
-            "--data-dir",
-        ])
-        .arg(&dir)
-        .output()
-        .unwrap();
+    let out = common::run_expecting_refusal(&[
+        "--addr".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--segment-bytes".as_ref(),
+        "100".as_ref(),
+        "--data-dir".as_ref(),
+        dir.as_os_str(),
+    ]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&names[2]), "names the file: {err}");
@@ -305,7 +311,7 @@ fn a_damaged_rolled_segment_is_refused_unless_skipped() {
 fn corruption_inside_a_rolled_segment_is_reported_when_read() {
     let (_tmp, dir) = temp_data_dir();
     {
-        let broker = BrokerProcess::start(&dir, &["--segment-bytes", "100"]);
+        let mut broker = BrokerProcess::start(&dir, &["--segment-bytes", "100"]);
         let mut c = broker.client();
         for i in 0..20 {
             assert_eq!(
@@ -313,6 +319,10 @@ fn corruption_inside_a_rolled_segment_is_reported_when_read() {
                 format!("ACK offset:{i}")
             );
         }
+        // A clean stop seals every rolled segment (its index is written
+        // once its data is on disk): damage to a sealed segment is refused,
+        // never repaired.
+        assert!(broker.signal_and_wait("TERM").0.success());
     }
     let names = file_names(&dir);
     let victim = dir.join(&names[1]); // offsets 0..4

@@ -25,20 +25,16 @@
 //! - the committed offset is one that was committed (or the log's end, if
 //!   the broker lowered it) and never goes backwards.
 //!
-//! With `interval` the broker may refuse to start after a cut if it says
-//! why (a rolled segment that lost its tail does that today); the round is
-//! reported loudly (`REFUSED`) and the suite goes on from an empty data
-//! directory. With `always` it must start.
+//! The broker must start after every cut, under both policies (a rolled
+//! segment whose data was not yet on disk is cut at its damage, not
+//! refused: see `storage::log`). If it ever refuses, the files are still
+//! checked directly (`check_files`) before the test fails, so the report
+//! says what was lost.
 //!
 //! Kill moments alternate between short (within the interval + slack) and
-//! long ones, so `interval` always has old acknowledgements to keep. On a
-//! fresh data directory the random moment comes after the first segment
-//! roll (the broker's first directory sync): a cut before that loses the
-//! files the broker created, a known broker bug kept apart in
-//! `a_fresh_data_directory_keeps_its_first_acknowledged_message`, which is
-//! `#[ignore]`d until it is fixed, like
-//! `a_new_topic_keeps_its_first_acknowledged_message` (run them with
-//! `cargo test --test power_loss -- --ignored`).
+//! long ones, so `interval` always has old acknowledgements to keep. Cuts
+//! right after the first acknowledgement of a fresh data directory and of
+//! a new topic have tests of their own.
 //!
 //! The seed (printed at the start, and in every failure) picks the kill
 //! moments, message padding and spot checks; `POWER_LOSS_SEED=<n>`
@@ -78,10 +74,6 @@ const SHORT_KILL_MS: u64 = INTERVAL_MS + SLACK_MS;
 const LONG_KILL_MS: u64 = 200;
 /// Offsets re-read (at random) in each round from earlier rounds.
 const SPOT_CHECKS: u64 = 50;
-/// No 64 KiB segment holds this many lines (each is at least 26 bytes), so
-/// an `ACK` for this offset means the first segment was rolled, and the
-/// data directory synced.
-const PAST_FIRST_SEGMENT: u64 = 65536 / 26 + 1;
 const SEGMENT_BYTES: &str = "65536";
 const GROUP: &str = "g";
 /// A producer never sends more than this in one round.
@@ -725,21 +717,14 @@ fn load_and_cut(
     fs: LazyFs,
     mut broker: BrokerProcess,
     kill_delay: Duration,
-    fresh: bool,
 ) -> Round {
     let progress = Arc::new(Progress::default());
     let producers: Vec<_> = (0..PRODUCERS)
         .map(|id| producer(broker.addr, ctx.seed, ctx.round, id, progress.clone()))
         .collect();
     let committer = committer(broker.addr, progress.clone());
-    // Load is under way once a message and a commit were acknowledged. On a
-    // fresh data directory also wait for the first segment roll, the first
-    // directory sync: a power cut before it loses the files the broker
-    // created (a known broker bug, the subject of
-    // `a_fresh_data_directory_keeps_its_first_acknowledged_message`).
-    let min_end = if fresh { PAST_FIRST_SEGMENT } else { 0 };
-    let started =
-        progress.wait_for(|p| (p.commits_acked > 0 && p.acked_end > min_end).then_some(()));
+    // Load is under way once a message and a commit were acknowledged.
+    let started = progress.wait_for(|p| (p.commits_acked > 0 && p.acked_end > 0).then_some(()));
     let stop = |progress: &Progress| progress.update(|p| p.stopped = true);
     if started.is_none() {
         stop(&progress);
@@ -826,19 +811,15 @@ fn run(policy: Policy) {
             seed,
             round,
         };
-        let Some(mut fs) = lazyfs::mount_or_skip(&test, &backing, &mnt) else {
+        let Some(fs) = lazyfs::mount_or_skip(&test, &backing, &mnt) else {
             return;
         };
         let broker = match start_broker(&mnt, policy) {
             Ok(broker) => broker,
-            // Allowed for `interval` if the broker says why: go on from an
-            // empty data directory.
+            // Never allowed; but say what the files hold before failing.
             Err(e) if policy == Policy::Interval && e.contains("\nbroker: ") => {
                 loud(&format!(
-                    "{test} round {round}: REFUSED to start after the power cut \
-                     (allowed with --fsync interval, as it gives a reason; the files are \
-                     checked directly, then the suite goes on from an empty data \
-                     directory): {e}"
+                    "{test} round {round}: REFUSED to start after the power cut: {e}"
                 ));
                 refusals.push(round - 1);
                 fs.unmount().expect("unmount");
@@ -847,12 +828,9 @@ fn run(policy: Policy) {
                 }
                 std::fs::remove_dir_all(&backing).unwrap();
                 std::fs::create_dir(&backing).unwrap();
-                let due_checked = model.due_checked;
-                (model, last) = (Model::default(), None);
-                model.due_checked = due_checked;
-                fs = LazyFs::mount(&backing, &mnt).expect("mount");
-                start_broker(&mnt, policy)
-                    .unwrap_or_else(|e| ctx.fail(format!("no start on an empty directory: {e}")))
+                ctx.fail(format!(
+                    "the broker refused to start after the power cut: {e}"
+                ))
             }
             Err(e) => ctx.fail(format!("the broker did not start after the power cut: {e}")),
         };
@@ -872,9 +850,8 @@ fn run(policy: Policy) {
         } else {
             SHORT_KILL_MS + 50 + rng.below(LONG_KILL_MS + 1)
         };
-        let fresh = model.messages.is_empty();
         let delay = Duration::from_millis(delay);
-        last = Some(load_and_cut(&ctx, policy, fs, broker, delay, fresh));
+        last = Some(load_and_cut(&ctx, policy, fs, broker, delay));
     }
     // Refusals must not leave the bound unchecked.
     ensure!(
@@ -932,8 +909,6 @@ fn names(dir: &Path) -> Vec<String> {
 /// segment roll, so both files, and the acknowledged message and commit,
 /// vanish.
 #[test]
-#[ignore = "broker bug: files created in a fresh data directory are not durable (no directory \
-            fsync) when the first ACK/COMMITTED is sent with --fsync always"]
 fn a_fresh_data_directory_keeps_its_first_acknowledged_message() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let test = "a_fresh_data_directory_keeps_its_first_acknowledged_message";
@@ -970,8 +945,6 @@ fn a_fresh_data_directory_keeps_its_first_acknowledged_message() {
 /// and `topics/` but not the data directory that holds the new `topics/`
 /// entry, so the topic and its acknowledged message vanish.
 #[test]
-#[ignore = "broker bug: the first topic's `topics/` directory is created without syncing the \
-            data directory, so an ACK with --fsync always is not durable"]
 fn a_new_topic_keeps_its_first_acknowledged_message() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let test = "a_new_topic_keeps_its_first_acknowledged_message";

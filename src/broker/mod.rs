@@ -28,6 +28,7 @@ use log::{error, info, warn};
 
 use crate::config::{self, Config, FsyncPolicy};
 use crate::storage::checkpoint::{self, CHECKPOINT_FILE};
+use crate::storage::meta;
 use crate::storage::{
     Failed, FileJob, JobResult, Log, LogOptions, Offsets, StorageError, SyncResult,
 };
@@ -167,10 +168,14 @@ impl Broker {
     /// offsets and the recovery checkpoint, recovering each.
     pub fn open(config: &Config, auth_token: Option<Vec<u8>>) -> Result<Broker, StorageError> {
         let dir = &config.data_dir;
+        let layout = meta::read_layout(dir)?;
         let log_options = LogOptions {
             segment_bytes: config.segment_bytes,
             skip_corrupt: config.skip_corrupt_segments,
             durable_acks: config.fsync == FsyncPolicy::Always,
+            // Before layouts, a missing index meant nothing: stay strict
+            // until every segment has one.
+            repair_unsealed: layout.is_some(),
         };
         let mut checkpoint = checkpoint::read(dir)?;
         let mut open_topic = |name: &[u8]| -> Result<Topic, StorageError> {
@@ -231,6 +236,10 @@ impl Broker {
                 });
                 jobs.extend(part.log.take_jobs().into_iter().map(|j| (id, j)));
             }
+        }
+        if layout.is_none() {
+            info!("data_dir={} layout={}", dir.display(), meta::LAYOUT);
+            meta::write_layout(dir)?;
         }
         info!("topics={}", topics.len());
         let now = Instant::now();
@@ -730,9 +739,7 @@ impl Broker {
     }
 
     fn flush_partition(&mut self, p: PartitionId) {
-        let failed = self.part_mut(p).log.flush();
-        self.stats.fsyncs += self.part_mut(p).log.take_inline_syncs();
-        if let Some(failed) = failed {
+        if let Some(failed) = self.part_mut(p).log.flush() {
             self.fail(JournalId::Partition(p), failed);
         }
         self.settle_partition(p);

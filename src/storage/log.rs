@@ -70,10 +70,6 @@ const MAX_LOADED_SEGMENTS: usize = 8;
 pub const SYNC_SLOTS: usize = 3;
 /// The highest offset given out: Kafka offsets are signed 64-bit.
 pub const MAX_OFFSET: u64 = i64::MAX as u64;
-/// Without `durable_acks`, a segment's unsynced tail up to this size is
-/// synced on the serving thread before the segment is renamed; a larger
-/// one is synced by a helper while appends go on in the same segment.
-const INLINE_ROLL_SYNC: u64 = 1 << 20;
 /// Bytes read at once when scanning.
 const READ_CHUNK: usize = 64 << 10;
 
@@ -89,6 +85,10 @@ pub struct LogOptions {
     /// cuts off what it should have covered, and a segment rolls only
     /// once it is synced.
     pub durable_acks: bool,
+    /// The data directory's layout seals segments (writes a rolled
+    /// segment's index only once its data is on disk): newest segments
+    /// without an index may be cut at their first damage after a crash.
+    pub repair_unsealed: bool,
 }
 
 impl Default for LogOptions {
@@ -97,6 +97,7 @@ impl Default for LogOptions {
             segment_bytes: 64 << 20,
             skip_corrupt: false,
             durable_acks: false,
+            repair_unsealed: true,
         }
     }
 }
@@ -190,9 +191,9 @@ pub struct Log {
     /// `durable_acks`: the batch reached the segment size and waits for
     /// the segment to be synced before it rolls.
     roll_waiting: bool,
-    /// Without `durable_acks`: the segment is full but a helper is still
-    /// syncing it, so appends go on past its size until it can roll.
-    overshoot: bool,
+    /// Indexes of rolled segments, written once the sync of their data
+    /// (by sync id) succeeds: an index on disk means the segment is sealed.
+    sealing: Vec<(u64, FileJob)>,
     /// A failed append left bytes past the active length that could not
     /// be cut yet.
     dirty_tail: bool,
@@ -201,8 +202,6 @@ pub struct Log {
     /// What each sync under way syncs, to run it again after a failure
     /// (by sync id).
     syncing: Vec<(u64, FileJob)>,
-    /// `fdatasync` calls made on the caller's thread (before a roll).
-    inline_syncs: u64,
     uses: u64,
 }
 
@@ -223,16 +222,21 @@ impl Log {
         let path = dir.join(name);
 
         // 1. Read everything; change nothing.
-        let active_scan = match File::open(&path) {
-            Ok(file) => Some(scan(&path, &file, None)?),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => return Err(StorageError::io(&path, "open", e)),
+        let headers: Vec<Result<index::Header, String>> =
+            found.segments.iter().map(read_index_header).collect();
+        // The newest rolled segments without a valid index were never
+        // sealed (their data may not have reached the disk before a crash):
+        // with `repair_unsealed` they may be cut at the first damage.
+        let strict_until = if options.repair_unsealed {
+            headers.iter().rposition(|h| h.is_ok()).map_or(0, |i| i + 1)
+        } else {
+            found.segments.len()
         };
         let mut rebuilt = Vec::new();
         let mut rolled = VecDeque::new();
         let mut skipped_bad = 0;
-        for seg in &found.segments {
-            match check_segment(seg, &mut rebuilt) {
+        for (seg, header) in found.segments[..strict_until].iter().zip(&headers) {
+            match check_segment(seg, header.clone(), &mut rebuilt) {
                 Ok(r) => rolled.push_back(r),
                 Err(e) if options.skip_corrupt => {
                     let older: Vec<String> = rolled
@@ -251,6 +255,52 @@ impl Log {
                 Err(e) => return Err(e),
             }
         }
+        let mut set_aside: Vec<PathBuf> = Vec::new();
+        let mut cut_rolled: Option<(PathBuf, u64)> = None;
+        for seg in &found.segments[strict_until..] {
+            if cut_rolled.is_some() || !set_aside.is_empty() {
+                set_aside.push(seg.path.clone());
+                continue;
+            }
+            if rolled.back().is_some_and(|r: &Rolled| r.end != seg.base) {
+                set_aside.push(seg.path.clone());
+                continue;
+            }
+            let file = File::open(&seg.path).map_err(|e| StorageError::io(&seg.path, "open", e))?;
+            let scan = scan(&seg.path, &file, Some(seg.base), true)?;
+            if scan.count == 0 {
+                set_aside.push(seg.path.clone());
+                continue;
+            }
+            let end = seg.base + scan.count;
+            let index = Index {
+                base: seg.base,
+                entries: scan.entries,
+            };
+            rebuilt.push((seg.base, index_path(&seg.path), index.encode(end, scan.len)));
+            if scan.damaged || scan.torn > 0 {
+                cut_rolled = Some((seg.path.clone(), scan.len));
+            }
+            rolled.push_back(Rolled {
+                path: seg.path.clone(),
+                base: seg.base,
+                end,
+                size: scan.len,
+                modified: seg.modified,
+                loaded: None,
+            });
+        }
+        // After a cut, the active segment's data follows lost data: set aside.
+        let drop_active = (cut_rolled.is_some() || !set_aside.is_empty()) && path.exists();
+        let active_scan = if drop_active {
+            None
+        } else {
+            match File::open(&path) {
+                Ok(file) => Some(scan(&path, &file, None, false)?),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                Err(e) => return Err(StorageError::io(&path, "open", e)),
+            }
+        };
         let active_base = active_scan.as_ref().and_then(|s| s.base);
         let skipped =
             skipped_bad + check_chain(&path, &mut rolled, active_base, options.skip_corrupt)?;
@@ -276,7 +326,33 @@ impl Log {
             warn!("{err}; starting anyway (--skip-corrupt-segments)");
         }
 
-        // 2. Repair: cut a torn tail, create a missing active segment.
+        // 2. Repair: cut unsealed segments at their damage and set aside
+        // what followed, cut a torn tail, create a missing active segment.
+        if let Some((seg, len)) = &cut_rolled {
+            warn!(
+                "{}: unsealed segment (its data was not known to be on disk at a crash) cut at its first damage, byte {len}",
+                seg.display()
+            );
+            OpenOptions::new()
+                .write(true)
+                .open(seg)
+                .and_then(|f| f.set_len(*len))
+                .map_err(|e| StorageError::io(seg, format!("truncate to {len}"), e))?;
+        }
+        if drop_active {
+            set_aside.push(path.clone());
+        }
+        for file in &set_aside {
+            let aside = aside_path(file);
+            warn!(
+                "{}: follows data lost in a crash; moved to {}",
+                file.display(),
+                aside.display()
+            );
+            fs::rename(file, &aside)
+                .map_err(|e| StorageError::io(file, format!("rename to {}", aside.display()), e))?;
+            let _ = fs::remove_file(index_path(file));
+        }
         let created = active_scan.is_none();
         let scan = active_scan.unwrap_or_default();
         let file = OpenOptions::new()
@@ -295,8 +371,14 @@ impl Log {
             file.set_len(scan.len)
                 .map_err(|e| StorageError::io(&path, format!("truncate to {}", scan.len), e))?;
         }
-        for (_, ipath, bytes) in rebuilt {
-            // Before serving: readers find every index in place.
+        for (base, ipath, bytes) in rebuilt {
+            // Before serving: readers find every index in place. A segment
+            // is sealed only once its data is on disk.
+            if let Some(r) = rolled.iter().find(|r| r.base == base) {
+                File::open(&r.path)
+                    .and_then(|f| f.sync_data())
+                    .map_err(|e| StorageError::io(&r.path, "fdatasync", e))?;
+            }
             super::replace_file(&ipath, &bytes)
                 .map_err(|e| StorageError::io(&ipath, "write rebuilt index", e))?;
         }
@@ -351,11 +433,10 @@ impl Log {
             written: mark,
             sync: SyncTracker::new(mark),
             roll_waiting: false,
-            overshoot: false,
+            sealing: Vec::new(),
             dirty_tail: false,
             jobs,
             syncing: Vec::new(),
-            inline_syncs: 0,
             uses: 0,
         };
         if created {
@@ -465,14 +546,6 @@ impl Log {
         }
         let mut i = 0; // staged records done
         let mut pos = 0; // staged bytes done
-        if self.overshoot {
-            // A helper may have synced the full segment meanwhile.
-            if let RollReady::Now = self.ready_to_roll()
-                && let Err(error) = self.roll()
-            {
-                return Some(self.fail_staged(error));
-            }
-        }
         while i < self.staged_lens.len() {
             if self.roll_waiting {
                 if self.sync.synced().seq < self.written.seq {
@@ -496,7 +569,7 @@ impl Log {
             let mut crc = last.crc;
             while i < self.staged_lens.len() {
                 let len = u64::from(self.staged_lens[i]);
-                if seg_len > 0 && seg_len + len > self.options.segment_bytes && !self.overshoot {
+                if seg_len > 0 && seg_len + len > self.options.segment_bytes {
                     break;
                 }
                 if seg_len - u64::from(last.pos) >= INDEX_INTERVAL {
@@ -546,17 +619,14 @@ impl Log {
             }
             if i < self.staged_lens.len() {
                 // The next record starts a new segment.
-                match self.ready_to_roll() {
-                    RollReady::Now => {
-                        if let Err(error) = self.roll() {
-                            return Some(self.fail_staged(error));
-                        }
-                    }
-                    RollReady::WaitStaged => {
-                        self.roll_waiting = true;
-                        break;
-                    }
-                    RollReady::Overshoot => self.overshoot = true,
+                if self.options.durable_acks && self.sync.synced().seq < self.written.seq {
+                    // Everything must be settled by syncs first, so a later
+                    // cut never reaches into a rolled segment.
+                    self.roll_waiting = true;
+                    break;
+                }
+                if let Err(error) = self.roll() {
+                    return Some(self.fail_staged(error));
                 }
             }
         }
@@ -602,63 +672,6 @@ impl Log {
         }
     }
 
-    /// Whether the active segment may be renamed now: only once all of it
-    /// is on disk, so a power cut can never leave a rolled name on missing
-    /// data.
-    fn ready_to_roll(&mut self) -> RollReady {
-        if self.options.durable_acks {
-            // Everything must be settled by syncs first: a later cut never
-            // reaches into a rolled segment.
-            return if self.sync.synced().seq >= self.written.seq {
-                RollReady::Now
-            } else {
-                RollReady::WaitStaged
-            };
-        }
-        let generation = self.active.generation;
-        let unsynced = self.written.len - self.sync.file_synced(generation).min(self.written.len);
-        if unsynced == 0 {
-            self.overshoot = false;
-            return RollReady::Now;
-        }
-        if unsynced <= INLINE_ROLL_SYNC {
-            let id = self.sync.begin(
-                SyncTarget::File {
-                    file: generation,
-                    slot: SYNC_SLOTS,
-                },
-                self.written,
-            );
-            let ok = match self.active.file.sync_data() {
-                Ok(()) => true,
-                Err(e) => {
-                    error!(
-                        "{}: fdatasync before rolling: {e}",
-                        self.active.path.display()
-                    );
-                    false
-                }
-            };
-            self.inline_syncs += 1;
-            self.sync.complete(id, ok, true);
-            if ok {
-                self.overshoot = false;
-                return RollReady::Now;
-            }
-            // Retried by the next sync round; roll after it.
-            return RollReady::Overshoot;
-        }
-        for job in self.begin_sync() {
-            self.jobs.push(job);
-        }
-        RollReady::Overshoot
-    }
-
-    /// Syncs run on the caller's thread since the last call.
-    pub fn take_inline_syncs(&mut self) -> u64 {
-        std::mem::take(&mut self.inline_syncs)
-    }
-
     /// Closes the active segment and starts a new one at the written
     /// offset: rename to `<name>.<base>`, create the new file, then (on
     /// helper threads) sync the directory and write the old segment's
@@ -668,8 +681,8 @@ impl Log {
             return Ok(());
         }
         assert!(
-            self.sync.file_synced(self.active.generation) >= self.active.len,
-            "a segment rolls only once all of its data is synced"
+            !self.options.durable_acks || self.sync.synced().seq >= self.written.seq,
+            "with durable acks a segment rolls only once synced"
         );
         let path = self.active.path.clone();
         let rolled_path = self.dir.join(rolled_name(&self.name, self.active.base));
@@ -708,14 +721,33 @@ impl Log {
                 hint: (new_base, 0),
             },
         );
-        self.written.file = self.active.generation;
-        self.written.len = 0;
-        self.begin_dir_sync();
-        self.jobs.push(FileJob::Replace {
+        let index_job = FileJob::Replace {
             path: index_path(&rolled_path),
             bytes: old.index.encode(new_base, old.len),
             report: None,
-        });
+        };
+        if self.sync.file_synced(old_generation) >= old.len {
+            // Already on disk (always with durable acks): seal it now.
+            self.jobs.push(index_job);
+        } else {
+            // A helper syncs the old segment (up to a whole segment may be
+            // unsynced); its index, the seal, is written only after that.
+            let id = self.sync.begin(
+                SyncTarget::File {
+                    file: old_generation,
+                    slot: SYNC_SLOTS,
+                },
+                self.written,
+            );
+            self.push_sync(FileJob::Sync {
+                sync_id: id,
+                file: old.sync_files[0].clone(),
+            });
+            self.sealing.push((id, index_job));
+        }
+        self.written.file = self.active.generation;
+        self.written.len = 0;
+        self.begin_dir_sync();
         let file = Arc::try_unwrap(old.file).ok();
         self.rolled.push_back(Rolled {
             path: rolled_path,
@@ -848,6 +880,12 @@ impl Log {
         if !(completion == Completion::Failed && retry) {
             self.syncing.retain(|(id, _)| *id != sync_id);
         }
+        if result.is_ok()
+            && let Some(i) = self.sealing.iter().position(|(id, _)| *id == sync_id)
+        {
+            let (_, job) = self.sealing.remove(i);
+            self.jobs.push(job);
+        }
         match (completion, result) {
             (Completion::Advanced, _) => SyncResult::Advanced,
             (Completion::Failed, Err(e)) => {
@@ -885,7 +923,6 @@ impl Log {
         self.staged.clear();
         self.staged_lens.clear();
         self.roll_waiting = false;
-        self.overshoot = false;
         self.next_offset = synced.offset;
         let index = &mut self.active.index;
         index
@@ -1045,7 +1082,7 @@ impl Log {
                 // Only between a roll and the helper writing the index, for
                 // a segment evicted meanwhile: scan it once (rare).
                 warn!("{}: not written yet; scanning the segment", ipath.display());
-                let scan = scan(&r.path, &file, Some(r.base))?;
+                let scan = scan(&r.path, &file, Some(r.base), false)?;
                 if scan.torn > 0 || r.base + scan.count != r.end {
                     return Err(StorageError::corrupt(
                         &r.path,
@@ -1122,15 +1159,6 @@ impl Log {
         }
         dropped
     }
-}
-
-/// Whether a full segment can roll.
-enum RollReady {
-    Now,
-    /// Keep what follows staged until a sync covers the segment.
-    WaitStaged,
-    /// Keep appending to it until a sync covers it.
-    Overshoot,
 }
 
 /// Bounds of one read.
@@ -1323,6 +1351,17 @@ fn open_for_sync(path: &Path) -> Result<Vec<Arc<File>>, StorageError> {
         .collect()
 }
 
+/// Where a file set aside at recovery goes: `<file>.aside-<unix seconds>`
+/// (never a name the log reads).
+fn aside_path(file: &Path) -> PathBuf {
+    let secs = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut s = file.as_os_str().to_owned();
+    s.push(format!(".aside-{secs}"));
+    PathBuf::from(s)
+}
+
 /// `<name>.<offset as 20 digits>`: sorts by offset, says what it came from.
 fn rolled_name(name: &str, base: u64) -> String {
     format!("{name}.{base:020}")
@@ -1412,31 +1451,36 @@ fn find_files(dir: &Path, name: &str) -> Result<Found, StorageError> {
 /// An index to write: (segment base, path, bytes).
 type Rebuilt = (u64, PathBuf, Vec<u8>);
 
-fn check_segment(seg: &FoundSegment, rebuilt: &mut Vec<Rebuilt>) -> Result<Rolled, StorageError> {
+/// Reads and checks a rolled segment's index header against the segment.
+fn read_index_header(seg: &FoundSegment) -> Result<index::Header, String> {
+    if !seg.has_index {
+        return Err("missing".to_string());
+    }
     let ipath = index_path(&seg.path);
-    let header = if seg.has_index {
-        let mut head = [0u8; index::HEADER_BYTES];
-        let read = File::open(&ipath).and_then(|f| {
+    let mut head = [0u8; index::HEADER_BYTES];
+    let meta = File::open(&ipath)
+        .and_then(|f| {
             f.read_exact_at(&mut head, 0)?;
             f.metadata()
-        });
-        match read {
-            Ok(meta) => index::decode_header(&head).and_then(|h| {
-                if meta.len() == index::file_len(h.entries) {
-                    Ok(h)
-                } else {
-                    Err(format!(
-                        "the index is {} bytes, its header says {}",
-                        meta.len(),
-                        index::file_len(h.entries)
-                    ))
-                }
-            }),
-            Err(e) => Err(e.to_string()),
-        }
-    } else {
-        Err("missing".to_string())
-    };
+        })
+        .map_err(|e| e.to_string())?;
+    let h = index::decode_header(&head)?;
+    if meta.len() != index::file_len(h.entries) {
+        return Err(format!(
+            "the index is {} bytes, its header says {}",
+            meta.len(),
+            index::file_len(h.entries)
+        ));
+    }
+    Ok(h)
+}
+
+fn check_segment(
+    seg: &FoundSegment,
+    header: Result<index::Header, String>,
+    rebuilt: &mut Vec<Rebuilt>,
+) -> Result<Rolled, StorageError> {
+    let ipath = index_path(&seg.path);
     let rolled = |end| Rolled {
         path: seg.path.clone(),
         base: seg.base,
@@ -1477,7 +1521,7 @@ fn check_segment(seg: &FoundSegment, rebuilt: &mut Vec<Rebuilt>) -> Result<Rolle
                 );
             }
             let file = File::open(&seg.path).map_err(|e| StorageError::io(&seg.path, "open", e))?;
-            let scan = scan(&seg.path, &file, Some(seg.base))?;
+            let scan = scan(&seg.path, &file, Some(seg.base), false)?;
             if scan.torn > 0 || scan.count == 0 {
                 return Err(StorageError::corrupt(
                     &seg.path,
@@ -1562,12 +1606,21 @@ struct Scan {
     entries: Vec<Entry>,
     /// Bytes after the last newline.
     torn: u64,
+    /// (lenient scans) a line that does not fit ended the scan.
+    damaged: bool,
 }
 
 /// Reads a segment once, checking every line and building its index. The
 /// first line must carry `expect_base` if given (else any offset starts
 /// the sequence).
-fn scan(path: &Path, file: &File, expect_base: Option<u64>) -> Result<Scan, StorageError> {
+/// With `lenient`, a line that does not fit ends the scan (`damaged`)
+/// instead of failing it.
+fn scan(
+    path: &Path,
+    file: &File,
+    expect_base: Option<u64>,
+    lenient: bool,
+) -> Result<Scan, StorageError> {
     let mut entries: Vec<Entry> = Vec::new();
     let mut crc = 0u32;
     let mut buf = vec![0u8; 1 << 20];
@@ -1601,6 +1654,7 @@ fn scan(path: &Path, file: &File, expect_base: Option<u64>) -> Result<Scan, Stor
                 len: pos,
                 entries,
                 torn: filled as u64,
+                damaged: false,
             });
         }
         filled += n;
@@ -1634,6 +1688,20 @@ fn scan(path: &Path, file: &File, expect_base: Option<u64>) -> Result<Scan, Stor
                 )
             })?;
             if text::message_of(line, expected).is_none() {
+                if lenient {
+                    let len = pos + used as u64;
+                    if let Some(last) = entries.last_mut() {
+                        last.crc = crc;
+                    }
+                    return Ok(Scan {
+                        base: if count > 0 { base } else { expect_base },
+                        count,
+                        len,
+                        entries,
+                        torn: 0,
+                        damaged: true,
+                    });
+                }
                 return Err(StorageError::corrupt(
                     path,
                     Location::Line(line_no),

@@ -8,6 +8,7 @@ mod error;
 pub mod index;
 pub mod journal;
 pub mod log;
+pub mod meta;
 pub mod offsets;
 pub mod text;
 

@@ -344,3 +344,29 @@ pub fn pipelined_producer(
         acked
     })
 }
+
+/// Runs the broker with `args` expecting it to refuse to start: returns its
+/// output, and fails (instead of hanging) if it is still running after
+/// `TIMEOUT`.
+pub fn run_expecting_refusal(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    let mut child = Command::new(BROKER)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn broker");
+    let deadline = Instant::now() + TIMEOUT;
+    while child.try_wait().expect("try_wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("wait");
+            panic!(
+                "the broker started instead of refusing; stderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    child.wait_with_output().expect("wait")
+}

@@ -5,6 +5,7 @@ fn options(segment_bytes: u64, durable_acks: bool) -> LogOptions {
         segment_bytes,
         skip_corrupt: false,
         durable_acks,
+        repair_unsealed: true,
     }
 }
 
@@ -475,12 +476,69 @@ fn a_truncated_rolled_segment_is_refused_at_open_unless_skipped() {
         "{err}"
     );
     assert_eq!(names(dir.path()), before, "nothing changed");
-    // Without its index, it is rebuilt by a scan, which finds the torn end.
+    // Without its index, in a directory from before layouts, it is
+    // rebuilt by a scan, which finds the torn end and refuses.
     fs::remove_file(index_path(&seg)).unwrap();
-    let err = Log::open(dir.path(), "log", options(50, false), None).unwrap_err();
+    let strict = LogOptions {
+        repair_unsealed: false,
+        ..options(50, false)
+    };
+    let err = Log::open(dir.path(), "log", strict, None).unwrap_err();
     assert!(
         err.to_string().contains("log.00000000000000000002"),
         "{err}"
+    );
+}
+
+#[test]
+fn unsealed_newest_segments_are_cut_at_damage_and_what_follows_set_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut log = open_small(dir.path(), 50);
+        for i in 0..9 {
+            log.append(format!("m{i}").as_bytes()).unwrap();
+        }
+        assert!(log.flush().is_none());
+        run_jobs(&mut log);
+    }
+    // log.0 (0-1), log.2 (2-3), log.4 (4-5), log.6 (6-7), active (8).
+    // As after a power cut right after two rolls: log.4 and log.6 have no
+    // index (never sealed), and log.4 lost its last line.
+    for base in ["00000000000000000004", "00000000000000000006"] {
+        fs::remove_file(dir.path().join(format!("log.{base}.index"))).unwrap();
+    }
+    let seg4 = dir.path().join("log.00000000000000000004");
+    let content = fs::read(&seg4).unwrap();
+    fs::write(&seg4, &content[..content.len() - 4]).unwrap();
+    // A checkpoint past the cut still refuses, changing nothing.
+    let before = names(dir.path());
+    assert!(Log::open(dir.path(), "log", options(50, false), Some(6)).is_err());
+    assert_eq!(names(dir.path()), before);
+    let mut log = open_small(dir.path(), 50);
+    assert_eq!(log.next_offset(), 5, "cut after offset 4");
+    assert_eq!(read_all(&mut log, 0, 100).len(), 5);
+    let after = names(dir.path());
+    assert!(
+        after
+            .iter()
+            .any(|n| n.starts_with("log.00000000000000000006.aside-")),
+        "{after:?}"
+    );
+    assert!(
+        after.iter().any(|n| n.starts_with("log.aside-")),
+        "{after:?}"
+    );
+    assert!(
+        after.contains(&"log.00000000000000000004.index".to_string()),
+        "sealed now"
+    );
+    assert_eq!(append(&mut log, b"next"), 5);
+    assert!(log.flush().is_none());
+    drop(log);
+    let mut log = open_small(dir.path(), 50);
+    assert_eq!(
+        read_all(&mut log, 0, 100).last().unwrap(),
+        &(5, b"next".to_vec())
     );
 }
 
