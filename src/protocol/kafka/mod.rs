@@ -7,7 +7,9 @@
 //! 2. [`RequestHeader::decode`] on a frame, giving the header and body;
 //! 3. [`Request::decode`] on the body (or, for ApiVersions above v3,
 //!    answers [`ApiVersionsResponse::unsupported_version`]);
-//! 4. [`encode_response`] with the response type's `encode` for the
+//! 4. for Produce, [`batch::validate`] each partition's records, then
+//!    [`batch::set_base_offset`] / [`batch::set_partition_leader_epoch`];
+//! 5. [`encode_response`] with the response type's `encode` for the
 //!    request's version and [`RequestHeader::response_header_version`].
 //!
 //! Which APIs and versions, and why, is in [`versions`] and
@@ -16,8 +18,10 @@
 //! input (see [`wire`]).
 
 pub mod api;
+pub mod batch;
 pub mod error;
 pub mod frame;
+pub mod fuzzing;
 pub mod header;
 pub mod versions;
 pub mod wire;

@@ -51,6 +51,9 @@ pub use sasl_authenticate::*;
 pub use sasl_handshake::*;
 pub use sync_group::*;
 
+#[cfg(test)]
+mod cross_check;
+
 use super::header::RequestHeader;
 use super::versions::ApiKey;
 use super::wire::{DecodeError, Reader, Result};
