@@ -926,9 +926,21 @@ mod tests {
         out
     }
 
+    /// With `KAFKA_BATCH_CORPUS_OUT=dir`, writes `bytes` into `dir` as a
+    /// fuzzing seed; part of `fuzz/corpus/kafka_batch` was made this way
+    /// (`KAFKA_BATCH_CORPUS_OUT=fuzz/corpus/kafka_batch cargo test --lib
+    /// batch`), besides batches captured from real clients.
+    fn seed(name: &str, bytes: &[u8]) {
+        if let Some(dir) = std::env::var_os("KAFKA_BATCH_CORPUS_OUT") {
+            let path = std::path::Path::new(&dir).join(format!("seed-{name}.bin"));
+            std::fs::write(path, bytes).expect("write seed");
+        }
+    }
+
     #[test]
     fn built_batch_validates_and_decodes() {
         let batch = sample();
+        seed("built", &batch);
         let h = validate(&batch).unwrap();
         assert_eq!(h.record_count, 3);
         assert_eq!(h.last_offset_delta, 2);
@@ -985,6 +997,8 @@ mod tests {
         let mut b = BatchBuilder::new(&mut blob, 3, 0);
         b.push(5, None, Some(b"x"), &[]);
         b.finish();
+        seed("two-batches", &blob);
+        seed("torn-tail", &blob[..blob.len() - 1]);
         let all: Vec<_> = Batches::new(&blob).collect();
         assert_eq!(all.len(), 2);
         assert_eq!(all[1].as_ref().unwrap().0.base_offset, 3);
@@ -1113,6 +1127,7 @@ mod tests {
     fn check_codec(codec: Compression, compress: impl Fn(&[u8]) -> Vec<u8>) {
         let plain = sample();
         let batch = compressed(&plain, codec, &compress);
+        seed(&format!("{codec:?}-{}", batch.len()).to_lowercase(), &batch);
         let h = validate(&batch).unwrap();
         assert_eq!(h.compression(), codec);
         let mut scratch = Vec::new();
@@ -1135,6 +1150,7 @@ mod tests {
         assert!(records(&batch, need, &mut scratch).is_ok(), "{codec:?}");
 
         let bomb = compressed(&bomb(), codec, &compress);
+        seed(&format!("{codec:?}-bomb").to_lowercase(), &bomb);
         assert!(
             bomb.len() < 300 * 1024,
             "{codec:?} bomb is {} bytes",

@@ -55,6 +55,29 @@ fn versions(key: ApiKey) -> std::ops::RangeInclusive<i16> {
     r.min..=r.max
 }
 
+/// With `KAFKA_CORPUS_OUT=dir`, writes a framed request (size, header,
+/// `body`) into `dir` as a fuzzing seed; `fuzz/corpus/kafka_request` was
+/// made this way (`KAFKA_CORPUS_OUT=fuzz/corpus/kafka_request cargo test
+/// --lib cross_check`), besides requests captured from real clients.
+fn seed(key: ApiKey, version: i16, body: &[u8]) {
+    let Some(dir) = std::env::var_os("KAFKA_CORPUS_OUT") else {
+        return;
+    };
+    let header = m::RequestHeader::default()
+        .with_request_api_key(key as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(1)
+        .with_client_id(Some(s("seed")));
+    let header_version =
+        crate::protocol::kafka::versions::request_header_version(key as i16, version);
+    let mut frame = theirs(&header, header_version);
+    frame.extend_from_slice(body);
+    let mut out = (frame.len() as i32).to_be_bytes().to_vec();
+    out.extend_from_slice(&frame);
+    let name = format!("seed-{key:?}-v{version}.bin").to_lowercase();
+    std::fs::write(std::path::Path::new(&dir).join(name), out).expect("write seed");
+}
+
 /// A response encoded by both must be byte-identical, and theirs must
 /// decode ours.
 fn same_response<T: Encodable + Decodable>(version: i16, theirs_msg: &T, ours_bytes: Vec<u8>) {
@@ -101,6 +124,7 @@ fn api_versions() {
                 .with_client_software_version(s("2.16.0"));
         }
         let bytes = theirs(&req, v);
+        seed(ApiKey::ApiVersions, v, &bytes);
         let got = decode(&bytes, |r| ApiVersionsRequest::decode(r, v));
         if v >= 3 {
             assert_eq!(got.client_software_name, Some("librdkafka"));
@@ -154,6 +178,7 @@ fn metadata() {
             .with_include_cluster_authorized_operations(v >= 8)
             .with_include_topic_authorized_operations(v >= 8);
         let bytes = theirs(&req, v);
+        seed(ApiKey::Metadata, v, &bytes);
         let got = decode(&bytes, |r| MetadataRequest::decode(r, v));
         assert_eq!(got.topics, Some(vec!["a", "b.c"]));
         assert_eq!(got.allow_auto_topic_creation, v < 4);
@@ -276,6 +301,7 @@ fn produce() {
                     ]),
             ]);
         let bytes = theirs(&req, v);
+        seed(ApiKey::Produce, v, &bytes);
         let got = decode(&bytes, |r| ProduceRequest::decode(r, v));
         assert_eq!(got.transactional_id, Some("tx-1"));
         assert_eq!((got.acks, got.timeout_ms), (-1, 1500));
@@ -404,6 +430,7 @@ fn fetch() {
             })
             .with_rack_id(s(if v >= 11 { "rack-a" } else { "" }));
         let bytes = theirs(&req, v);
+        seed(ApiKey::Fetch, v, &bytes);
         let got = decode(&bytes, |r| FetchRequest::decode(r, v));
         assert_eq!(
             (
@@ -523,6 +550,7 @@ fn list_offsets() {
                     ]),
             ]);
         let bytes = theirs(&req, v);
+        seed(ApiKey::ListOffsets, v, &bytes);
         let got = decode(&bytes, |r| ListOffsetsRequest::decode(r, v));
         assert_eq!(got.replica_id, -1);
         assert_eq!(got.isolation_level, if v >= 2 { 1 } else { 0 });
@@ -579,6 +607,7 @@ fn init_producer_id() {
                 .with_transactional_id(txn.map(|t| m::TransactionalId(s(t))))
                 .with_transaction_timeout_ms(60_000);
             let bytes = theirs(&req, v);
+            seed(ApiKey::InitProducerId, v, &bytes);
             let got = decode(&bytes, |r| InitProducerIdRequest::decode(r, v));
             assert_eq!(got.transactional_id, txn);
             assert_eq!(got.transaction_timeout_ms, 60_000);
@@ -624,6 +653,7 @@ fn create_topics() {
             .with_timeout_ms(30_000)
             .with_validate_only(true);
         let bytes = theirs(&req, v);
+        seed(ApiKey::CreateTopics, v, &bytes);
         let got = decode(&bytes, |r| CreateTopicsRequest::decode(r, v));
         assert_eq!((got.timeout_ms, got.validate_only), (30_000, true));
         assert_eq!(
@@ -701,6 +731,7 @@ fn delete_topics() {
             .with_topic_names(vec![tn("a"), tn("b")])
             .with_timeout_ms(9);
         let bytes = theirs(&req, v);
+        seed(ApiKey::DeleteTopics, v, &bytes);
         let got = decode(&bytes, |r| DeleteTopicsRequest::decode(r, v));
         assert_eq!((got.topic_names, got.timeout_ms), (vec!["a", "b"], 9));
         let resp = m::DeleteTopicsResponse::default()
@@ -721,6 +752,7 @@ fn find_coordinator() {
             .with_key(s("group-1"))
             .with_key_type(if v >= 1 { 1 } else { 0 });
         let bytes = theirs(&req, v);
+        seed(ApiKey::FindCoordinator, v, &bytes);
         let got = decode(&bytes, |r| FindCoordinatorRequest::decode(r, v));
         assert_eq!(got.key, "group-1");
         assert_eq!(got.key_type, if v >= 1 { KEY_TYPE_TRANSACTION } else { 0 });
@@ -764,6 +796,7 @@ fn join_group() {
                     .with_metadata(Vec::new().into()),
             ]);
         let bytes = theirs(&req, v);
+        seed(ApiKey::JoinGroup, v, &bytes);
         let got = decode(&bytes, |r| JoinGroupRequest::decode(r, v));
         assert_eq!(got.group_id, "g");
         assert_eq!(got.session_timeout_ms, 45_000);
@@ -833,6 +866,7 @@ fn sync_group() {
                     .with_assignment(b"assign".to_vec().into()),
             ]);
         let bytes = theirs(&req, v);
+        seed(ApiKey::SyncGroup, v, &bytes);
         let got = decode(&bytes, |r| SyncGroupRequest::decode(r, v));
         assert_eq!(
             got,
@@ -869,6 +903,7 @@ fn heartbeat() {
             .with_member_id(s("m-1"))
             .with_group_instance_id(instance.map(s));
         let bytes = theirs(&req, v);
+        seed(ApiKey::Heartbeat, v, &bytes);
         let got = decode(&bytes, |r| HeartbeatRequest::decode(r, v));
         assert_eq!(
             got,
@@ -908,6 +943,7 @@ fn leave_group() {
             req = req.with_member_id(s("m-1"));
         }
         let bytes = theirs(&req, v);
+        seed(ApiKey::LeaveGroup, v, &bytes);
         let got = decode(&bytes, |r| LeaveGroupRequest::decode(r, v));
         let mut expected = vec![MemberIdentity {
             member_id: "m-1",
@@ -988,6 +1024,7 @@ fn offset_commit() {
                     ]),
             ]);
         let bytes = theirs(&req, v);
+        seed(ApiKey::OffsetCommit, v, &bytes);
         let got = decode(&bytes, |r| OffsetCommitRequest::decode(r, v));
         assert_eq!(
             got,
@@ -1053,6 +1090,7 @@ fn offset_fetch() {
                     .with_partition_indexes(vec![0, 1]),
             ]));
         let bytes = theirs(&req, v);
+        seed(ApiKey::OffsetFetch, v, &bytes);
         let got = decode(&bytes, |r| OffsetFetchRequest::decode(r, v));
         assert_eq!(got.group_id, "g");
         assert_eq!(
@@ -1131,6 +1169,7 @@ fn describe_groups() {
             .with_groups(vec![gid("g1"), gid("g2")])
             .with_include_authorized_operations(v >= 3);
         let bytes = theirs(&req, v);
+        seed(ApiKey::DescribeGroups, v, &bytes);
         let got = decode(&bytes, |r| DescribeGroupsRequest::decode(r, v));
         assert_eq!(got.groups, vec!["g1", "g2"]);
         assert_eq!(got.include_authorized_operations, v >= 3);
@@ -1181,6 +1220,7 @@ fn describe_groups() {
 fn list_groups() {
     for v in versions(ApiKey::ListGroups) {
         let bytes = theirs(&m::ListGroupsRequest::default(), v);
+        seed(ApiKey::ListGroups, v, &bytes);
         decode(&bytes, |r| ListGroupsRequest::decode(r, v));
         let resp = m::ListGroupsResponse::default()
             .with_error_code(0)
@@ -1227,6 +1267,7 @@ fn sasl() {
             &m::SaslAuthenticateRequest::default().with_auth_bytes(token.clone().into()),
             v,
         );
+        seed(ApiKey::SaslAuthenticate, v, &bytes);
         assert_eq!(
             decode(&bytes, |r| SaslAuthenticateRequest::decode(r, v)).auth_bytes,
             &token[..]
@@ -1305,6 +1346,7 @@ fn describe_configs() {
             ])
             .with_include_synonyms(true);
         let bytes = theirs(&req, v);
+        seed(ApiKey::DescribeConfigs, v, &bytes);
         let got = decode(&bytes, |r| DescribeConfigsRequest::decode(r, v));
         assert!(got.include_synonyms);
         assert_eq!(
