@@ -212,3 +212,57 @@ fn real_client_produce_requests_decode() {
     }
     assert!(seen >= 12, "only {seen} captured produce requests");
 }
+
+/// Every strict prefix of a valid request body is an error: each field is
+/// required, so a body cut anywhere is truncated, and the decoders must say
+/// so rather than panic or invent values.
+#[test]
+fn every_truncated_request_is_an_error() {
+    for (name, data) in corpus("kafka_request") {
+        if name.starts_with("crash-") || name.contains("api-versions-v4") {
+            continue;
+        }
+        let (header, body) = RequestHeader::decode(frame(&data)).unwrap();
+        if body.is_empty() {
+            continue;
+        }
+        assert!(Request::decode(&header, body).is_ok(), "{name}");
+        for cut in 0..body.len() {
+            assert!(
+                Request::decode(&header, &body[..cut]).is_err(),
+                "{name} cut at {cut} of {}",
+                body.len()
+            );
+        }
+    }
+}
+
+/// The whole request corpus as one stream, cut into pieces of every size
+/// from 1 to 64 bytes, frames back into the same requests.
+#[test]
+fn corpus_as_one_stream_frames_back() {
+    let files = corpus("kafka_request");
+    let stream: Vec<u8> = files.iter().flat_map(|(_, d)| d.iter().copied()).collect();
+    let expected: Vec<&[u8]> = files.iter().map(|(_, d)| &d[4..]).collect();
+    for piece in 1..=64 {
+        let mut decoder = FrameDecoder::new(1 << 20);
+        let mut got: Vec<Vec<u8>> = Vec::new();
+        for chunk in stream.chunks(piece) {
+            let mut input = chunk;
+            while !input.is_empty() {
+                let (used, frame) = decoder.decode(input);
+                assert!(used > 0);
+                if let Some(Frame::Request(body)) = frame {
+                    got.push(body.to_vec());
+                }
+                input = &input[used..];
+            }
+        }
+        assert_eq!(got.len(), expected.len(), "piece {piece}");
+        assert!(
+            got.iter().zip(&expected).all(|(a, b)| a == b),
+            "piece {piece}"
+        );
+        assert_eq!(decoder.buffered(), 0);
+    }
+}

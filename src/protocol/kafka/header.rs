@@ -7,6 +7,7 @@
 //!
 //! Response header v0 is just the correlation id; v1 adds tagged fields.
 
+use super::frame::encode_response;
 use super::versions::{request_header_version, response_header_version};
 use super::wire::{DecodeError, Reader, Writer};
 
@@ -52,6 +53,20 @@ impl<'a> RequestHeader<'a> {
     /// The response header version for this request.
     pub fn response_header_version(&self) -> i16 {
         response_header_version(self.api_key, self.api_version)
+    }
+
+    /// Appends the whole response frame to this request to `out`: size,
+    /// the response header this request calls for, and the body `body`
+    /// writes, which is given the request's version:
+    /// `header.respond(&mut out, |w, v| response.encode(v, w))`.
+    pub fn respond(&self, out: &mut Vec<u8>, body: impl FnOnce(&mut Writer<'_>, i16)) {
+        let version = self.api_version;
+        encode_response(
+            out,
+            self.correlation_id,
+            self.response_header_version(),
+            |w| body(w, version),
+        );
     }
 }
 
@@ -119,6 +134,22 @@ mod tests {
         }
         assert_eq!(peek_ids(&frame[..8]), Some((3, 8, 7)));
         assert_eq!(peek_ids(&frame[..7]), None);
+    }
+
+    #[test]
+    fn respond_frames_with_the_right_header() {
+        let frame = [0, 18, 0, 3, 0, 0, 0, 9, 0xff, 0xff, 0];
+        let (h, _) = RequestHeader::decode(&frame).unwrap();
+        let mut out = Vec::new();
+        h.respond(&mut out, |w, v| w.i16(v));
+        // ApiVersions v3: response header v0, no tagged fields.
+        assert_eq!(out, [0, 0, 0, 6, 0, 0, 0, 9, 0, 3]);
+        let frame = [0, 3, 0, 12, 0, 0, 0, 9, 0xff, 0xff, 0];
+        let (h, _) = RequestHeader::decode(&frame).unwrap();
+        out.clear();
+        h.respond(&mut out, |w, v| w.i16(v));
+        // Metadata v12 is flexible: response header v1.
+        assert_eq!(out, [0, 0, 0, 7, 0, 0, 0, 9, 0, 0, 12]);
     }
 
     #[test]

@@ -1248,6 +1248,7 @@ fn sasl() {
             &m::SaslHandshakeRequest::default().with_mechanism(s("PLAIN")),
             v,
         );
+        seed(ApiKey::SaslHandshake, v, &bytes);
         assert_eq!(
             decode(&bytes, |r| SaslHandshakeRequest::decode(r, v)).mechanism,
             "PLAIN"
