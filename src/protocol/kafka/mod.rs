@@ -6,16 +6,44 @@
 //! 1. [`FrameDecoder::decode`] on the bytes read, giving whole frames;
 //! 2. [`RequestHeader::decode`] on a frame, giving the header and body;
 //! 3. [`Request::decode`] on the body (or, for ApiVersions above v3,
-//!    answers [`ApiVersionsResponse::unsupported_version`]);
+//!    answers [`ApiVersionsResponse::unsupported_version`] as v0);
 //! 4. for Produce, [`batch::validate`] each partition's records, then
 //!    [`batch::set_base_offset`] / [`batch::set_partition_leader_epoch`];
-//! 5. [`encode_response`] with the response type's `encode` for the
-//!    request's version and [`RequestHeader::response_header_version`].
+//! 5. [`RequestHeader::respond`] with the response type's `encode` (it
+//!    picks the response header version and the size prefix).
+//!
+//! ```
+//! use kafka_like_broker::protocol::kafka::{
+//!     ApiVersionsResponse, DEFAULT_MAX_REQUEST_BYTES, DecodeError, Frame, FrameDecoder,
+//!     Request, RequestHeader,
+//! };
+//!
+//! // ApiVersions v0, correlation id 7, null client id.
+//! let input = [0, 0, 0, 10, 0, 18, 0, 0, 0, 0, 0, 7, 0xff, 0xff];
+//! let mut decoder = FrameDecoder::new(DEFAULT_MAX_REQUEST_BYTES);
+//! let mut out = Vec::new();
+//! let (used, frame) = decoder.decode(&input);
+//! assert_eq!(used, input.len());
+//! let Some(Frame::Request(body)) = frame else { panic!() };
+//! let (header, rest) = RequestHeader::decode(body)?;
+//! match Request::decode(&header, rest) {
+//!     Ok(Request::ApiVersions(_)) => {
+//!         header.respond(&mut out, |w, v| ApiVersionsResponse::supported().encode(v, w))
+//!     }
+//!     Err(DecodeError::UnsupportedVersion { api_key: 18, .. }) => header.respond(&mut out, |w, _| {
+//!         ApiVersionsResponse::unsupported_version().encode(0, w)
+//!     }),
+//!     _ => { /* other APIs; on a decode error, close the connection */ }
+//! }
+//! assert_eq!(&out[4..8], &[0, 0, 0, 7]); // correlation id, header v0
+//! # Ok::<(), DecodeError>(())
+//! ```
 //!
 //! Which APIs and versions, and why, is in [`versions`] and
 //! `shared/KAFKA.md`. Every decoder is bounds-checked and returns an error
 //! instead of panicking; none allocates more than a small multiple of its
-//! input (see [`wire`]).
+//! input (see [`wire`]). [`fuzzing`] holds the entry points of the fuzz
+//! targets in `fuzz/`.
 
 pub mod api;
 pub mod batch;
