@@ -2,6 +2,7 @@
 //! and render replies. A connection's protocol is decided by the server;
 //! everything here works on bytes in and a reply queue out.
 
+pub mod kafka;
 pub mod output;
 pub mod text;
 
