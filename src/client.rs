@@ -7,6 +7,9 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::path::Path;
 use std::time::Duration;
 
+/// The topic a connection starts on.
+pub const DEFAULT_TOPIC: &str = "default";
+
 /// Longest reply line a client accepts (a message line plus its header).
 pub const MAX_REPLY_BYTES: u64 = 64 << 20;
 
@@ -143,27 +146,57 @@ impl Connection {
         Ok(reply)
     }
 
-    /// Authenticates (if a token is given) and selects a topic (if given).
+    /// Authenticates (if a token is given) and selects `topic` (the
+    /// default one if `None`). Selecting the topic also finds out early
+    /// whether the broker wants a token, before any message is typed.
     pub fn setup(&mut self, token: Option<&[u8]>, topic: Option<&str>) -> Result<(), ClientError> {
+        let mut line = Vec::new();
         if let Some(token) = token {
             let mut request = b"AUTH ".to_vec();
             request.extend_from_slice(token);
             request.push(b'\n');
             self.send(&request)?;
-            let mut line = Vec::new();
             self.read_line(&mut line)?;
+            if line.starts_with(b"INVALID_TOKEN") {
+                return Err(ClientError::Local(format!(
+                    "the broker at {} refused the token from --auth-token-file",
+                    self.addr
+                )));
+            }
             if line != b"AUTHENTICATED" {
-                return Err(ClientError::Reply {
-                    addr: self.addr.clone(),
-                    request: "AUTH".into(),
-                    reply: String::from_utf8_lossy(&line).into_owned(),
-                });
+                return Err(self.setup_error("AUTH", &line));
             }
         }
-        if let Some(topic) = topic {
-            self.expect(&format!("USE {topic}"), "USING ")?;
+        let topic = topic.unwrap_or(DEFAULT_TOPIC);
+        self.send(format!("USE {topic}\n").as_bytes())?;
+        self.read_line(&mut line)?;
+        if line.starts_with(b"NOAUTH") {
+            return Err(ClientError::Local(format!(
+                "the broker at {} requires a token: give the file that holds it \
+                 with --auth-token-file PATH",
+                self.addr
+            )));
+        }
+        if !line.starts_with(b"USING ") {
+            return Err(self.setup_error("USE", &line));
         }
         Ok(())
+    }
+
+    fn setup_error(&self, request: &str, line: &[u8]) -> ClientError {
+        if line.starts_with(b"TOO_MANY_CONNECTIONS") {
+            // The broker is full: worth trying again later, like a refused
+            // connection.
+            return self.io_err(
+                "turned away by",
+                io::Error::other("TOO_MANY_CONNECTIONS (its --max-connections)"),
+            );
+        }
+        ClientError::Reply {
+            addr: self.addr.clone(),
+            request: request.into(),
+            reply: String::from_utf8_lossy(line).into_owned(),
+        }
     }
 }
 

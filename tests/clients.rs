@@ -360,11 +360,38 @@ fn clients_authenticate_with_a_token_file() {
     let (status, out, _) = produce(&addr, &["--auth-token-file", token], b"secret msg\n");
     assert!(status.success());
     assert_eq!(out, "Broker response: ACK offset:0\n");
-    let (status, out, _) = produce(&addr, &[], b"no token\n");
+    // Without a token: told to use --auth-token-file (it cannot send AUTH
+    // from its prompt), before any message is taken.
+    let hint = format!(
+        "the broker at {addr} requires a token: give the file that holds it \
+         with --auth-token-file PATH\n"
+    );
+    let (status, out, err) = produce(&addr, &[], b"no token\n");
+    assert_eq!(status.code(), Some(1));
+    assert_eq!(out, "");
+    assert_eq!(err, format!("producer: {hint}"));
+    let no_token = Command::new(CONSUMER)
+        .args(["--addr", &addr])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(no_token.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&no_token.stderr),
+        format!("consumer: {hint}")
+    );
+    // A wrong token is named as such.
+    let wrong = tmp.path().join("wrong");
+    std::fs::write(&wrong, "nope\n").unwrap();
+    let (status, _, err) = produce(
+        &addr,
+        &["--auth-token-file", wrong.to_str().unwrap()],
+        b"x\n",
+    );
     assert_eq!(status.code(), Some(1));
     assert_eq!(
-        out,
-        "Broker response: NOAUTH authentication required; send AUTH <token>\n"
+        err,
+        format!("producer: the broker at {addr} refused the token from --auth-token-file\n")
     );
     let consumer = Consumer::start(
         &addr,
