@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use common::{TIMEOUT, read_first_line};
 
 const BROKER: &str = env!("CARGO_BIN_EXE_broker");
+const PRODUCER: &str = env!("CARGO_BIN_EXE_producer");
 const BENCH: &str = env!("CARGO_BIN_EXE_bench");
 
 struct Output {
@@ -166,7 +167,22 @@ fn broker_does_not_take_the_next_option_as_a_missing_value() {
 }
 
 #[test]
-fn bench_errors_name_the_flag_and_value() {
+fn client_and_bench_errors_name_the_flag_and_value() {
+    assert_usage_error(
+        PRODUCER,
+        &["--addr", "--topic", "t"],
+        "--addr: missing value (found the option --topic instead)",
+    );
+    assert_usage_error(
+        PRODUCER,
+        &["--addr", "0"],
+        r#"--addr: invalid value "0": the port must be a number from 1 to 65535"#,
+    );
+    assert_usage_error(
+        PRODUCER,
+        &["--topic", "a/b"],
+        r#"--topic: invalid value "a/b": invalid topic name: 1 to 64 characters of A-Z a-z 0-9 . _ - and not . or .."#,
+    );
     assert_usage_error(
         BENCH,
         &["produce", "--conns", "0"],
@@ -222,6 +238,7 @@ fn no_command_line_makes_a_binary_panic() {
                 "--retention-hours",
             ],
         ),
+        (PRODUCER, &["--addr", "--topic", "--retry-timeout-ms"]),
         (
             BENCH,
             &[
@@ -315,6 +332,8 @@ fn output_to_a_closed_stdout_is_silent() {
     for (bin, args) in [
         (BROKER, &["--help"][..]),
         (BROKER, &["--version"]),
+        (PRODUCER, &["--help"]),
+        (PRODUCER, &["--version"]),
         (BENCH, &["--help"]),
     ] {
         let (reader, writer) = std::io::pipe().unwrap();
@@ -388,7 +407,7 @@ fn broker_keeps_serving_when_its_stdout_is_closed() {
 
 #[test]
 fn help_fits_in_80_columns_and_describes_group_commit() {
-    for bin in [BROKER, BENCH] {
+    for bin in [BROKER, PRODUCER, BENCH] {
         let out = run(bin, &["--help"]);
         assert_eq!(out.code, Some(0));
         assert!(out.stdout.starts_with("Usage: "), "{}", out.stdout);

@@ -403,66 +403,327 @@ fn clients_authenticate_with_a_token_file() {
     assert_eq!(consumer.line(), consumed("secret msg", 0));
 }
 
-#[test]
-fn interactive_producer_prompts_like_the_original() {
-    let has_script = Command::new("sh")
-        .args(["-c", "command -v script"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !has_script {
-        eprintln!("skipping: util-linux 'script' is not installed (needed for a pty)");
-        return;
-    }
-    let (_tmp, dir) = temp_data_dir();
-    let broker = BrokerProcess::start(&dir, &[]);
-    // `script` runs the producer on a pseudo-terminal, so it prompts.
-    let command = format!("{PRODUCER} --addr {}", broker.addr);
-    let mut child = Command::new("script")
-        .args(["-qfec", &command, "/dev/null"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut reader = BufReader::new(stdout);
-        let mut all = Vec::new();
-        let mut chunk = [0u8; 4096];
-        loop {
-            use std::io::Read;
-            match reader.read(&mut chunk) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    all.extend_from_slice(&chunk[..n]);
-                    let _ = tx.send(String::from_utf8_lossy(&all).into_owned());
+/// A command run on a pseudo-terminal by util-linux `script`, so it sees
+/// a terminal; what it prints (stdout and stderr) is collected.
+struct Pty {
+    child: Child,
+    stdin: std::process::ChildStdin,
+    snapshots: Receiver<String>,
+    latest: String,
+}
+
+impl Pty {
+    /// `None` (and the test is skipped) without `script`.
+    fn start(command: &str) -> Option<Pty> {
+        let has_script = Command::new("sh")
+            .args(["-c", "command -v script"])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        if !has_script {
+            eprintln!("skipping: util-linux 'script' is not installed (needed for a pty)");
+            return None;
+        }
+        let mut child = Command::new("script")
+            .args(["-qfec", command, "/dev/null"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut all = Vec::new();
+            let mut chunk = [0u8; 4096];
+            loop {
+                use std::io::Read;
+                match reader.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        all.extend_from_slice(&chunk[..n]);
+                        let _ = tx.send(String::from_utf8_lossy(&all).into_owned());
+                    }
                 }
             }
-        }
-    });
-    // Everything printed so far; the reader thread sends growing snapshots.
-    let mut latest = String::new();
-    let mut wait_for = |needle: &str, count: usize| {
+        });
+        Some(Pty {
+            child,
+            stdin,
+            snapshots: rx,
+            latest: String::new(),
+        })
+    }
+
+    /// Waits until `needle` was printed `count` times in all.
+    fn wait_for(&mut self, needle: &str, count: usize) {
         let deadline = Instant::now() + TIMEOUT;
-        while latest.matches(needle).count() < count {
+        while self.latest.matches(needle).count() < count {
             assert!(
                 Instant::now() < deadline,
-                "never saw {needle:?} x{count}: {latest}"
+                "never saw {needle:?} x{count}: {}",
+                self.latest
             );
-            if let Ok(text) = rx.recv_timeout(Duration::from_millis(100)) {
-                latest = text;
+            if let Ok(text) = self.snapshots.recv_timeout(Duration::from_millis(100)) {
+                self.latest = text;
             }
         }
+    }
+
+    fn type_line(&mut self, line: &str) {
+        self.stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .unwrap();
+    }
+
+    /// Waits for a clean exit and for the last output to be read.
+    fn wait_success(&mut self) {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "{status:?}: {}", self.latest);
+                while let Ok(text) = self.snapshots.recv_timeout(TIMEOUT) {
+                    self.latest = text;
+                }
+                return;
+            }
+            assert!(Instant::now() < deadline, "did not exit: {}", self.latest);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Pty {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const PROMPT: &str = "What do you want to add? (type 'exit' to quit): ";
+
+#[test]
+fn interactive_producer_prompts_like_the_original() {
+    let (_tmp, dir) = temp_data_dir();
+    let broker = BrokerProcess::start(&dir, &[]);
+    let Some(mut pty) = Pty::start(&format!("{PRODUCER} --addr {}", broker.addr)) else {
+        return;
     };
-    wait_for("What do you want to add? (type 'exit' to quit): ", 1);
-    stdin.write_all(b"hello\n").unwrap();
-    wait_for("Broker response: ACK offset:0", 1);
-    wait_for("What do you want to add? (type 'exit' to quit): ", 2);
-    stdin.write_all(b"EXIT\n").unwrap();
-    let status = child.wait().unwrap();
-    assert!(status.success());
+    pty.wait_for(PROMPT, 1);
+    pty.type_line("hello");
+    pty.wait_for("Broker response: ACK offset:0", 1);
+    pty.wait_for(PROMPT, 2);
+    pty.type_line("EXIT");
+    pty.wait_success();
+    assert_eq!(
+        pty.latest,
+        format!("{PROMPT}hello\r\nBroker response: ACK offset:0\r\n{PROMPT}EXIT\r\n")
+    );
     assert_eq!(broker.log_bytes(), b"offset:0 message:hello\n");
+}
+
+#[test]
+fn interactive_producer_survives_a_broker_restart_and_keeps_the_typed_line() {
+    let (_tmp, dir) = temp_data_dir();
+    let mut broker = BrokerProcess::start(&dir, &[]);
+    let addr = broker.addr.to_string();
+    let Some(mut pty) = Pty::start(&format!("{PRODUCER} --addr {addr}")) else {
+        return;
+    };
+    pty.wait_for(PROMPT, 1);
+    pty.type_line("one");
+    pty.wait_for("Broker response: ACK offset:0", 1);
+    pty.wait_for(PROMPT, 2);
+    let (status, _) = broker.signal_and_wait("TERM");
+    assert!(status.success());
+    // Typed while the broker is down: the producer notices, says so on
+    // stderr, and keeps trying.
+    pty.type_line("two");
+    pty.wait_for(&format!("producer: lost connection to broker at {addr}"), 1);
+    pty.wait_for("reconnecting", 1);
+    let broker = BrokerProcess::start_on(&dir, &addr, &[]);
+    pty.wait_for(&format!("producer: reconnected to broker at {addr}"), 1);
+    pty.wait_for("Broker response: ACK offset:1", 1);
+    pty.wait_for(PROMPT, 3);
+    pty.type_line("exit");
+    pty.wait_success();
+    assert_eq!(
+        broker.log_bytes(),
+        b"offset:0 message:one\noffset:1 message:two\n"
+    );
+}
+
+/// A running producer with piped stdin; its stdout and stderr lines arrive
+/// on channels.
+struct PipedProducer {
+    child: Child,
+    stdin: Option<std::process::ChildStdin>,
+    out: Receiver<String>,
+    err: Receiver<String>,
+}
+
+impl PipedProducer {
+    fn start(args: &[&str]) -> PipedProducer {
+        let mut child = Command::new(PRODUCER)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = |source: Box<dyn std::io::Read + Send>| {
+            let (tx, rx) = mpsc::channel();
+            std::thread::spawn(move || {
+                for line in BufReader::new(source).lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+            rx
+        };
+        let out = lines(Box::new(child.stdout.take().unwrap()));
+        let err = lines(Box::new(child.stderr.take().unwrap()));
+        PipedProducer {
+            stdin: child.stdin.take(),
+            child,
+            out,
+            err,
+        }
+    }
+
+    /// Waits for a stderr line containing `needle`.
+    fn stderr_until(&self, needle: &str) {
+        loop {
+            let line = self
+                .err
+                .recv_timeout(TIMEOUT)
+                .unwrap_or_else(|_| panic!("no stderr line with {needle:?}"));
+            if line.contains(needle) {
+                return;
+            }
+        }
+    }
+
+    fn wait(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "producer did not exit");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for PipedProducer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every line still to come from an exited process's pipe.
+fn rest_of(lines: &Receiver<String>) -> Vec<String> {
+    let mut rest = Vec::new();
+    // Ends when the reader thread sees the pipe close.
+    while let Ok(line) = lines.recv_timeout(TIMEOUT) {
+        rest.push(line);
+    }
+    rest
+}
+
+/// The messages in a data dir's default log, in order.
+fn logged_messages(broker: &BrokerProcess) -> Vec<String> {
+    String::from_utf8(broker.log_bytes())
+        .unwrap()
+        .lines()
+        .map(|l| l.split_once(" message:").unwrap().1.to_string())
+        .collect()
+}
+
+#[test]
+fn piped_producer_resends_across_a_broker_restart_and_loses_nothing() {
+    const LINES: usize = 200_000;
+    const MAX_IN_FLIGHT: usize = 4096;
+    let (_tmp, dir) = temp_data_dir();
+    let mut broker = BrokerProcess::start(&dir, &[]);
+    let addr = broker.addr.to_string();
+    let mut producer = PipedProducer::start(&["--addr", &addr]);
+    let mut stdin = producer.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || {
+        let mut chunk = String::new();
+        for i in 0..LINES {
+            chunk.push_str(&format!("line {i}\n"));
+            if chunk.len() > 4096 {
+                stdin.write_all(chunk.as_bytes()).unwrap();
+                chunk.clear();
+            }
+        }
+        stdin.write_all(chunk.as_bytes()).unwrap();
+        // Dropping stdin ends the input.
+    });
+    // Mid-stream: after 10,000 ACKs, while thousands are in flight.
+    for i in 0..10_000 {
+        assert_eq!(
+            producer.out.recv_timeout(TIMEOUT).unwrap(),
+            format!("Broker response: ACK offset:{i}")
+        );
+    }
+    broker.kill9();
+    producer.stderr_until("reconnecting");
+    let broker = BrokerProcess::start_on(&dir, &addr, &[]);
+    producer.stderr_until("reconnected");
+    feeder.join().unwrap();
+    let status = producer.wait();
+    assert!(status.success(), "{status:?}");
+    // One response per line, every one an ACK.
+    let rest = rest_of(&producer.out);
+    assert_eq!(rest.len(), LINES - 10_000);
+    assert!(
+        rest.iter()
+            .all(|l| l.starts_with("Broker response: ACK offset:"))
+    );
+    // Every line is in the log, in order of first appearance; a line
+    // appears twice only if it was in flight when the broker died.
+    let logged = logged_messages(&broker);
+    let mut seen = std::collections::HashSet::new();
+    let mut firsts = Vec::new();
+    for m in &logged {
+        if seen.insert(m.clone()) {
+            firsts.push(m.clone());
+        }
+    }
+    let expected: Vec<String> = (0..LINES).map(|i| format!("line {i}")).collect();
+    assert!(firsts == expected, "lines lost or reordered");
+    let duplicates = logged.len() - LINES;
+    assert!(duplicates <= MAX_IN_FLIGHT, "{duplicates} duplicates");
+}
+
+#[test]
+fn producer_gives_up_after_its_retry_timeout() {
+    let (_tmp, dir) = temp_data_dir();
+    let mut broker = BrokerProcess::start(&dir, &[]);
+    let addr = broker.addr.to_string();
+    let mut producer = PipedProducer::start(&["--addr", &addr, "--retry-timeout-ms", "300"]);
+    let mut stdin = producer.stdin.take().unwrap();
+    stdin.write_all(b"first\n").unwrap();
+    assert_eq!(
+        producer.out.recv_timeout(TIMEOUT).unwrap(),
+        "Broker response: ACK offset:0"
+    );
+    broker.kill9();
+    let status = producer.wait();
+    assert_eq!(status.code(), Some(1));
+    let err = rest_of(&producer.err);
+    let last = err.last().cloned().unwrap_or_default();
+    assert!(
+        last.starts_with(&format!("producer: cannot connect to broker at {addr}"))
+            && last.contains("(--retry-timeout-ms); 0 lines sent were not acknowledged, and the rest of the input was not sent"),
+        "{err:?}"
+    );
 }
