@@ -13,6 +13,7 @@ use common::{TIMEOUT, read_first_line};
 
 const BROKER: &str = env!("CARGO_BIN_EXE_broker");
 const PRODUCER: &str = env!("CARGO_BIN_EXE_producer");
+const CONSUMER: &str = env!("CARGO_BIN_EXE_consumer");
 const BENCH: &str = env!("CARGO_BIN_EXE_bench");
 
 struct Output {
@@ -184,6 +185,36 @@ fn client_and_bench_errors_name_the_flag_and_value() {
         r#"--topic: invalid value "a/b": invalid topic name: 1 to 64 characters of A-Z a-z 0-9 . _ - and not . or .."#,
     );
     assert_usage_error(
+        CONSUMER,
+        &["--group", "bad name"],
+        r#"--group: invalid value "bad name": invalid group name: 1 to 64 characters of A-Z a-z 0-9 . _ - and not . or .."#,
+    );
+    assert_usage_error(
+        CONSUMER,
+        &["--from", "-1"],
+        r#"--from: invalid value "-1": must be earliest, latest or an offset (0 to 18446744073709551615)"#,
+    );
+    assert_usage_error(
+        CONSUMER,
+        &["--format", "{value} {timestamp}"],
+        r#"--format: invalid value "{value} {timestamp}": unknown field {timestamp}; the fields are {value} {offset} {topic} {partition} {key}"#,
+    );
+    assert_usage_error(
+        CONSUMER,
+        &["--max-messages", "0"],
+        r#"--max-messages: invalid value "0": must be at least 1"#,
+    );
+    assert_usage_error(
+        CONSUMER,
+        &["--bootstrap-server", "host:port"],
+        r#"--bootstrap-server: invalid value "host:port": the port must be a number from 1 to 65535"#,
+    );
+    assert_usage_error(
+        CONSUMER,
+        &["--auth-token-file", ""],
+        r#"--auth-token-file: invalid value "": must not be empty"#,
+    );
+    assert_usage_error(
         BENCH,
         &["produce", "--conns", "0"],
         r#"--conns: invalid value "0": must be from 1 to 100000"#,
@@ -240,6 +271,18 @@ fn no_command_line_makes_a_binary_panic() {
         ),
         (PRODUCER, &["--addr", "--topic", "--retry-timeout-ms"]),
         (
+            CONSUMER,
+            &[
+                "--addr",
+                "--topic",
+                "--group",
+                "--from",
+                "--max-messages",
+                "--timeout-ms",
+                "--format",
+            ],
+        ),
+        (
             BENCH,
             &[
                 "--conns",
@@ -267,17 +310,16 @@ fn check_no_panic(bin: &str, flag: &str, value: &str) {
     match name(bin) {
         // A broker that accepts the value serves; listen on a free port.
         "broker" if flag != "--addr" => args.extend(["--addr", "127.0.0.1:0"]),
-        // Clients that accept the value find no broker at port 1 (the
-        // consumer then retries until its --timeout-ms).
-        "producer" if flag != "--addr" => args.extend(["--addr", "127.0.0.1:1"]),
-        "consumer" if flag != "--addr" => {
-            args.extend(["--addr", "127.0.0.1:1", "--timeout-ms", "0"])
-        }
-        "consumer" => args.extend(["--timeout-ms", "0"]),
+        // Clients that accept the value find no broker at port 1.
+        "producer" | "consumer" if flag != "--addr" => args.extend(["--addr", "127.0.0.1:1"]),
         "bench" => args.extend(["produce", "--addr", "127.0.0.1:1"]),
         _ => {}
     }
     args.extend([flag, value]);
+    if name(bin) == "consumer" {
+        // Last, so it wins: a consumer retries a missing broker until then.
+        args.extend(["--timeout-ms", "0"]);
+    }
     let mut child = Command::new(bin)
         .args(&args)
         .current_dir(tmp.path())
@@ -334,6 +376,8 @@ fn output_to_a_closed_stdout_is_silent() {
         (BROKER, &["--version"]),
         (PRODUCER, &["--help"]),
         (PRODUCER, &["--version"]),
+        (CONSUMER, &["--help"]),
+        (CONSUMER, &["--version"]),
         (BENCH, &["--help"]),
     ] {
         let (reader, writer) = std::io::pipe().unwrap();
@@ -407,7 +451,7 @@ fn broker_keeps_serving_when_its_stdout_is_closed() {
 
 #[test]
 fn help_fits_in_80_columns_and_describes_group_commit() {
-    for bin in [BROKER, PRODUCER, BENCH] {
+    for bin in [BROKER, PRODUCER, CONSUMER, BENCH] {
         let out = run(bin, &["--help"]);
         assert_eq!(out.code, Some(0));
         assert!(out.stdout.starts_with("Usage: "), "{}", out.stdout);

@@ -727,3 +727,262 @@ fn producer_gives_up_after_its_retry_timeout() {
         "{err:?}"
     );
 }
+
+/// Runs a consumer that is expected to exit on its own (--max-messages,
+/// --timeout-ms); returns (exit code, stdout, stderr).
+fn consume_until_exit(args: &[&str]) -> (Option<i32>, String, String) {
+    let child = Command::new(CONSUMER)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = match rx.recv_timeout(TIMEOUT) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("consumer {args:?} did not exit");
+        }
+    };
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn consumer_max_messages_and_format_make_it_scriptable() {
+    let (_tmp, dir) = temp_data_dir();
+    let broker = BrokerProcess::start(&dir, &[]);
+    let addr = broker.addr.to_string();
+    assert!(produce(&addr, &[], b"a\nb b\nc\nd\n").0.success());
+    let (code, out, err) = consume_until_exit(&[
+        "--addr",
+        &addr,
+        "--max-messages",
+        "2",
+        "--format",
+        "{value}",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, "a\nb b\n");
+    // The start-up lines go to stderr when the format is not the default.
+    assert_eq!(
+        err,
+        format!("Consumer started. Waiting for data...\nConnected to broker at {addr}\n")
+    );
+    let (code, out, _) = consume_until_exit(&[
+        "--addr",
+        &addr,
+        "--from",
+        "1",
+        "--max-messages",
+        "3",
+        "--format",
+        "{topic}/{partition}@{offset} key=[{key}] {{{value}}}",
+    ]);
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        out,
+        "default/0@1 key=[] {b b}\ndefault/0@2 key=[] {c}\ndefault/0@3 key=[] {d}\n"
+    );
+    // The default output is the original's, start-up lines included.
+    let (code, out, err) = consume_until_exit(&["--addr", &addr, "--max-messages", "1"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        out,
+        format!(
+            "Consumer started. Waiting for data...\nConnected to broker at {addr}\n{}\n",
+            consumed("a", 0)
+        )
+    );
+    assert_eq!(err, "");
+}
+
+#[test]
+fn consumer_timeout_ms_exits_after_the_backlog_or_a_quiet_spell() {
+    let (_tmp, dir) = temp_data_dir();
+    let broker = BrokerProcess::start(&dir, &[]);
+    let addr = broker.addr.to_string();
+    let input: String = (0..12_000).map(|i| format!("m{i}\n")).collect();
+    assert!(produce(&addr, &[], input.as_bytes()).0.success());
+    // 0: print everything there (several FETCH batches), then exit.
+    let (code, out, err) =
+        consume_until_exit(&["--addr", &addr, "--timeout-ms", "0", "--format", "{offset}"]);
+    assert_eq!(code, Some(0), "{err}");
+    let expected: String = (0..12_000).map(|i| format!("{i}\n")).collect();
+    assert!(out == expected, "backlog differs");
+    // Nothing new for 300 ms: exit 0 having printed nothing, not before.
+    let started = Instant::now();
+    let (code, out, _) = consume_until_exit(&[
+        "--addr",
+        &addr,
+        "--from",
+        "latest",
+        "--timeout-ms",
+        "300",
+        "--format",
+        "{value}",
+    ]);
+    assert_eq!(code, Some(0));
+    assert_eq!(out, "");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    // No broker at all: status 1 once the time is up, with the reason.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let nobody = format!("127.0.0.1:{port}");
+    let (code, _, err) = consume_until_exit(&["--addr", &nobody, "--timeout-ms", "200"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.lines()
+            .last()
+            .unwrap_or("")
+            .starts_with(&format!("consumer: cannot connect to broker at {nobody}"))
+            && err.contains("no message for --timeout-ms 200"),
+        "{err}"
+    );
+}
+
+#[test]
+fn consumer_from_latest_skips_the_backlog() {
+    let (tmp, dir) = temp_data_dir();
+    let broker = BrokerProcess::start(&dir, &[]);
+    let addr = broker.addr.to_string();
+    assert!(
+        produce(&addr, &["--topic", "t"], b"old 1\nold 2\n")
+            .0
+            .success()
+    );
+    let consumer = Consumer::start(
+        &addr,
+        &["--topic", "t", "--from", "latest"],
+        tmp.path().join("c.err"),
+    );
+    consumer.expect_lines(&[
+        "Consumer started. Waiting for data...".into(),
+        format!("Connected to broker at {addr}"),
+    ]);
+    // It finds the end after printing "Connected"; once its FETCH is
+    // parked there, a new message is past that end.
+    let mut c = broker.client();
+    let deadline = Instant::now() + TIMEOUT;
+    while c.stat("fetches_parked") == 0 {
+        assert!(Instant::now() < deadline, "the consumer never waited");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(c.request("USE t"), "USING t");
+    assert_eq!(c.request("PRODUCE new"), "ACK offset:2");
+    assert_eq!(consumer.line(), consumed("new", 2));
+    consumer.expect_quiet(Duration::from_millis(200));
+    // --from-beginning (Kafka's spelling) and --from earliest start at 0.
+    for from in [&["--from-beginning"][..], &["--from", "earliest"]] {
+        let mut args = vec!["--addr", &addr, "--topic", "t", "--timeout-ms", "0"];
+        args.extend(from);
+        let (code, out, _) = consume_until_exit(&args);
+        assert_eq!(code, Some(0));
+        assert_eq!(
+            out,
+            format!(
+                "Consumer started. Waiting for data...\nConnected to broker at {addr}\n{}\n{}\n{}\n",
+                consumed("old 1", 0),
+                consumed("old 2", 1),
+                consumed("new", 2)
+            )
+        );
+    }
+}
+
+#[test]
+fn consumer_group_with_max_messages_commits_what_it_printed() {
+    let (_tmp, dir) = temp_data_dir();
+    let broker = BrokerProcess::start(&dir, &[]);
+    let addr = broker.addr.to_string();
+    assert!(produce(&addr, &[], b"1\n2\n3\n4\n5\n").0.success());
+    let args = [
+        "--addr",
+        &addr,
+        "--group",
+        "batch",
+        "--max-messages",
+        "2",
+        "--format",
+        "{value}",
+    ];
+    assert_eq!(consume_until_exit(&args).1, "1\n2\n");
+    assert_eq!(consume_until_exit(&args).1, "3\n4\n");
+    let mut c = broker.client();
+    assert_eq!(c.request("OFFSET batch"), "OFFSET batch 4");
+    // --from overrides the committed offset, as before.
+    let mut from = args.to_vec();
+    from.extend(["--from", "0"]);
+    assert_eq!(consume_until_exit(&from).1, "1\n2\n");
+}
+
+#[test]
+fn clients_take_a_bare_port_or_kafka_bootstrap_server() {
+    let (_tmp, dir) = temp_data_dir();
+    let broker = BrokerProcess::start(&dir, &[]);
+    let port = broker.addr.port().to_string();
+    // A bare port means localhost:PORT.
+    let (status, out, err) = produce(&port, &[], b"via port\n");
+    assert!(status.success(), "{err}");
+    assert_eq!(out, "Broker response: ACK offset:0\n");
+    let (code, out, err) = consume_until_exit(&[
+        "--bootstrap-server",
+        &format!("localhost:{port}"),
+        "--max-messages",
+        "1",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        out,
+        format!(
+            "Consumer started. Waiting for data...\nConnected to broker at localhost:{port}\n{}\n",
+            consumed("via port", 0)
+        )
+    );
+    let (code, out, _) = consume_until_exit(&["--addr", &port, "--max-messages", "1"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains(&format!("Connected to broker at localhost:{port}\n")));
+}
+
+#[test]
+fn consumer_stops_quietly_when_nobody_reads_its_output() {
+    // `consumer | head -1`: once the pipe is closed, exit 0 without a
+    // "Broken pipe" error.
+    let (_tmp, dir) = temp_data_dir();
+    let broker = BrokerProcess::start(&dir, &[]);
+    let addr = broker.addr.to_string();
+    assert!(produce(&addr, &[], b"one\ntwo\n").0.success());
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let child = Command::new(CONSUMER)
+        .args(["--addr", &addr])
+        .stdin(Stdio::null())
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = rx
+        .recv_timeout(TIMEOUT)
+        .expect("the consumer did not exit")
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    assert!(out.status.success(), "{:?}", out.status);
+}
