@@ -468,3 +468,25 @@ fn help_fits_in_80_columns_and_describes_group_commit() {
     assert!(!help.contains("one sync per loop turn"));
     assert!(help.contains("up to 3 in flight per log"));
 }
+
+/// `[2026-11-25T05:54:19Z INFO  target] ...`: every log line starts with a
+/// UTC timestamp (env_logger's humantime feature).
+#[test]
+fn broker_log_lines_carry_a_timestamp() {
+    let (_tmp, dir) = common::temp_data_dir();
+    let broker = common::BrokerProcess::start(&dir, &[]);
+    let log = broker.stderr();
+    assert!(!log.is_empty());
+    for line in log.lines() {
+        let stamp = line
+            .strip_prefix('[')
+            .and_then(|l| l.split_once(' '))
+            .map(|(stamp, _)| stamp)
+            .unwrap_or("");
+        let shape: String = stamp
+            .chars()
+            .map(|c| if c.is_ascii_digit() { '9' } else { c })
+            .collect();
+        assert_eq!(shape, "9999-99-99T99:99:99Z", "{line}");
+    }
+}
