@@ -254,10 +254,42 @@ fn unreachable_connection<T>() -> Result<T, ClientError> {
     Err(ClientError::Local("no connection to the broker".into()))
 }
 
+/// Consecutive requests (`PRODUCE ...\n` lines) read from stdin together:
+/// the unit the threads pass around, so a large input costs one channel
+/// send and one queue entry per batch, not per line.
+struct Batch {
+    requests: Arc<[u8]>,
+    lines: usize,
+}
+
+/// A batch in flight and how many of its lines the broker answered.
+struct Sent {
+    batch: Batch,
+    answered: usize,
+}
+
+impl Sent {
+    /// The requests not answered yet (all of them but the first
+    /// `answered` lines).
+    fn unanswered(&self) -> &[u8] {
+        let bytes = &self.batch.requests[..];
+        let start = if self.answered == 0 {
+            0
+        } else {
+            memchr::memchr_iter(b'\n', bytes)
+                .nth(self.answered - 1)
+                .map_or(bytes.len(), |i| i + 1)
+        };
+        &bytes[start..]
+    }
+}
+
 /// Requests sent (or about to be) and not yet answered, oldest first,
 /// shared by the thread that writes them and the one that reads replies.
 struct Window {
-    queue: VecDeque<Arc<[u8]>>,
+    queue: VecDeque<Sent>,
+    /// Unanswered lines in `queue`, and the bytes of its batches.
+    lines: usize,
     bytes: usize,
     /// The current connection broke: the writer must stop.
     broken: bool,
@@ -266,9 +298,30 @@ struct Window {
 }
 
 impl Window {
-    fn is_full(&self, next: usize) -> bool {
+    fn is_full(&self, next: &Batch) -> bool {
         !self.queue.is_empty()
-            && (self.queue.len() >= MAX_IN_FLIGHT || self.bytes + next > MAX_IN_FLIGHT_BYTES)
+            && (self.lines + next.lines > MAX_IN_FLIGHT
+                || self.bytes + next.requests.len() > MAX_IN_FLIGHT_BYTES)
+    }
+
+    fn push(&mut self, batch: Batch) {
+        self.lines += batch.lines;
+        self.bytes += batch.requests.len();
+        self.queue.push_back(Sent { batch, answered: 0 });
+    }
+
+    /// Counts one reply; false if nothing was waiting for it.
+    fn answer(&mut self) -> bool {
+        let Some(front) = self.queue.front_mut() else {
+            return false;
+        };
+        front.answered += 1;
+        self.lines -= 1;
+        if front.answered == front.batch.lines {
+            self.bytes -= front.batch.requests.len();
+            self.queue.pop_front();
+        }
+        true
     }
 }
 
@@ -291,11 +344,12 @@ impl Shared {
 /// A third thread reads stdin, so a broken connection is noticed and
 /// repaired even while no input arrives.
 fn piped(session: &mut Session) -> Result<bool, ClientError> {
-    let (lines_tx, lines_rx) = mpsc::sync_channel(1024);
-    let reader = std::thread::spawn(move || read_stdin(lines_tx));
+    let (batches_tx, batches_rx) = mpsc::sync_channel(16);
+    let reader = std::thread::spawn(move || read_stdin(batches_tx));
     let shared = Arc::new(Shared {
         window: Mutex::new(Window {
             queue: VecDeque::new(),
+            lines: 0,
             bytes: 0,
             broken: false,
             input_done: false,
@@ -304,7 +358,7 @@ fn piped(session: &mut Session) -> Result<bool, ClientError> {
     });
     let stdout = io::stdout();
     let mut out = BufWriter::with_capacity(64 * 1024, stdout.lock());
-    let mut lines_rx = Some(lines_rx);
+    let mut batches_rx = Some(batches_rx);
     let mut all_acked = true;
     loop {
         let Some(mut conn) = session.conn.take() else {
@@ -314,12 +368,18 @@ fn piped(session: &mut Session) -> Result<bool, ClientError> {
             .writer
             .try_clone()
             .map_err(|e| ClientError::Local(format!("cannot clone the socket: {e}")))?;
-        let resend: Vec<Arc<[u8]>> = {
+        // What the last connection left unanswered goes first.
+        let resend: Vec<u8> = {
             let mut window = shared.lock();
             window.broken = false;
-            window.queue.iter().cloned().collect()
+            window
+                .queue
+                .iter()
+                .flat_map(Sent::unanswered)
+                .copied()
+                .collect()
         };
-        let Some(rx) = lines_rx.take() else {
+        let Some(rx) = batches_rx.take() else {
             return unreachable_connection();
         };
         let writer = {
@@ -332,7 +392,7 @@ fn piped(session: &mut Session) -> Result<bool, ClientError> {
         shared.changed.notify_all();
         let _ = conn.writer.shutdown(Shutdown::Both);
         match writer.join() {
-            Ok(rx) => lines_rx = Some(rx),
+            Ok(rx) => batches_rx = Some(rx),
             Err(_) => return Err(ClientError::Local("the sending thread panicked".into())),
         }
         let Err(lost) = lost else {
@@ -342,7 +402,7 @@ fn piped(session: &mut Session) -> Result<bool, ClientError> {
             let window = shared.lock();
             format!(
                 "{} lines sent were not acknowledged{}",
-                window.queue.len(),
+                window.lines,
                 if window.input_done {
                     ""
                 } else {
@@ -352,7 +412,7 @@ fn piped(session: &mut Session) -> Result<bool, ClientError> {
         };
         session.conn = Some(session.reconnect(&lost, &pending)?);
     }
-    drop(lines_rx);
+    drop(batches_rx);
     match reader.join() {
         Ok(Ok(())) => Ok(all_acked),
         Ok(Err(why)) => Err(ClientError::Local(why)),
@@ -360,19 +420,48 @@ fn piped(session: &mut Session) -> Result<bool, ClientError> {
     }
 }
 
-/// Reads stdin into requests until its end (or until nobody listens).
-fn read_stdin(lines: SyncSender<Vec<u8>>) -> Result<(), String> {
+/// Lines per batch at most (and bytes, past which a batch is sent).
+const BATCH_LINES: usize = 1024;
+const BATCH_BYTES: usize = 64 * 1024;
+
+/// Reads stdin into batches of requests until its end (or until nobody
+/// listens). A batch goes as soon as no more input is waiting, so a slow
+/// trickle of lines is sent line by line.
+fn read_stdin(batches: SyncSender<Batch>) -> Result<(), String> {
     let mut input = io::BufReader::with_capacity(64 * 1024, io::stdin());
     let mut line = Vec::new();
+    let mut requests = Vec::new();
+    let mut lines = 0;
     loop {
         line.clear();
-        match input.read_until(b'\n', &mut line) {
-            Ok(0) => return Ok(()),
-            Ok(_) => {}
+        let end = match input.read_until(b'\n', &mut line) {
+            Ok(0) => true,
+            Ok(_) => false,
             Err(e) => return Err(format!("reading stdin: {e}")),
-        }
+        };
         let message = trim_line(&line);
-        if !message.is_empty() && lines.send(produce_line(message)).is_err() {
+        if !message.is_empty() {
+            requests.extend_from_slice(b"PRODUCE ");
+            requests.extend_from_slice(message);
+            requests.push(b'\n');
+            lines += 1;
+        }
+        if lines > 0
+            && (end
+                || input.buffer().is_empty()
+                || lines >= BATCH_LINES
+                || requests.len() >= BATCH_BYTES)
+        {
+            let batch = Batch {
+                requests: std::mem::take(&mut requests).into(),
+                lines,
+            };
+            lines = 0;
+            if batches.send(batch).is_err() {
+                return Ok(());
+            }
+        }
+        if end {
             return Ok(());
         }
     }
@@ -393,19 +482,25 @@ fn read_replies(
             // The broker closes after answering a finished input.
             return if done(&shared.lock()) { Ok(()) } else { Err(e) };
         }
-        let (now_empty, finished) = {
+        let (room, now_empty, finished) = {
             let mut window = shared.lock();
-            let Some(request) = window.queue.pop_front() else {
+            let batches = window.queue.len();
+            if !window.answer() {
                 return Err(ClientError::Reply {
                     addr: conn.addr.clone(),
                     request: "nothing".into(),
                     reply: String::from_utf8_lossy(&reply).into_owned(),
                 });
-            };
-            window.bytes -= request.len();
-            (window.queue.is_empty(), done(&window))
+            }
+            (
+                window.queue.len() < batches,
+                window.queue.is_empty(),
+                done(&window),
+            )
         };
-        shared.changed.notify_all();
+        if room {
+            shared.changed.notify_all();
+        }
         *all_acked &= reply.starts_with(b"ACK ");
         let _ = out.write_all(b"Broker response: ");
         let _ = out.write_all(&reply);
@@ -420,70 +515,63 @@ fn read_replies(
 }
 
 /// Sends again what the last connection left unanswered, then new lines,
-/// keeping at most `MAX_IN_FLIGHT` unanswered. Returns the line receiver
+/// keeping at most `MAX_IN_FLIGHT` unanswered. Returns the batch receiver
 /// for the next connection.
 fn write_requests(
     stream: TcpStream,
     shared: &Shared,
-    lines: Receiver<Vec<u8>>,
-    resend: Vec<Arc<[u8]>>,
-) -> Receiver<Vec<u8>> {
+    batches: Receiver<Batch>,
+    resend: Vec<u8>,
+) -> Receiver<Batch> {
     let mut out = BufWriter::with_capacity(64 * 1024, &stream);
-    for request in &resend {
-        if out.write_all(request).is_err() {
-            return lines;
-        }
+    if out.write_all(&resend).is_err() {
+        return batches;
     }
     loop {
-        let request = match lines.try_recv() {
-            Ok(request) => request,
+        let batch = match batches.try_recv() {
+            Ok(batch) => batch,
             Err(TryRecvError::Empty) => {
                 // Nothing more waiting: what is buffered goes out now.
                 if out.flush().is_err() {
-                    return lines;
+                    return batches;
                 }
-                match wait_for_line(&lines, shared) {
-                    Some(Some(request)) => request,
+                match wait_for_batch(&batches, shared) {
+                    Some(Some(batch)) => batch,
                     Some(None) => break,
-                    None => return lines,
+                    None => return batches,
                 }
             }
             Err(TryRecvError::Disconnected) => break,
         };
+        // From here on the batch must reach the queue whatever happens:
+        // it was taken from stdin, and only the queue is sent again.
         // Wait for room in the window, flushing first so the broker has
         // the requests whose replies would make room.
-        // From here on the request must reach the queue whatever happens:
-        // it was taken from stdin, and only the queue is sent again.
-        let request: Arc<[u8]> = request.into();
-        let keep = |request: Arc<[u8]>| {
-            let mut window = shared.lock();
-            window.bytes += request.len();
-            window.queue.push_back(request);
-        };
         loop {
             let (broken, full) = {
                 let window = shared.lock();
-                (window.broken, window.is_full(request.len()))
+                (window.broken, window.is_full(&batch))
             };
             if broken {
-                keep(request);
-                return lines;
+                shared.lock().push(batch);
+                return batches;
             }
             if !full {
                 break;
             }
             if out.flush().is_err() {
-                keep(request);
-                return lines;
+                shared.lock().push(batch);
+                return batches;
             }
             let window = shared.lock();
             let _ = shared
                 .changed
-                .wait_timeout_while(window, TICK, |w| !w.broken && w.is_full(request.len()));
+                .wait_timeout_while(window, TICK, |w| !w.broken && w.is_full(&batch));
         }
-        keep(request.clone());
-        if out.write_all(&request).is_err() {
-            return lines;
+        let requests = batch.requests.clone();
+        shared.lock().push(batch);
+        if out.write_all(&requests).is_err() {
+            return batches;
         }
     }
     // End of input: every line is queued. The broker answers the rest,
@@ -493,15 +581,15 @@ fn write_requests(
         drop(out);
         let _ = stream.shutdown(Shutdown::Write);
     }
-    lines
+    batches
 }
 
-/// The next line (`Some(Some)`), the end of input (`Some(None)`), or
+/// The next batch (`Some(Some)`), the end of input (`Some(None)`), or
 /// `None` once the connection broke.
-fn wait_for_line(lines: &Receiver<Vec<u8>>, shared: &Shared) -> Option<Option<Vec<u8>>> {
+fn wait_for_batch(batches: &Receiver<Batch>, shared: &Shared) -> Option<Option<Batch>> {
     loop {
-        match lines.recv_timeout(TICK) {
-            Ok(request) => return Some(Some(request)),
+        match batches.recv_timeout(TICK) {
+            Ok(batch) => return Some(Some(batch)),
             Err(RecvTimeoutError::Disconnected) => return Some(None),
             Err(RecvTimeoutError::Timeout) => {
                 if shared.lock().broken {
@@ -524,4 +612,39 @@ fn produce_line(message: &[u8]) -> Vec<u8> {
     request.extend_from_slice(message);
     request.push(b'\n');
     request
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reconnect_resends_only_the_unanswered_lines() {
+        let batch = |text: &[u8], lines| Batch {
+            requests: text.into(),
+            lines,
+        };
+        let mut window = Window {
+            queue: VecDeque::new(),
+            lines: 0,
+            bytes: 0,
+            broken: false,
+            input_done: false,
+        };
+        window.push(batch(b"PRODUCE a\nPRODUCE b\nPRODUCE c\n", 3));
+        window.push(batch(b"PRODUCE d\n", 1));
+        assert!(window.answer());
+        let resend: Vec<u8> = window
+            .queue
+            .iter()
+            .flat_map(Sent::unanswered)
+            .copied()
+            .collect();
+        assert_eq!(resend, b"PRODUCE b\nPRODUCE c\nPRODUCE d\n");
+        assert_eq!((window.lines, window.queue.len()), (3, 2));
+        assert!(window.answer() && window.answer());
+        assert_eq!((window.lines, window.queue.len(), window.bytes), (1, 1, 10));
+        assert!(window.answer());
+        assert!(!window.answer(), "a reply nobody waits for");
+    }
 }
