@@ -412,18 +412,20 @@ fn broker_keeps_serving_when_its_stdout_is_closed() {
     let addr = format!("127.0.0.1:{port}");
     let (reader, writer) = std::io::pipe().unwrap();
     drop(reader);
-    let mut child = Command::new(BROKER)
-        .args(["--addr", &addr, "--data-dir"])
-        .arg(tmp.path().join("data"))
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(writer)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop(
+        Command::new(BROKER)
+            .args(["--addr", &addr, "--data-dir"])
+            .arg(tmp.path().join("data"))
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     // It logs once it is bound; a reply to PING then shows it got past
     // printing the start-up line into the closed pipe.
-    let stderr = child.stderr.take().unwrap();
+    let stderr = child.0.stderr.take().unwrap();
     let (tx, logs) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         use std::io::BufRead;
@@ -443,10 +445,20 @@ fn broker_keeps_serving_when_its_stdout_is_closed() {
     let mut client = common::Client::connect(addr.parse().unwrap());
     assert_eq!(client.request("PING"), "PONG");
     Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &child.0.id().to_string()])
         .status()
         .unwrap();
-    assert!(child.wait().unwrap().success());
+    assert!(child.0.wait().unwrap().success());
+}
+
+/// A child process killed if the test fails before it ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 #[test]
