@@ -7,6 +7,9 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::path::Path;
 use std::time::Duration;
 
+/// The topic a connection starts on.
+pub const DEFAULT_TOPIC: &str = "default";
+
 /// Longest reply line a client accepts (a message line plus its header).
 pub const MAX_REPLY_BYTES: u64 = 64 << 20;
 
@@ -143,27 +146,57 @@ impl Connection {
         Ok(reply)
     }
 
-    /// Authenticates (if a token is given) and selects a topic (if given).
+    /// Authenticates (if a token is given) and selects `topic` (the
+    /// default one if `None`). Selecting the topic also finds out early
+    /// whether the broker wants a token, before any message is typed.
     pub fn setup(&mut self, token: Option<&[u8]>, topic: Option<&str>) -> Result<(), ClientError> {
+        let mut line = Vec::new();
         if let Some(token) = token {
             let mut request = b"AUTH ".to_vec();
             request.extend_from_slice(token);
             request.push(b'\n');
             self.send(&request)?;
-            let mut line = Vec::new();
             self.read_line(&mut line)?;
+            if line.starts_with(b"INVALID_TOKEN") {
+                return Err(ClientError::Local(format!(
+                    "the broker at {} refused the token from --auth-token-file",
+                    self.addr
+                )));
+            }
             if line != b"AUTHENTICATED" {
-                return Err(ClientError::Reply {
-                    addr: self.addr.clone(),
-                    request: "AUTH".into(),
-                    reply: String::from_utf8_lossy(&line).into_owned(),
-                });
+                return Err(self.setup_error("AUTH", &line));
             }
         }
-        if let Some(topic) = topic {
-            self.expect(&format!("USE {topic}"), "USING ")?;
+        let topic = topic.unwrap_or(DEFAULT_TOPIC);
+        self.send(format!("USE {topic}\n").as_bytes())?;
+        self.read_line(&mut line)?;
+        if line.starts_with(b"NOAUTH") {
+            return Err(ClientError::Local(format!(
+                "the broker at {} requires a token: give the file that holds it \
+                 with --auth-token-file PATH",
+                self.addr
+            )));
+        }
+        if !line.starts_with(b"USING ") {
+            return Err(self.setup_error("USE", &line));
         }
         Ok(())
+    }
+
+    fn setup_error(&self, request: &str, line: &[u8]) -> ClientError {
+        if line.starts_with(b"TOO_MANY_CONNECTIONS") {
+            // The broker is full: worth trying again later, like a refused
+            // connection.
+            return self.io_err(
+                "turned away by",
+                io::Error::other("TOO_MANY_CONNECTIONS (its --max-connections)"),
+            );
+        }
+        ClientError::Reply {
+            addr: self.addr.clone(),
+            request: request.into(),
+            reply: String::from_utf8_lossy(line).into_owned(),
+        }
     }
 }
 
@@ -197,6 +230,289 @@ pub fn parse_end(line: &[u8]) -> Option<u64> {
     crate::util::parse_u64(line.strip_prefix(b"END offset:")?)
 }
 
+/// The port a bare host name means (`--addr somehost` is `somehost:9092`).
+pub const DEFAULT_PORT: u16 = 9092;
+
+/// Completes a `--addr` value the way a user means it: `9092` is
+/// `localhost:9092`, `somehost` is `somehost:9092`, `::1` is `[::1]:9092`;
+/// `HOST:PORT` and `[V6]:PORT` are kept. Port 0 is accepted only where
+/// `allow_port_zero` (a broker asking for a free port). The error says what
+/// is wrong with the value, for [`cli::invalid`].
+pub fn complete_addr(addr: &str, allow_port_zero: bool) -> Result<String, String> {
+    let port_ok = |port: &str| -> Result<(), String> {
+        let lowest = u16::from(!allow_port_zero);
+        match port.parse::<u16>() {
+            Ok(p) if p >= lowest && port.bytes().all(|b| b.is_ascii_digit()) => Ok(()),
+            _ => Err(format!("the port must be a number from {lowest} to 65535")),
+        }
+    };
+    if addr.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if addr.bytes().all(|b| b.is_ascii_digit()) {
+        port_ok(addr)?;
+        return Ok(format!("localhost:{addr}"));
+    }
+    if addr.parse::<std::net::Ipv6Addr>().is_ok() {
+        return Ok(format!("[{addr}]:{DEFAULT_PORT}"));
+    }
+    if let Some(rest) = addr.strip_prefix('[') {
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or("an IPv6 address in [ ] needs its closing ]")?;
+        if host.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(format!("{host:?} is not an IPv6 address"));
+        }
+        return match after {
+            "" => Ok(format!("{addr}:{DEFAULT_PORT}")),
+            _ => match after.strip_prefix(':') {
+                Some(port) => port_ok(port).map(|()| addr.to_string()),
+                None => Err("expected :PORT after ]".into()),
+            },
+        };
+    }
+    match addr.rsplit_once(':') {
+        None => Ok(format!("{addr}:{DEFAULT_PORT}")),
+        Some(("", _)) => Err("the host is missing (HOST:PORT)".into()),
+        Some((host, _)) if host.contains(':') => {
+            Err("write an IPv6 address with a port as [ADDR]:PORT".into())
+        }
+        Some((_, port)) => port_ok(port).map(|()| addr.to_string()),
+    }
+}
+
+/// Command-line parsing shared by the binaries, on top of `lexopt`: every
+/// mistake is one line that names the flag and the bad value, and nothing
+/// here (nor any output helper) can panic, even with stdout closed.
+pub mod cli {
+    use std::ffi::OsString;
+    use std::fmt;
+    use std::io::{self, Write};
+    use std::path::PathBuf;
+    use std::process::ExitCode;
+
+    pub use lexopt::Arg;
+
+    /// A command-line mistake, as one line without the program's name.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct UsageError(pub String);
+
+    impl fmt::Display for UsageError {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(&self.0)
+        }
+    }
+
+    impl From<lexopt::Error> for UsageError {
+        fn from(e: lexopt::Error) -> Self {
+            use lexopt::Error::*;
+            UsageError(match e {
+                MissingValue { option: Some(o) } => format!("{o}: missing value"),
+                MissingValue { option: None } => "missing value".into(),
+                UnexpectedOption(o) => format!("unknown option {o}"),
+                UnexpectedArgument(a) => format!("unexpected argument {:?}", a.to_string_lossy()),
+                UnexpectedValue { option, value } => {
+                    format!(
+                        "{option}: takes no value (got {:?})",
+                        value.to_string_lossy()
+                    )
+                }
+                ParsingFailed { value, error } => format!("invalid value {value:?}: {error}"),
+                NonUnicodeValue(v) => {
+                    format!("invalid value {:?}: not valid UTF-8", v.to_string_lossy())
+                }
+                Custom(e) => e.to_string(),
+            })
+        }
+    }
+
+    /// `FLAG: invalid value "VALUE": WHY`.
+    pub fn invalid(flag: &str, value: &str, why: impl fmt::Display) -> UsageError {
+        UsageError(format!("{flag}: invalid value {value:?}: {why}"))
+    }
+
+    /// Arguments, one at a time; [`Parser::value`] and friends read the
+    /// value of the option [`Parser::next`] returned last.
+    pub struct Parser {
+        inner: lexopt::Parser,
+        /// The last option seen, as typed (`--addr`, `-h`).
+        flag: String,
+    }
+
+    impl Parser {
+        pub fn from_env() -> Parser {
+            Parser {
+                inner: lexopt::Parser::from_env(),
+                flag: String::new(),
+            }
+        }
+
+        /// For tests: `args` without the program name.
+        pub fn from_args<I: IntoIterator<Item = S>, S: Into<OsString>>(args: I) -> Parser {
+            Parser {
+                inner: lexopt::Parser::from_args(args),
+                flag: String::new(),
+            }
+        }
+
+        /// The next argument; not an `Iterator` because the argument
+        /// borrows the parser, whose value methods read what follows it.
+        #[allow(clippy::should_implement_trait)]
+        pub fn next(&mut self) -> Result<Option<Arg<'_>>, UsageError> {
+            let arg = self.inner.next()?;
+            self.flag = match &arg {
+                Some(Arg::Long(name)) => format!("--{name}"),
+                Some(Arg::Short(c)) => format!("-{c}"),
+                _ => String::new(),
+            };
+            Ok(arg)
+        }
+
+        /// The option [`Parser::next`] returned last, as typed.
+        pub fn flag(&self) -> &str {
+            &self.flag
+        }
+
+        /// The raw value of the current option: `--flag=VALUE` or
+        /// `--flag VALUE`. A separate value that starts with `--` is taken
+        /// as a forgotten value (`--addr --data-dir X`), not as the value.
+        pub fn os_value(&mut self) -> Result<OsString, UsageError> {
+            if let Some(value) = self.inner.optional_value() {
+                return Ok(value);
+            }
+            let value = self.inner.value()?;
+            if value.to_string_lossy().starts_with("--") {
+                return Err(UsageError(format!(
+                    "{}: missing value (found the option {} instead)",
+                    self.flag,
+                    value.to_string_lossy()
+                )));
+            }
+            Ok(value)
+        }
+
+        /// A non-empty UTF-8 value.
+        pub fn value(&mut self) -> Result<String, UsageError> {
+            let value = self.os_value()?;
+            let flag = &self.flag;
+            let value = value
+                .into_string()
+                .map_err(|v| invalid(flag, &v.to_string_lossy(), "not valid UTF-8"))?;
+            if value.is_empty() {
+                return Err(invalid(flag, "", "must not be empty"));
+            }
+            Ok(value)
+        }
+
+        /// A non-empty path (any bytes).
+        pub fn path(&mut self) -> Result<PathBuf, UsageError> {
+            let value = self.os_value()?;
+            if value.is_empty() {
+                return Err(invalid(&self.flag, "", "must not be empty"));
+            }
+            Ok(value.into())
+        }
+
+        /// A whole number from `min` to `max`.
+        pub fn number(&mut self, min: u64, max: u64) -> Result<u64, UsageError> {
+            let value = self.value()?;
+            let range = if max == u64::MAX {
+                format!("must be at least {min}")
+            } else {
+                format!("must be from {min} to {max}")
+            };
+            if !value.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(invalid(
+                    &self.flag,
+                    &value,
+                    format!("not a whole number ({range})"),
+                ));
+            }
+            match value.parse::<u64>() {
+                Ok(n) if (min..=max).contains(&n) => Ok(n),
+                _ => Err(invalid(&self.flag, &value, range)),
+            }
+        }
+
+        /// [`Parser::number`] as a `usize`.
+        pub fn count(&mut self, min: usize, max: usize) -> Result<usize, UsageError> {
+            let n = self.number(min as u64, max as u64)?;
+            Ok(usize::try_from(n).unwrap_or(max))
+        }
+
+        /// A number greater than 0 and at most `max` (fractions allowed).
+        pub fn positive_float(&mut self, max: f64, unit: &str) -> Result<f64, UsageError> {
+            self.float(false, max, unit)
+        }
+
+        /// A number from 0 to `max` (fractions allowed).
+        pub fn float_from_zero(&mut self, max: f64, unit: &str) -> Result<f64, UsageError> {
+            self.float(true, max, unit)
+        }
+
+        fn float(&mut self, zero: bool, max: f64, unit: &str) -> Result<f64, UsageError> {
+            let value = self.value()?;
+            let range = if zero {
+                format!("must be from 0 to {max} {unit}")
+            } else {
+                format!("must be more than 0 and at most {max} {unit}")
+            };
+            match value.parse::<f64>() {
+                Ok(x) if (x > 0.0 || (zero && x == 0.0)) && x <= max => Ok(x),
+                Ok(_) => Err(invalid(&self.flag, &value, range)),
+                Err(_) => Err(invalid(
+                    &self.flag,
+                    &value,
+                    format!("not a number ({range})"),
+                )),
+            }
+        }
+
+        /// The value, which must be one of `choices`.
+        pub fn choice(&mut self, choices: &[&'static str]) -> Result<&'static str, UsageError> {
+            let value = self.value()?;
+            choices
+                .iter()
+                .find(|&&c| c == value)
+                .copied()
+                .ok_or_else(|| {
+                    let list = match choices {
+                        [] => String::new(),
+                        [one] => one.to_string(),
+                        [init @ .., last] => format!("{} or {last}", init.join(", ")),
+                    };
+                    invalid(&self.flag, &value, format!("must be {list}"))
+                })
+        }
+    }
+
+    /// The error for an argument no arm of a `match` took.
+    pub fn unexpected(arg: Arg<'_>) -> UsageError {
+        arg.unexpected().into()
+    }
+
+    /// Writes `text` to stdout and flushes, ignoring errors: output to a
+    /// closed pipe (`broker --help | true`) is dropped silently instead of
+    /// panicking like `print!`.
+    pub fn out(text: impl AsRef<[u8]>) {
+        let mut stdout = io::stdout().lock();
+        let _ = stdout.write_all(text.as_ref());
+        let _ = stdout.flush();
+    }
+
+    /// `out` for stderr.
+    pub fn err(text: impl AsRef<[u8]>) {
+        let _ = io::stderr().lock().write_all(text.as_ref());
+    }
+
+    /// Reports a command-line mistake in one line plus a pointer to
+    /// `--help`; exit status 2.
+    pub fn usage_error(program: &str, e: &UsageError) -> ExitCode {
+        err(format!("{program}: {e}\nTry '{program} --help'.\n"));
+        ExitCode::from(2)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,5 +528,98 @@ mod tests {
         assert_eq!(parse_message(b"NO_MESSAGE"), None);
         assert_eq!(parse_end(b"END offset:7"), Some(7));
         assert_eq!(parse_end(b"END"), None);
+    }
+
+    #[test]
+    fn completes_addresses_as_users_mean_them() {
+        let ok = |a: &str| complete_addr(a, false).unwrap();
+        assert_eq!(ok("9092"), "localhost:9092");
+        assert_eq!(ok("19092"), "localhost:19092");
+        assert_eq!(ok("somehost"), "somehost:9092");
+        assert_eq!(ok("127.0.0.1"), "127.0.0.1:9092");
+        assert_eq!(ok("somehost:1234"), "somehost:1234");
+        assert_eq!(ok("::1"), "[::1]:9092");
+        assert_eq!(ok("[::1]"), "[::1]:9092");
+        assert_eq!(ok("[::1]:7"), "[::1]:7");
+        assert_eq!(complete_addr("0", true).unwrap(), "localhost:0");
+        assert_eq!(complete_addr("127.0.0.1:0", true).unwrap(), "127.0.0.1:0");
+        for bad in [
+            "", "0", "99999", "host:", "host:x", ":9092", "[::1", "[x]:1", "host:0", "a:b:c",
+        ] {
+            assert!(complete_addr(bad, false).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn cli_errors_name_the_flag_and_the_value() {
+        use cli::{Arg, Parser};
+        let first_error = |args: &[&str]| -> String {
+            let mut p = Parser::from_args(args.iter().copied());
+            loop {
+                let result = match p.next() {
+                    Ok(Some(Arg::Long("n"))) => p.number(1, 10).map(drop),
+                    Ok(Some(Arg::Long("big"))) => p.number(1, u64::MAX).map(drop),
+                    Ok(Some(Arg::Long("s"))) => p.value().map(drop),
+                    Ok(Some(Arg::Long("f"))) => p.positive_float(24.0, "hours").map(drop),
+                    Ok(Some(Arg::Long("c"))) => p.choice(&["a", "b", "c"]).map(drop),
+                    Ok(Some(Arg::Long("flag"))) => Ok(()),
+                    Ok(Some(arg)) => Err(cli::unexpected(arg)),
+                    Ok(None) => return "no error".into(),
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = result {
+                    return e.to_string();
+                }
+            }
+        };
+        assert_eq!(
+            first_error(&["--n", "0"]),
+            r#"--n: invalid value "0": must be from 1 to 10"#
+        );
+        assert_eq!(
+            first_error(&["--n=x"]),
+            r#"--n: invalid value "x": not a whole number (must be from 1 to 10)"#
+        );
+        assert_eq!(
+            first_error(&["--n", "+5"]),
+            r#"--n: invalid value "+5": not a whole number (must be from 1 to 10)"#
+        );
+        assert_eq!(
+            first_error(&["--big", "0"]),
+            r#"--big: invalid value "0": must be at least 1"#
+        );
+        assert_eq!(
+            first_error(&["--big", "99999999999999999999"]),
+            r#"--big: invalid value "99999999999999999999": must be at least 1"#
+        );
+        assert_eq!(first_error(&["--n"]), "--n: missing value");
+        assert_eq!(
+            first_error(&["--s", "--flag", "x"]),
+            "--s: missing value (found the option --flag instead)"
+        );
+        assert_eq!(first_error(&["--s=--flag"]), "no error");
+        assert_eq!(first_error(&["--s", "-"]), "no error");
+        assert_eq!(
+            first_error(&["--s", ""]),
+            r#"--s: invalid value "": must not be empty"#
+        );
+        assert_eq!(
+            first_error(&["--f", "1e16"]),
+            r#"--f: invalid value "1e16": must be more than 0 and at most 24 hours"#
+        );
+        assert_eq!(
+            first_error(&["--f", "NaN"]),
+            r#"--f: invalid value "NaN": must be more than 0 and at most 24 hours"#
+        );
+        assert_eq!(
+            first_error(&["--c", "d"]),
+            r#"--c: invalid value "d": must be a, b or c"#
+        );
+        assert_eq!(first_error(&["--what"]), "unknown option --what");
+        assert_eq!(first_error(&["stray"]), r#"unexpected argument "stray""#);
+        assert_eq!(
+            first_error(&["--flag=1"]),
+            r#"--flag: takes no value (got "1")"#
+        );
     }
 }

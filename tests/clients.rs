@@ -360,11 +360,38 @@ fn clients_authenticate_with_a_token_file() {
     let (status, out, _) = produce(&addr, &["--auth-token-file", token], b"secret msg\n");
     assert!(status.success());
     assert_eq!(out, "Broker response: ACK offset:0\n");
-    let (status, out, _) = produce(&addr, &[], b"no token\n");
+    // Without a token: told to use --auth-token-file (it cannot send AUTH
+    // from its prompt), before any message is taken.
+    let hint = format!(
+        "the broker at {addr} requires a token: give the file that holds it \
+         with --auth-token-file PATH\n"
+    );
+    let (status, out, err) = produce(&addr, &[], b"no token\n");
+    assert_eq!(status.code(), Some(1));
+    assert_eq!(out, "");
+    assert_eq!(err, format!("producer: {hint}"));
+    let no_token = Command::new(CONSUMER)
+        .args(["--addr", &addr])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(no_token.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&no_token.stderr),
+        format!("consumer: {hint}")
+    );
+    // A wrong token is named as such.
+    let wrong = tmp.path().join("wrong");
+    std::fs::write(&wrong, "nope\n").unwrap();
+    let (status, _, err) = produce(
+        &addr,
+        &["--auth-token-file", wrong.to_str().unwrap()],
+        b"x\n",
+    );
     assert_eq!(status.code(), Some(1));
     assert_eq!(
-        out,
-        "Broker response: NOAUTH authentication required; send AUTH <token>\n"
+        err,
+        format!("producer: the broker at {addr} refused the token from --auth-token-file\n")
     );
     let consumer = Consumer::start(
         &addr,
@@ -376,66 +403,586 @@ fn clients_authenticate_with_a_token_file() {
     assert_eq!(consumer.line(), consumed("secret msg", 0));
 }
 
+/// A command run on a pseudo-terminal by util-linux `script`, so it sees
+/// a terminal; what it prints (stdout and stderr) is collected.
+struct Pty {
+    child: Child,
+    stdin: std::process::ChildStdin,
+    snapshots: Receiver<String>,
+    latest: String,
+}
+
+impl Pty {
+    /// `None` (and the test is skipped) without `script`.
+    fn start(command: &str) -> Option<Pty> {
+        let has_script = Command::new("sh")
+            .args(["-c", "command -v script"])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        if !has_script {
+            eprintln!("skipping: util-linux 'script' is not installed (needed for a pty)");
+            return None;
+        }
+        let mut child = Command::new("script")
+            .args(["-qfec", command, "/dev/null"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut all = Vec::new();
+            let mut chunk = [0u8; 4096];
+            loop {
+                use std::io::Read;
+                match reader.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        all.extend_from_slice(&chunk[..n]);
+                        let _ = tx.send(String::from_utf8_lossy(&all).into_owned());
+                    }
+                }
+            }
+        });
+        Some(Pty {
+            child,
+            stdin,
+            snapshots: rx,
+            latest: String::new(),
+        })
+    }
+
+    /// Waits until `needle` was printed `count` times in all.
+    fn wait_for(&mut self, needle: &str, count: usize) {
+        let deadline = Instant::now() + TIMEOUT;
+        while self.latest.matches(needle).count() < count {
+            assert!(
+                Instant::now() < deadline,
+                "never saw {needle:?} x{count}: {}",
+                self.latest
+            );
+            if let Ok(text) = self.snapshots.recv_timeout(Duration::from_millis(100)) {
+                self.latest = text;
+            }
+        }
+    }
+
+    fn type_line(&mut self, line: &str) {
+        self.stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .unwrap();
+    }
+
+    /// Waits for a clean exit and for the last output to be read.
+    fn wait_success(&mut self) {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "{status:?}: {}", self.latest);
+                while let Ok(text) = self.snapshots.recv_timeout(TIMEOUT) {
+                    self.latest = text;
+                }
+                return;
+            }
+            assert!(Instant::now() < deadline, "did not exit: {}", self.latest);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Pty {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const PROMPT: &str = "What do you want to add? (type 'exit' to quit): ";
+
 #[test]
 fn interactive_producer_prompts_like_the_original() {
-    let has_script = Command::new("sh")
-        .args(["-c", "command -v script"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !has_script {
-        eprintln!("skipping: util-linux 'script' is not installed (needed for a pty)");
-        return;
-    }
     let (_tmp, dir) = temp_data_dir();
     let broker = BrokerProcess::start(&dir, &[]);
-    // `script` runs the producer on a pseudo-terminal, so it prompts.
-    let command = format!("{PRODUCER} --addr {}", broker.addr);
-    let mut child = Command::new("script")
-        .args(["-qfec", &command, "/dev/null"])
-        .stdin(Stdio::piped())
+    let Some(mut pty) = Pty::start(&format!("{PRODUCER} --addr {}", broker.addr)) else {
+        return;
+    };
+    pty.wait_for(PROMPT, 1);
+    pty.type_line("hello");
+    pty.wait_for("Broker response: ACK offset:0", 1);
+    pty.wait_for(PROMPT, 2);
+    pty.type_line("EXIT");
+    pty.wait_success();
+    assert_eq!(
+        pty.latest,
+        format!("{PROMPT}hello\r\nBroker response: ACK offset:0\r\n{PROMPT}EXIT\r\n")
+    );
+    assert_eq!(broker.log_bytes(), b"offset:0 message:hello\n");
+}
+
+#[test]
+fn interactive_producer_survives_a_broker_restart_and_keeps_the_typed_line() {
+    let (_tmp, dir) = temp_data_dir();
+    let mut broker = BrokerProcess::start(&dir, &[]);
+    let addr = broker.addr.to_string();
+    let Some(mut pty) = Pty::start(&format!("{PRODUCER} --addr {addr}")) else {
+        return;
+    };
+    pty.wait_for(PROMPT, 1);
+    pty.type_line("one");
+    pty.wait_for("Broker response: ACK offset:0", 1);
+    pty.wait_for(PROMPT, 2);
+    let (status, _) = broker.signal_and_wait("TERM");
+    assert!(status.success());
+    // Typed while the broker is down: the producer notices, says so on
+    // stderr, and keeps trying.
+    pty.type_line("two");
+    pty.wait_for(&format!("producer: lost connection to broker at {addr}"), 1);
+    pty.wait_for("reconnecting", 1);
+    let broker = BrokerProcess::start_on(&dir, &addr, &[]);
+    pty.wait_for(&format!("producer: reconnected to broker at {addr}"), 1);
+    pty.wait_for("Broker response: ACK offset:1", 1);
+    pty.wait_for(PROMPT, 3);
+    pty.type_line("exit");
+    pty.wait_success();
+    assert_eq!(
+        broker.log_bytes(),
+        b"offset:0 message:one\noffset:1 message:two\n"
+    );
+}
+
+/// A running producer with piped stdin; its stdout and stderr lines arrive
+/// on channels.
+struct PipedProducer {
+    child: Child,
+    stdin: Option<std::process::ChildStdin>,
+    out: Receiver<String>,
+    err: Receiver<String>,
+}
+
+impl PipedProducer {
+    fn start(args: &[&str]) -> PipedProducer {
+        let mut child = Command::new(PRODUCER)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = |source: Box<dyn std::io::Read + Send>| {
+            let (tx, rx) = mpsc::channel();
+            std::thread::spawn(move || {
+                for line in BufReader::new(source).lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+            rx
+        };
+        let out = lines(Box::new(child.stdout.take().unwrap()));
+        let err = lines(Box::new(child.stderr.take().unwrap()));
+        PipedProducer {
+            stdin: child.stdin.take(),
+            child,
+            out,
+            err,
+        }
+    }
+
+    /// Waits for a stderr line containing `needle`.
+    fn stderr_until(&self, needle: &str) {
+        loop {
+            let line = self
+                .err
+                .recv_timeout(TIMEOUT)
+                .unwrap_or_else(|_| panic!("no stderr line with {needle:?}"));
+            if line.contains(needle) {
+                return;
+            }
+        }
+    }
+
+    fn wait(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "producer did not exit");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for PipedProducer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every line still to come from an exited process's pipe.
+fn rest_of(lines: &Receiver<String>) -> Vec<String> {
+    let mut rest = Vec::new();
+    // Ends when the reader thread sees the pipe close.
+    while let Ok(line) = lines.recv_timeout(TIMEOUT) {
+        rest.push(line);
+    }
+    rest
+}
+
+/// The messages in a data dir's default log, in order.
+fn logged_messages(broker: &BrokerProcess) -> Vec<String> {
+    String::from_utf8(broker.log_bytes())
+        .unwrap()
+        .lines()
+        .map(|l| l.split_once(" message:").unwrap().1.to_string())
+        .collect()
+}
+
+#[test]
+fn piped_producer_resends_across_a_broker_restart_and_loses_nothing() {
+    const LINES: usize = 200_000;
+    const MAX_IN_FLIGHT: usize = 4096;
+    let (_tmp, dir) = temp_data_dir();
+    let mut broker = BrokerProcess::start(&dir, &[]);
+    let addr = broker.addr.to_string();
+    let mut producer = PipedProducer::start(&["--addr", &addr]);
+    let mut stdin = producer.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || {
+        let mut chunk = String::new();
+        for i in 0..LINES {
+            chunk.push_str(&format!("line {i}\n"));
+            if chunk.len() > 4096 {
+                stdin.write_all(chunk.as_bytes()).unwrap();
+                chunk.clear();
+            }
+        }
+        stdin.write_all(chunk.as_bytes()).unwrap();
+        // Dropping stdin ends the input.
+    });
+    // Mid-stream: after 10,000 ACKs, while thousands are in flight.
+    for i in 0..10_000 {
+        assert_eq!(
+            producer.out.recv_timeout(TIMEOUT).unwrap(),
+            format!("Broker response: ACK offset:{i}")
+        );
+    }
+    broker.kill9();
+    producer.stderr_until("reconnecting");
+    let broker = BrokerProcess::start_on(&dir, &addr, &[]);
+    producer.stderr_until("reconnected");
+    feeder.join().unwrap();
+    let status = producer.wait();
+    assert!(status.success(), "{status:?}");
+    // One response per line, every one an ACK.
+    let rest = rest_of(&producer.out);
+    assert_eq!(rest.len(), LINES - 10_000);
+    assert!(
+        rest.iter()
+            .all(|l| l.starts_with("Broker response: ACK offset:"))
+    );
+    // Every line is in the log, in order of first appearance; a line
+    // appears twice only if it was in flight when the broker died.
+    let logged = logged_messages(&broker);
+    let mut seen = std::collections::HashSet::new();
+    let mut firsts = Vec::new();
+    for m in &logged {
+        if seen.insert(m.clone()) {
+            firsts.push(m.clone());
+        }
+    }
+    let expected: Vec<String> = (0..LINES).map(|i| format!("line {i}")).collect();
+    assert!(firsts == expected, "lines lost or reordered");
+    let duplicates = logged.len() - LINES;
+    assert!(duplicates <= MAX_IN_FLIGHT, "{duplicates} duplicates");
+}
+
+#[test]
+fn producer_gives_up_after_its_retry_timeout() {
+    let (_tmp, dir) = temp_data_dir();
+    let mut broker = BrokerProcess::start(&dir, &[]);
+    let addr = broker.addr.to_string();
+    let mut producer = PipedProducer::start(&["--addr", &addr, "--retry-timeout-ms", "300"]);
+    let mut stdin = producer.stdin.take().unwrap();
+    stdin.write_all(b"first\n").unwrap();
+    assert_eq!(
+        producer.out.recv_timeout(TIMEOUT).unwrap(),
+        "Broker response: ACK offset:0"
+    );
+    broker.kill9();
+    let status = producer.wait();
+    assert_eq!(status.code(), Some(1));
+    let err = rest_of(&producer.err);
+    let last = err.last().cloned().unwrap_or_default();
+    assert!(
+        last.starts_with(&format!("producer: cannot connect to broker at {addr}"))
+            && last.contains("(--retry-timeout-ms); 0 lines sent were not acknowledged, and the rest of the input was not sent"),
+        "{err:?}"
+    );
+}
+
+/// Runs a consumer that is expected to exit on its own (--max-messages,
+/// --timeout-ms); returns (exit code, stdout, stderr).
+fn consume_until_exit(args: &[&str]) -> (Option<i32>, String, String) {
+    let child = Command::new(CONSUMER)
+        .args(args)
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let stdout = child.stdout.take().unwrap();
+    let pid = child.id();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        let mut reader = BufReader::new(stdout);
-        let mut all = Vec::new();
-        let mut chunk = [0u8; 4096];
-        loop {
-            use std::io::Read;
-            match reader.read(&mut chunk) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    all.extend_from_slice(&chunk[..n]);
-                    let _ = tx.send(String::from_utf8_lossy(&all).into_owned());
-                }
-            }
-        }
+        let _ = tx.send(child.wait_with_output());
     });
-    // Everything printed so far; the reader thread sends growing snapshots.
-    let mut latest = String::new();
-    let mut wait_for = |needle: &str, count: usize| {
-        let deadline = Instant::now() + TIMEOUT;
-        while latest.matches(needle).count() < count {
-            assert!(
-                Instant::now() < deadline,
-                "never saw {needle:?} x{count}: {latest}"
-            );
-            if let Ok(text) = rx.recv_timeout(Duration::from_millis(100)) {
-                latest = text;
-            }
+    let out = match rx.recv_timeout(TIMEOUT) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("consumer {args:?} did not exit");
         }
     };
-    wait_for("What do you want to add? (type 'exit' to quit): ", 1);
-    stdin.write_all(b"hello\n").unwrap();
-    wait_for("Broker response: ACK offset:0", 1);
-    wait_for("What do you want to add? (type 'exit' to quit): ", 2);
-    stdin.write_all(b"EXIT\n").unwrap();
-    let status = child.wait().unwrap();
-    assert!(status.success());
-    assert_eq!(broker.log_bytes(), b"offset:0 message:hello\n");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn consumer_max_messages_and_format_make_it_scriptable() {
+    let (_tmp, dir) = temp_data_dir();
+    let broker = BrokerProcess::start(&dir, &[]);
+    let addr = broker.addr.to_string();
+    assert!(produce(&addr, &[], b"a\nb b\nc\nd\n").0.success());
+    let (code, out, err) = consume_until_exit(&[
+        "--addr",
+        &addr,
+        "--max-messages",
+        "2",
+        "--format",
+        "{value}",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, "a\nb b\n");
+    // The start-up lines go to stderr when the format is not the default.
+    assert_eq!(
+        err,
+        format!("Consumer started. Waiting for data...\nConnected to broker at {addr}\n")
+    );
+    let (code, out, _) = consume_until_exit(&[
+        "--addr",
+        &addr,
+        "--from",
+        "1",
+        "--max-messages",
+        "3",
+        "--format",
+        "{topic}/{partition}@{offset} key=[{key}] {{{value}}}",
+    ]);
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        out,
+        "default/0@1 key=[] {b b}\ndefault/0@2 key=[] {c}\ndefault/0@3 key=[] {d}\n"
+    );
+    // The default output is the original's, start-up lines included.
+    let (code, out, err) = consume_until_exit(&["--addr", &addr, "--max-messages", "1"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        out,
+        format!(
+            "Consumer started. Waiting for data...\nConnected to broker at {addr}\n{}\n",
+            consumed("a", 0)
+        )
+    );
+    assert_eq!(err, "");
+}
+
+#[test]
+fn consumer_timeout_ms_exits_after_the_backlog_or_a_quiet_spell() {
+    let (_tmp, dir) = temp_data_dir();
+    let broker = BrokerProcess::start(&dir, &[]);
+    let addr = broker.addr.to_string();
+    let input: String = (0..12_000).map(|i| format!("m{i}\n")).collect();
+    assert!(produce(&addr, &[], input.as_bytes()).0.success());
+    // 0: print everything there (several FETCH batches), then exit.
+    let (code, out, err) =
+        consume_until_exit(&["--addr", &addr, "--timeout-ms", "0", "--format", "{offset}"]);
+    assert_eq!(code, Some(0), "{err}");
+    let expected: String = (0..12_000).map(|i| format!("{i}\n")).collect();
+    assert!(out == expected, "backlog differs");
+    // Nothing new for 300 ms: exit 0 having printed nothing, not before.
+    let started = Instant::now();
+    let (code, out, _) = consume_until_exit(&[
+        "--addr",
+        &addr,
+        "--from",
+        "latest",
+        "--timeout-ms",
+        "300",
+        "--format",
+        "{value}",
+    ]);
+    assert_eq!(code, Some(0));
+    assert_eq!(out, "");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    // No broker at all: status 1 once the time is up, with the reason.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let nobody = format!("127.0.0.1:{port}");
+    let (code, _, err) = consume_until_exit(&["--addr", &nobody, "--timeout-ms", "200"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.lines()
+            .last()
+            .unwrap_or("")
+            .starts_with(&format!("consumer: cannot connect to broker at {nobody}"))
+            && err.contains("no message for --timeout-ms 200"),
+        "{err}"
+    );
+}
+
+#[test]
+fn consumer_from_latest_skips_the_backlog() {
+    let (tmp, dir) = temp_data_dir();
+    let broker = BrokerProcess::start(&dir, &[]);
+    let addr = broker.addr.to_string();
+    assert!(
+        produce(&addr, &["--topic", "t"], b"old 1\nold 2\n")
+            .0
+            .success()
+    );
+    let consumer = Consumer::start(
+        &addr,
+        &["--topic", "t", "--from", "latest"],
+        tmp.path().join("c.err"),
+    );
+    consumer.expect_lines(&[
+        "Consumer started. Waiting for data...".into(),
+        format!("Connected to broker at {addr}"),
+    ]);
+    // It finds the end after printing "Connected"; once its FETCH is
+    // parked there, a new message is past that end.
+    let mut c = broker.client();
+    let deadline = Instant::now() + TIMEOUT;
+    while c.stat("fetches_parked") == 0 {
+        assert!(Instant::now() < deadline, "the consumer never waited");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(c.request("USE t"), "USING t");
+    assert_eq!(c.request("PRODUCE new"), "ACK offset:2");
+    assert_eq!(consumer.line(), consumed("new", 2));
+    consumer.expect_quiet(Duration::from_millis(200));
+    // --from-beginning (Kafka's spelling) and --from earliest start at 0.
+    for from in [&["--from-beginning"][..], &["--from", "earliest"]] {
+        let mut args = vec!["--addr", &addr, "--topic", "t", "--timeout-ms", "0"];
+        args.extend(from);
+        let (code, out, _) = consume_until_exit(&args);
+        assert_eq!(code, Some(0));
+        assert_eq!(
+            out,
+            format!(
+                "Consumer started. Waiting for data...\nConnected to broker at {addr}\n{}\n{}\n{}\n",
+                consumed("old 1", 0),
+                consumed("old 2", 1),
+                consumed("new", 2)
+            )
+        );
+    }
+}
+
+#[test]
+fn consumer_group_with_max_messages_commits_what_it_printed() {
+    let (_tmp, dir) = temp_data_dir();
+    let broker = BrokerProcess::start(&dir, &[]);
+    let addr = broker.addr.to_string();
+    assert!(produce(&addr, &[], b"1\n2\n3\n4\n5\n").0.success());
+    let args = [
+        "--addr",
+        &addr,
+        "--group",
+        "batch",
+        "--max-messages",
+        "2",
+        "--format",
+        "{value}",
+    ];
+    assert_eq!(consume_until_exit(&args).1, "1\n2\n");
+    assert_eq!(consume_until_exit(&args).1, "3\n4\n");
+    let mut c = broker.client();
+    assert_eq!(c.request("OFFSET batch"), "OFFSET batch 4");
+    // --from overrides the committed offset, as before.
+    let mut from = args.to_vec();
+    from.extend(["--from", "0"]);
+    assert_eq!(consume_until_exit(&from).1, "1\n2\n");
+}
+
+#[test]
+fn clients_take_a_bare_port_or_kafka_bootstrap_server() {
+    let (_tmp, dir) = temp_data_dir();
+    let broker = BrokerProcess::start(&dir, &[]);
+    let port = broker.addr.port().to_string();
+    // A bare port means localhost:PORT.
+    let (status, out, err) = produce(&port, &[], b"via port\n");
+    assert!(status.success(), "{err}");
+    assert_eq!(out, "Broker response: ACK offset:0\n");
+    let (code, out, err) = consume_until_exit(&[
+        "--bootstrap-server",
+        &format!("localhost:{port}"),
+        "--max-messages",
+        "1",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        out,
+        format!(
+            "Consumer started. Waiting for data...\nConnected to broker at localhost:{port}\n{}\n",
+            consumed("via port", 0)
+        )
+    );
+    let (code, out, _) = consume_until_exit(&["--addr", &port, "--max-messages", "1"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains(&format!("Connected to broker at localhost:{port}\n")));
+}
+
+#[test]
+fn consumer_stops_quietly_when_nobody_reads_its_output() {
+    // `consumer | head -1`: once the pipe is closed, exit 0 without a
+    // "Broken pipe" error.
+    let (_tmp, dir) = temp_data_dir();
+    let broker = BrokerProcess::start(&dir, &[]);
+    let addr = broker.addr.to_string();
+    assert!(produce(&addr, &[], b"one\ntwo\n").0.success());
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let child = Command::new(CONSUMER)
+        .args(["--addr", &addr])
+        .stdin(Stdio::null())
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = rx
+        .recv_timeout(TIMEOUT)
+        .expect("the consumer did not exit")
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    assert!(out.status.success(), "{:?}", out.status);
 }

@@ -16,6 +16,7 @@ use hdrhistogram::Histogram;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
+use kafka_like_broker::client::cli::{self, UsageError};
 use kafka_like_broker::client::{parse_end, parse_message};
 use kafka_like_broker::util::{parse_u64, push_u64};
 
@@ -37,14 +38,16 @@ Options:
   --messages N              [default: 100000]
   --size BYTES              message size for produce [default: 100]
   --topic T                 broker topic / redis list / beanstalkd tube
-  --batch B                 messages per FETCH or LPOP in consume [default: 1000]
+  --batch B                 messages per FETCH or LPOP in consume, up to
+                            100000 [default: 1000]
   --from OFFSET             consume from this offset (broker) [default: 0]
   --seconds S               how long idle holds its connections [default: 10]
   -h, --help
 
-Prints one summary line on stdout:
+Prints one summary line on stdout (wrapped here):
   bench produce target=broker conns=4 depth=256 messages=2000000 size=100
-  seconds=0.95 msg_per_s=2105263 mb_per_s=210.5 p50_us=410 p99_us=1210 p999_us=2100
+  seconds=0.95 msg_per_s=2105263 mb_per_s=210.5 p50_us=410 p99_us=1210
+  p999_us=2100
 and a progress line on stderr every 2 s for longer runs.
 ";
 
@@ -86,9 +89,9 @@ struct Args {
     seconds: f64,
 }
 
-fn parse_args() -> Result<Option<Args>, lexopt::Error> {
-    use lexopt::prelude::*;
-    let mut parser = lexopt::Parser::from_env();
+fn parse_args() -> Result<Option<Args>, UsageError> {
+    use cli::Arg::{Long, Short, Value};
+    let mut parser = cli::Parser::from_env();
     let mut args = Args {
         mode: Mode::Produce,
         target: Target::Broker,
@@ -106,61 +109,55 @@ fn parse_args() -> Result<Option<Args>, lexopt::Error> {
     while let Some(arg) = parser.next()? {
         match arg {
             Value(v) if mode.is_none() => {
-                mode = Some(match v.string()?.as_str() {
-                    "produce" => Mode::Produce,
-                    "consume" => Mode::Consume,
-                    "idle" => Mode::Idle,
-                    other => return Err(format!("unknown mode {other:?}").into()),
+                mode = Some(match v.to_str() {
+                    Some("produce") => Mode::Produce,
+                    Some("consume") => Mode::Consume,
+                    Some("idle") => Mode::Idle,
+                    _ => {
+                        return Err(UsageError(format!(
+                            "unknown mode {:?}: give produce, consume or idle",
+                            v.to_string_lossy()
+                        )));
+                    }
                 })
             }
             Long("target") => {
-                args.target = match parser.value()?.string()?.as_str() {
-                    "broker" => Target::Broker,
+                args.target = match parser.choice(&["broker", "redis", "beanstalkd"])? {
                     "redis" => Target::Redis,
                     "beanstalkd" => Target::Beanstalkd,
-                    other => return Err(format!("unknown target {other:?}").into()),
+                    _ => Target::Broker,
                 }
             }
-            Long("addr") => args.addr = Some(parser.value()?.string()?),
-            Long("conns") => args.conns = at_least_one(parser.value()?.parse()?)?,
-            Long("depth") => args.depth = at_least_one(parser.value()?.parse()?)?,
-            Long("messages") => args.messages = at_least_one(parser.value()?.parse()?)? as u64,
-            Long("size") => args.size = at_least_one(parser.value()?.parse()?)?,
-            Long("topic") => args.topic = Some(parser.value()?.string()?),
-            Long("batch") => args.batch = at_least_one(parser.value()?.parse()?)? as u64,
-            Long("from") => args.from = parser.value()?.parse()?,
-            Long("seconds") => args.seconds = parser.value()?.parse()?,
+            Long("addr") => args.addr = Some(parser.value()?),
+            Long("conns") => args.conns = parser.count(1, 100_000)?,
+            Long("depth") => args.depth = parser.count(1, 1_000_000)?,
+            Long("messages") => args.messages = parser.number(1, u64::MAX)?,
+            Long("size") => args.size = parser.count(1, 1 << 30)?,
+            Long("topic") => args.topic = Some(parser.value()?),
+            Long("batch") => args.batch = parser.number(1, 100_000)?,
+            Long("from") => args.from = parser.number(0, u64::MAX)?,
+            Long("seconds") => args.seconds = parser.float_from_zero(86_400.0, "seconds")?,
             Short('h') | Long("help") => {
-                print!("{USAGE}");
+                cli::out(USAGE);
                 return Ok(None);
             }
-            _ => return Err(arg.unexpected()),
+            _ => return Err(cli::unexpected(arg)),
         }
     }
-    args.mode = mode.ok_or("give a mode: produce, consume or idle")?;
+    args.mode = mode.ok_or_else(|| UsageError("give a mode: produce, consume or idle".into()))?;
     Ok(Some(args))
-}
-
-fn at_least_one(n: usize) -> Result<usize, lexopt::Error> {
-    if n == 0 {
-        return Err("values must be at least 1".into());
-    }
-    Ok(n)
 }
 
 fn main() -> ExitCode {
     let args = match parse_args() {
         Ok(Some(args)) => args,
         Ok(None) => return ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("bench: {e}\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return cli::usage_error("bench", &e),
     };
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("bench: {e}");
+            cli::err(format!("bench: {e}\n"));
             ExitCode::FAILURE
         }
     }
@@ -336,11 +333,11 @@ fn run(args: &Args) -> Result<(), String> {
         if last_progress.elapsed() >= Duration::from_secs(2) {
             last_progress = Instant::now();
             let secs = started.elapsed().as_secs_f64();
-            eprintln!(
-                "bench: {completed}/{} messages, {:.0} msg/s",
+            cli::err(format!(
+                "bench: {completed}/{} messages, {:.0} msg/s\n",
                 args.messages,
                 completed as f64 / secs
-            );
+            ));
         }
     }
     let secs = started.elapsed().as_secs_f64();
@@ -351,8 +348,8 @@ fn run(args: &Args) -> Result<(), String> {
         }
     }
     let bytes = completed as f64 * args.size as f64;
-    println!(
-        "bench {} target={} conns={} depth={} messages={} size={} seconds={:.3} msg_per_s={:.0} mb_per_s={:.1} p50_us={} p99_us={} p999_us={}",
+    cli::out(format!(
+        "bench {} target={} conns={} depth={} messages={} size={} seconds={:.3} msg_per_s={:.0} mb_per_s={:.1} p50_us={} p99_us={} p999_us={}\n",
         if args.mode == Mode::Produce {
             "produce"
         } else {
@@ -369,7 +366,7 @@ fn run(args: &Args) -> Result<(), String> {
         hist.value_at_quantile(0.5),
         hist.value_at_quantile(0.99),
         hist.value_at_quantile(0.999),
-    );
+    ));
     Ok(())
 }
 
@@ -776,11 +773,11 @@ fn idle(args: &Args, poll: &mut Poll, conns: &mut [Conn]) -> Result<(), String> 
             }
         }
     }
-    println!(
-        "bench idle target={} conns={} ready",
+    cli::out(format!(
+        "bench idle target={} conns={} ready\n",
         args.target.name(),
         conns.len()
-    );
+    ));
     let _ = io::stdout().flush();
     std::thread::sleep(Duration::from_secs_f64(args.seconds.max(0.0)));
     Ok(())

@@ -1,103 +1,265 @@
 //! `consumer`: prints messages as they arrive. See `consumer --help`.
 
 use std::io::{self, BufWriter, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use kafka_like_broker::client::{self, ClientError, Connection};
+use kafka_like_broker::client::cli::{self, UsageError};
+use kafka_like_broker::client::{self, ClientError, Connection, DEFAULT_TOPIC};
 use kafka_like_broker::config::DEFAULT_ADDR;
 
 const USAGE: &str = "\
-Usage: consumer [--addr HOST:PORT] [--topic TOPIC] [--from OFFSET] [--group NAME]
-                [--auth-token-file PATH]
+Usage: consumer [--addr HOST:PORT] [--topic TOPIC] [--group NAME]
+                [--from earliest|latest|OFFSET] [--max-messages N]
+                [--timeout-ms N] [--format TEMPLATE] [--auth-token-file PATH]
 
 Prints 'Consumed: <message> (offset: <n>)' for every message, from the
-start (or --from, or the group's committed offset) on, and then each new
-one as it arrives. Reads a backlog in batches, long-polls when there is
-nothing new (no CPU used while idle), and if the broker goes away retries
-with backoff and resumes at the next offset it has not printed.
+oldest one kept (or --from, or the group's committed offset) on, and then
+each new one as it arrives. Reads a backlog in batches, long-polls when
+there is nothing new (no CPU used while idle), and if the broker goes away
+retries with backoff and resumes at the next offset it has not printed.
 
 With --group it starts from the group's committed offset and commits its
 position after printing (every 1000 messages or every second, and on
-SIGINT/SIGTERM), so a restarted consumer prints nothing twice after a clean
-stop and loses nothing after a crash (at-least-once).
+SIGINT/SIGTERM or exit), so a restarted consumer prints nothing twice
+after a clean stop and loses nothing after a crash (at-least-once).
 
 Options:
-  --addr HOST:PORT          broker address [default: localhost:9092]
+  --addr HOST:PORT          broker address [default: localhost:9092]; a bare
+                            port means localhost:PORT, a bare host HOST:9092
   --topic TOPIC             consume TOPIC [default: the default topic]
-  --from OFFSET             start at OFFSET (overrides the group's offset)
   --group NAME              consumer group whose offset to resume and commit
+  --from earliest|latest|OFFSET
+                            where to start: the oldest message kept, the
+                            next one produced, or OFFSET (overrides the
+                            group's offset) [default: the group's committed
+                            offset with --group, else earliest]
+  --max-messages N          exit (status 0) after printing N messages
+  --timeout-ms N            exit (status 0) after N ms without a message;
+                            0 prints what is there and exits. If the
+                            broker cannot be reached meanwhile, status 1
+  --format TEMPLATE         print each message as TEMPLATE, a line with
+                            {value} {offset} {topic} {partition} (always 0)
+                            {key} (always empty); {{ and }} are braces. The
+                            two start-up lines then go to stderr
+                            [default: 'Consumed: {value} (offset: {offset})']
   --auth-token-file PATH    authenticate with the token in PATH
   -h, --help                print this help
   -V, --version             print the version
+
+Kafka console-consumer habits work too: --bootstrap-server HOST:PORT is
+--addr, --from-beginning is --from earliest.
 ";
 
 /// Messages asked for per FETCH.
-const BATCH: u32 = 5000;
+const BATCH: u64 = 5000;
 /// How long one FETCH waits for new messages; short enough to notice a
 /// signal promptly, long enough to cost nothing while idle.
-const WAIT_MS: u32 = 1000;
+const WAIT_MS: u64 = 1000;
 const COMMIT_EVERY_MESSAGES: u64 = 1000;
 const COMMIT_EVERY: Duration = Duration::from_secs(1);
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
+const DEFAULT_FORMAT: &str = "Consumed: {value} (offset: {offset})";
+const NAME_RULES: &str = "1 to 64 characters of A-Z a-z 0-9 . _ - and not . or ..";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Start {
+    Earliest,
+    Latest,
+    At(u64),
+}
 
 struct Args {
     addr: String,
     topic: Option<String>,
-    from: Option<u64>,
+    start: Option<Start>,
     group: Option<String>,
-    token_file: Option<std::path::PathBuf>,
+    token_file: Option<PathBuf>,
+    max_messages: Option<u64>,
+    timeout: Option<Duration>,
+    format: Format,
+    /// The start-up lines go to stderr when the output is not the
+    /// original's.
+    custom_format: bool,
 }
 
-fn parse_args() -> Result<Option<Args>, lexopt::Error> {
-    use lexopt::prelude::*;
+fn parse_args() -> Result<Option<Args>, UsageError> {
+    use cli::Arg::{Long, Short};
     let mut args = Args {
         addr: DEFAULT_ADDR.to_string(),
         topic: None,
-        from: None,
+        start: None,
         group: None,
         token_file: None,
+        max_messages: None,
+        timeout: None,
+        format: Format::parse(DEFAULT_FORMAT).map_err(UsageError)?,
+        custom_format: false,
     };
-    let mut parser = lexopt::Parser::from_env();
+    let mut parser = cli::Parser::from_env();
     while let Some(arg) = parser.next()? {
         match arg {
-            Long("addr") => args.addr = parser.value()?.string()?,
-            Long("topic") => args.topic = Some(parser.value()?.string()?),
-            Long("from") => args.from = Some(parser.value()?.parse()?),
-            Long("group") => args.group = Some(parser.value()?.string()?),
-            Long("auth-token-file") => args.token_file = Some(parser.value()?.into()),
+            Long("addr") | Long("bootstrap-server") => {
+                let addr = parser.value()?;
+                args.addr = client::complete_addr(&addr, false)
+                    .map_err(|why| cli::invalid(parser.flag(), &addr, why))?;
+            }
+            Long("topic") => args.topic = Some(name(&mut parser, "topic")?),
+            Long("group") => args.group = Some(name(&mut parser, "group")?),
+            Long("from") => {
+                let from = parser.value()?;
+                args.start = Some(match from.as_str() {
+                    "earliest" | "beginning" => Start::Earliest,
+                    "latest" | "end" => Start::Latest,
+                    n => Start::At(kafka_like_broker::util::parse_u64(n.as_bytes()).ok_or_else(
+                        || {
+                            cli::invalid(
+                                "--from",
+                                n,
+                                "must be earliest, latest or an offset (0 to 18446744073709551615)",
+                            )
+                        },
+                    )?),
+                })
+            }
+            Long("from-beginning") => args.start = Some(Start::Earliest),
+            Long("max-messages") => args.max_messages = Some(parser.number(1, u64::MAX)?),
+            Long("timeout-ms") => {
+                args.timeout = Some(Duration::from_millis(parser.number(0, u64::MAX)?))
+            }
+            Long("format") => {
+                let template = parser.value()?;
+                args.format = Format::parse(&template)
+                    .map_err(|why| cli::invalid("--format", &template, why))?;
+                args.custom_format = true;
+            }
+            Long("auth-token-file") => args.token_file = Some(parser.path()?),
             Short('h') | Long("help") => {
-                print!("{USAGE}");
+                cli::out(USAGE);
                 return Ok(None);
             }
             Short('V') | Long("version") => {
-                println!("consumer {}", env!("CARGO_PKG_VERSION"));
+                cli::out(format!("consumer {}\n", env!("CARGO_PKG_VERSION")));
                 return Ok(None);
             }
-            _ => return Err(arg.unexpected()),
+            _ => return Err(cli::unexpected(arg)),
         }
     }
     Ok(Some(args))
+}
+
+/// A topic or group name, checked here so a typo gets a clear message
+/// rather than a protocol error.
+fn name(parser: &mut cli::Parser, what: &str) -> Result<String, UsageError> {
+    let name = parser.value()?;
+    if !kafka_like_broker::util::is_valid_name(name.as_bytes()) {
+        return Err(cli::invalid(
+            parser.flag(),
+            &name,
+            format!("invalid {what} name: {NAME_RULES}"),
+        ));
+    }
+    Ok(name)
 }
 
 fn main() -> ExitCode {
     let args = match parse_args() {
         Ok(Some(args)) => args,
         Ok(None) => return ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("consumer: {e}\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return cli::usage_error("consumer", &e),
     };
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("consumer: {e}");
+            cli::err(format!("consumer: {e}\n"));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// One part of an output template.
+#[derive(Debug, PartialEq, Eq)]
+enum Piece {
+    Text(Vec<u8>),
+    Topic,
+    Partition,
+    Offset,
+    Key,
+    Value,
+}
+
+/// How each message is printed: `--format`.
+#[derive(Debug, PartialEq, Eq)]
+struct Format(Vec<Piece>);
+
+impl Format {
+    fn parse(template: &str) -> Result<Format, String> {
+        let mut pieces = Vec::new();
+        let mut text = Vec::new();
+        let mut rest = template;
+        while let Some(i) = rest.find(['{', '}']) {
+            text.extend_from_slice(&rest.as_bytes()[..i]);
+            let tail = &rest[i..];
+            if tail.starts_with("{{") || tail.starts_with("}}") {
+                text.push(tail.as_bytes()[0]);
+                rest = &tail[2..];
+                continue;
+            }
+            if tail.starts_with('}') {
+                return Err("a lone } (write }} for a brace)".into());
+            }
+            let end = tail
+                .find('}')
+                .ok_or("a { without its } (write {{ for a brace)")?;
+            let piece = match &tail[1..end] {
+                "topic" => Piece::Topic,
+                "partition" => Piece::Partition,
+                "offset" => Piece::Offset,
+                "key" => Piece::Key,
+                "value" => Piece::Value,
+                other => {
+                    return Err(format!(
+                        "unknown field {{{other}}}; the fields are {{value}} {{offset}} \
+                         {{topic}} {{partition}} {{key}}"
+                    ));
+                }
+            };
+            if !text.is_empty() {
+                pieces.push(Piece::Text(std::mem::take(&mut text)));
+            }
+            pieces.push(piece);
+            rest = &tail[end + 1..];
+        }
+        text.extend_from_slice(rest.as_bytes());
+        if !text.is_empty() {
+            pieces.push(Piece::Text(text));
+        }
+        Ok(Format(pieces))
+    }
+
+    /// Writes one message and a newline.
+    fn write(
+        &self,
+        out: &mut impl Write,
+        topic: &str,
+        offset: u64,
+        value: &[u8],
+    ) -> io::Result<()> {
+        for piece in &self.0 {
+            match piece {
+                Piece::Text(text) => out.write_all(text)?,
+                Piece::Topic => out.write_all(topic.as_bytes())?,
+                Piece::Partition => out.write_all(b"0")?,
+                Piece::Offset => write!(out, "{offset}")?,
+                Piece::Key => {}
+                Piece::Value => out.write_all(value)?,
+            }
+        }
+        out.write_all(b"\n")
     }
 }
 
@@ -105,11 +267,24 @@ fn main() -> ExitCode {
 struct Position {
     /// The next offset to print.
     next: u64,
-    /// Known from --from or the group's committed offset.
+    /// Known from --from, the group's committed offset or the topic's
+    /// bounds; until then it is found on connecting.
     known: bool,
     /// The last offset committed for the group.
     committed: u64,
     last_commit: Instant,
+    /// Messages printed so far.
+    printed: u64,
+    /// When the last message was printed (or the consumer started).
+    last_message: Instant,
+}
+
+/// Why `consume` returned without an error.
+enum Done {
+    /// SIGINT/SIGTERM, --max-messages or --timeout-ms.
+    Finished,
+    /// Nobody reads stdout any more (`consumer | head -3`).
+    StdoutClosed,
 }
 
 fn run(args: &Args) -> Result<(), ClientError> {
@@ -124,22 +299,34 @@ fn run(args: &Args) -> Result<(), ClientError> {
     }
     let stdout = io::stdout();
     let mut out = BufWriter::with_capacity(64 * 1024, stdout.lock());
-    let _ = writeln!(out, "Consumer started. Waiting for data...");
-    let _ = out.flush();
+    let status = |out: &mut BufWriter<io::StdoutLock>, line: &str| {
+        if args.custom_format {
+            cli::err(format!("{line}\n"));
+        } else {
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        }
+    };
+    status(&mut out, "Consumer started. Waiting for data...");
     let mut pos = Position {
-        next: args.from.unwrap_or(0),
-        known: args.from.is_some() || args.group.is_none(),
+        next: 0,
+        known: false,
         committed: 0,
         last_commit: Instant::now(),
+        printed: 0,
+        last_message: Instant::now(),
     };
+    if let Some(Start::At(offset)) = args.start {
+        pos.next = offset;
+        pos.known = true;
+    }
     let mut retry = RETRY_FIRST;
     loop {
         let error = match Connection::open(&args.addr) {
             Ok(mut conn) => {
-                let _ = writeln!(out, "Connected to broker at {}", args.addr);
-                let _ = out.flush();
+                status(&mut out, &format!("Connected to broker at {}", args.addr));
                 match consume(&mut conn, args, token.as_deref(), &mut pos, &mut out, &stop) {
-                    Ok(()) => return Ok(()),
+                    Ok(Done::Finished | Done::StdoutClosed) => return Ok(()),
                     Err(e @ ClientError::Io { .. }) => {
                         // A connection that worked resets the backoff.
                         retry = RETRY_FIRST;
@@ -155,10 +342,24 @@ fn run(args: &Args) -> Result<(), ClientError> {
         if stop.load(Ordering::Relaxed) {
             return Ok(());
         }
-        eprintln!("consumer: {error}; retrying in {} ms", retry.as_millis());
-        let deadline = Instant::now() + retry;
+        let mut wait = retry;
+        if let Some(timeout) = args.timeout {
+            let left = timeout.saturating_sub(pos.last_message.elapsed());
+            if left.is_zero() {
+                return Err(ClientError::Local(format!(
+                    "{error}; no message for --timeout-ms {}",
+                    timeout.as_millis()
+                )));
+            }
+            wait = wait.min(left);
+        }
+        cli::err(format!(
+            "consumer: {error}; retrying in {} ms\n",
+            wait.as_millis()
+        ));
+        let deadline = Instant::now() + wait;
         while Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(20).min(retry));
+            std::thread::sleep(Duration::from_millis(20).min(wait));
         }
         if stop.load(Ordering::Relaxed) {
             return Ok(());
@@ -167,7 +368,59 @@ fn run(args: &Args) -> Result<(), ClientError> {
     }
 }
 
-/// Fetches and prints until stopped or the connection breaks.
+/// Finds where to start, the first time a connection works.
+fn find_start(conn: &mut Connection, args: &Args, pos: &mut Position) -> Result<(), ClientError> {
+    let topic = args.topic.as_deref().unwrap_or(DEFAULT_TOPIC);
+    pos.next = match (args.start, &args.group) {
+        (Some(Start::At(offset)), _) => offset,
+        (None, Some(group)) => {
+            let reply = conn.expect(&format!("OFFSET {group}"), "OFFSET ")?;
+            let next = reply.rsplit(' ').next().and_then(|n| n.parse().ok());
+            let next = next
+                .ok_or_else(|| ClientError::Local(format!("unexpected OFFSET reply {reply:?}")))?;
+            pos.committed = next;
+            next
+        }
+        (Some(Start::Latest), _) => topic_bounds(conn, topic)?.1,
+        (Some(Start::Earliest) | None, _) => topic_bounds(conn, topic)?.0,
+    };
+    pos.known = true;
+    Ok(())
+}
+
+/// The topic's first and next offsets, from `TOPICS`.
+fn topic_bounds(conn: &mut Connection, topic: &str) -> Result<(u64, u64), ClientError> {
+    conn.send(b"TOPICS\n")?;
+    let prefix = format!("TOPIC {topic} ");
+    let mut bounds = None;
+    let mut line = Vec::new();
+    loop {
+        conn.read_line(&mut line)?;
+        if line == b"END" {
+            break;
+        }
+        let Some(fields) = line.strip_prefix(prefix.as_bytes()) else {
+            if line.starts_with(b"TOPIC ") {
+                continue;
+            }
+            return Err(ClientError::Reply {
+                addr: conn.addr.clone(),
+                request: "TOPICS".into(),
+                reply: String::from_utf8_lossy(&line).into_owned(),
+            });
+        };
+        let field = |name: &str| {
+            fields
+                .split(|&b| b == b' ')
+                .find_map(|f| f.strip_prefix(name.as_bytes()))
+                .and_then(kafka_like_broker::util::parse_u64)
+        };
+        bounds = field("first:").zip(field("next:"));
+    }
+    bounds.ok_or_else(|| ClientError::Local(format!("the broker did not list topic {topic}")))
+}
+
+/// Fetches and prints until done or the connection breaks.
 fn consume(
     conn: &mut Connection,
     args: &Args,
@@ -175,33 +428,53 @@ fn consume(
     pos: &mut Position,
     out: &mut impl Write,
     stop: &AtomicBool,
-) -> Result<(), ClientError> {
+) -> Result<Done, ClientError> {
     conn.setup(token, args.topic.as_deref())?;
-    if let (Some(group), false) = (&args.group, pos.known) {
-        let reply = conn.expect(&format!("OFFSET {group}"), "OFFSET ")?;
-        pos.next = reply
-            .rsplit(' ')
-            .next()
-            .and_then(|n| n.parse().ok())
-            .ok_or_else(|| ClientError::Local(format!("unexpected OFFSET reply {reply:?}")))?;
-        pos.committed = pos.next;
-        pos.known = true;
+    if !pos.known {
+        find_start(conn, args, pos)?;
     }
+    let topic = args.topic.as_deref().unwrap_or(DEFAULT_TOPIC);
     let mut line = Vec::new();
     let mut since_commit = 0u64;
+    // --timeout-ms ends the run only after a FETCH that found nothing, so
+    // `--timeout-ms 0` still prints the whole backlog first.
+    let mut last_fetch_empty = false;
     loop {
-        if stop.load(Ordering::Relaxed) {
-            let _ = out.flush();
-            return commit(conn, args, pos);
+        let limit_reached = args.max_messages.is_some_and(|max| pos.printed >= max);
+        let timed_out = args
+            .timeout
+            .is_some_and(|timeout| pos.last_message.elapsed() >= timeout);
+        if stop.load(Ordering::Relaxed) || limit_reached || (timed_out && last_fetch_empty) {
+            commit(conn, args, pos)?;
+            return Ok(Done::Finished);
         }
-        conn.send(format!("FETCH {} {BATCH} {WAIT_MS}\n", pos.next).as_bytes())?;
+        let batch = match args.max_messages {
+            Some(max) => (max - pos.printed).min(BATCH),
+            None => BATCH,
+        };
+        let wait = match args.timeout {
+            Some(timeout) => {
+                let left = timeout.saturating_sub(pos.last_message.elapsed());
+                (left.as_millis() as u64).min(WAIT_MS)
+            }
+            None => WAIT_MS,
+        };
+        conn.send(format!("FETCH {} {batch} {wait}\n", pos.next).as_bytes())?;
+        let mut got = 0u64;
         loop {
             conn.read_line(&mut line)?;
             if let Some((offset, message)) = client::parse_message(&line) {
-                print_message(out, message, offset)
-                    .map_err(|e| ClientError::Local(format!("writing stdout: {e}")))?;
+                match args.format.write(out, topic, offset, message) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                        return Ok(Done::StdoutClosed);
+                    }
+                    Err(e) => return Err(ClientError::Local(format!("writing stdout: {e}"))),
+                }
                 pos.next = offset + 1;
+                pos.printed += 1;
                 since_commit += 1;
+                got += 1;
             } else if let Some(next) = client::parse_end(&line) {
                 pos.next = pos.next.max(next);
                 break;
@@ -211,10 +484,10 @@ fn consume(
             {
                 // Retention deleted what we had not read: carry on from the
                 // oldest message still there, and say so.
-                eprintln!(
-                    "consumer: offsets {}..{first} were deleted by retention before they were read; skipping to {first}",
+                cli::err(format!(
+                    "consumer: offsets {}..{first} were deleted by retention before they were read; skipping to {first}\n",
                     pos.next
-                );
+                ));
                 pos.next = first;
                 break;
             } else {
@@ -225,8 +498,15 @@ fn consume(
                 });
             }
         }
-        out.flush()
-            .map_err(|e| ClientError::Local(format!("writing stdout: {e}")))?;
+        match out.flush() {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(Done::StdoutClosed),
+            Err(e) => return Err(ClientError::Local(format!("writing stdout: {e}"))),
+        }
+        if got > 0 {
+            pos.last_message = Instant::now();
+        }
+        last_fetch_empty = got == 0;
         if args.group.is_some()
             && pos.next > pos.committed
             && (since_commit >= COMMIT_EVERY_MESSAGES || pos.last_commit.elapsed() >= COMMIT_EVERY)
@@ -235,12 +515,6 @@ fn consume(
             since_commit = 0;
         }
     }
-}
-
-fn print_message(out: &mut impl Write, message: &[u8], offset: u64) -> io::Result<()> {
-    out.write_all(b"Consumed: ")?;
-    out.write_all(message)?;
-    writeln!(out, " (offset: {offset})")
 }
 
 /// Commits the group's position (after the messages were printed).
@@ -253,4 +527,37 @@ fn commit(conn: &mut Connection, args: &Args, pos: &mut Position) -> Result<(), 
         pos.last_commit = Instant::now();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn render(template: &str, offset: u64, value: &[u8]) -> Result<String, String> {
+        let format = Format::parse(template)?;
+        let mut out = Vec::new();
+        format.write(&mut out, "orders", offset, value).unwrap();
+        Ok(String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn formats_messages_from_a_template() {
+        assert_eq!(
+            render(DEFAULT_FORMAT, 7, b"hello world").unwrap(),
+            "Consumed: hello world (offset: 7)\n"
+        );
+        assert_eq!(render("{value}", 7, b"v").unwrap(), "v\n");
+        assert_eq!(
+            render("{topic}/{partition}@{offset} [{key}] {{{value}}}", 3, b"x").unwrap(),
+            "orders/0@3 [] {x}\n"
+        );
+        assert_eq!(render("", 1, b"x").unwrap(), "\n");
+        assert!(
+            render("{nope}", 0, b"")
+                .unwrap_err()
+                .contains("unknown field {nope}")
+        );
+        assert!(render("{value", 0, b"").is_err());
+        assert!(render("value}", 0, b"").is_err());
+    }
 }
