@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::cli::{self, UsageError};
+
 /// Where the broker listens unless told otherwise (loopback only).
 pub const DEFAULT_ADDR: &str = "localhost:9092";
 /// The default topic's log file, as the original project named it.
@@ -85,4 +87,115 @@ impl Default for Config {
             skip_corrupt_segments: false,
         }
     }
+}
+
+/// `broker --help`.
+pub const USAGE: &str = "\
+Usage: broker [OPTIONS]
+
+Serves a Kafka-like message log over a line protocol (try: nc localhost 9092).
+
+Options:
+  --addr HOST:PORT          listen address [default: localhost:9092]; a bare
+                            port means localhost:PORT, a bare host HOST:9092
+                            (port 0 picks a free port; the real one is printed)
+  --data-dir DIR            where kafka_log.txt lives [default: .]
+  --max-line-bytes N        longest request line accepted, up to 1 GiB
+                            [default: 1048576]
+  --max-connections N       clients served at once, up to 1048576
+                            [default: 4096]
+  --max-output-bytes N      pending replies per client before its requests
+                            stop being read; also the most message bytes
+                            in one FETCH reply, up to 1 GiB [default: 1048576]
+  --no-auto-create          USE of an unknown topic is an error
+                            (UNKNOWN_TOPIC); topics are then made with CREATE
+  --max-topics N            most topics, the default one included, up to
+                            1048576 [default: 1024]
+  --auth-token-file PATH    require AUTH <token> with the token in PATH (one
+                            line); never pass a token on the command line
+
+Durability and storage:
+  --fsync always|interval|never
+                            always: ACK only after fdatasync (group commit:
+                            a sync covers every message written while the
+                            one before ran, up to 3 in flight per log);
+                            interval: ACK after write, fdatasync every
+                            --fsync-interval-ms; never: leave it to the OS
+                            [default: interval]
+  --fsync-interval-ms N     1 to 86400000 (a day) [default: 1000]
+  --segment-bytes N         roll a topic's active log file at N bytes, up to
+                            1 GiB [default: 67108864]
+  --retention-bytes N       delete a topic's oldest segments while it holds
+                            more than N bytes [default: keep everything]
+  --retention-hours H       delete segments last written more than H hours
+                            ago; fractions allowed, at most 876000 (100
+                            years) [default: keep everything]
+  --skip-corrupt-segments   start even if old segments fail their checks,
+                            without them (and everything older)
+  -h, --help                print this help
+  -V, --version             print the version
+
+Logging goes to stderr; set RUST_LOG=debug for per-connection events.
+";
+
+pub const MAX_BYTES_LIMIT: usize = 1 << 30;
+pub const MAX_CONNECTIONS: usize = 1 << 20;
+pub const MAX_TOPICS: usize = 1 << 20;
+pub const MAX_FSYNC_INTERVAL_MS: u64 = 24 * 3600 * 1000;
+pub const MAX_SEGMENT_BYTES: u64 = crate::storage::index::MAX_SEGMENT_BYTES;
+pub const MAX_RETENTION_HOURS: f64 = 876_000.0;
+
+/// Parses the broker's command line (`args` without the program name).
+/// `Ok(None)`: help or version was printed, nothing to run.
+pub fn parse_args<I, S>(args: I) -> Result<Option<Config>, UsageError>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<std::ffi::OsString>,
+{
+    use cli::Arg::{Long, Short};
+    let mut config = Config::default();
+    let mut fsync = "interval";
+    let mut interval_ms = 1000;
+    let mut parser = cli::Parser::from_args(args);
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Long("addr") => {
+                let addr = parser.value()?;
+                config.addr = crate::client::complete_addr(&addr, true)
+                    .map_err(|why| cli::invalid("--addr", &addr, why))?;
+            }
+            Long("data-dir") => config.data_dir = parser.path()?,
+            Long("max-line-bytes") => config.max_line_bytes = parser.count(1, MAX_BYTES_LIMIT)?,
+            Long("max-connections") => config.max_connections = parser.count(1, MAX_CONNECTIONS)?,
+            Long("max-output-bytes") => {
+                config.max_output_bytes = parser.count(1, MAX_BYTES_LIMIT)?
+            }
+            Long("no-auto-create") => config.auto_create_topics = false,
+            Long("fsync") => fsync = parser.choice(&["always", "interval", "never"])?,
+            Long("fsync-interval-ms") => interval_ms = parser.number(1, MAX_FSYNC_INTERVAL_MS)?,
+            Long("segment-bytes") => config.segment_bytes = parser.number(1, MAX_SEGMENT_BYTES)?,
+            Long("retention-bytes") => config.retention_bytes = Some(parser.number(1, u64::MAX)?),
+            Long("retention-hours") => {
+                config.retention_hours = Some(parser.positive_float(MAX_RETENTION_HOURS, "hours")?)
+            }
+            Long("skip-corrupt-segments") => config.skip_corrupt_segments = true,
+            Long("max-topics") => config.max_topics = parser.count(1, MAX_TOPICS)?,
+            Long("auth-token-file") => config.auth_token_file = Some(parser.path()?),
+            Short('h') | Long("help") => {
+                cli::out(USAGE);
+                return Ok(None);
+            }
+            Short('V') | Long("version") => {
+                cli::out(format!("broker {}\n", env!("CARGO_PKG_VERSION")));
+                return Ok(None);
+            }
+            _ => return Err(cli::unexpected(arg)),
+        }
+    }
+    config.fsync = match fsync {
+        "always" => FsyncPolicy::Always,
+        "never" => FsyncPolicy::Never,
+        _ => FsyncPolicy::Interval(Duration::from_millis(interval_ms)),
+    };
+    Ok(Some(config))
 }

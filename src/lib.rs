@@ -9,10 +9,12 @@
 //! - [`broker`]: topics, offsets, counters: what requests do;
 //! - [`protocol`]: framing, request parsing and reply words (no I/O);
 //! - [`server`]: the poll loop that owns the listener and clients;
-//! - [`config`]: defaults and limits;
+//! - [`config`]: defaults, limits and the broker's command line;
+//! - [`cli`]: command-line parsing shared by the binaries;
 //! - [`client`]: blocking helpers for the bundled clients.
 
 pub mod broker;
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod protocol;

@@ -16,7 +16,7 @@ use hdrhistogram::Histogram;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
-use kafka_like_broker::client::cli::{self, UsageError};
+use kafka_like_broker::cli::{self, UsageError};
 use kafka_like_broker::client::{parse_end, parse_message};
 use kafka_like_broker::util::{parse_u64, push_u64};
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use kafka_like_broker::client::cli::{self, UsageError};
+use kafka_like_broker::cli::{self, UsageError};
 use kafka_like_broker::client::{self, ClientError, Connection, DEFAULT_TOPIC};
 use kafka_like_broker::config::DEFAULT_ADDR;
 

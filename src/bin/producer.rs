@@ -15,7 +15,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use kafka_like_broker::client::cli::{self, UsageError};
+use kafka_like_broker::cli::{self, UsageError};
 use kafka_like_broker::client::{self, ClientError, Connection};
 use kafka_like_broker::config::DEFAULT_ADDR;
 

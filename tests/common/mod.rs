@@ -370,3 +370,83 @@ pub fn run_expecting_refusal(args: &[&std::ffi::OsStr]) -> std::process::Output 
     }
     child.wait_with_output().expect("wait")
 }
+
+/// A broker served in this process on `127.0.0.1:0` (no child process):
+/// configured with the binary's own flags, stopped (cleanly: synced and
+/// replied) when dropped.
+pub struct InProcess {
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    handle: Option<kafka_like_broker::server::ShutdownHandle>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl InProcess {
+    /// Starts a broker on `data_dir` with `args` (broker flags).
+    pub fn start(data_dir: &Path, args: &[&str]) -> InProcess {
+        let mut all: Vec<std::ffi::OsString> = vec![
+            "--addr".into(),
+            "127.0.0.1:0".into(),
+            "--data-dir".into(),
+            data_dir.into(),
+        ];
+        all.extend(args.iter().map(Into::into));
+        let config = kafka_like_broker::config::parse_args(all)
+            .expect("valid broker flags")
+            .expect("not --help");
+        let (tx, rx) = mpsc::channel();
+        // The server holds `Rc`s: it is built and run on its own thread.
+        let thread = thread::spawn(move || {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+            match kafka_like_broker::Server::with_listener(config, listener) {
+                Ok(server) => {
+                    let _ = tx.send(Ok((server.local_addr(), server.shutdown_handle())));
+                    server.serve().expect("serve");
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e.to_string()));
+                }
+            }
+        });
+        let (addr, handle) = rx
+            .recv_timeout(TIMEOUT)
+            .expect("the broker thread answers")
+            .unwrap_or_else(|e| panic!("broker did not start: {e}"));
+        InProcess {
+            addr,
+            data_dir: data_dir.to_path_buf(),
+            handle: Some(handle),
+            thread: Some(thread),
+        }
+    }
+
+    pub fn client(&self) -> Client {
+        Client::connect(self.addr)
+    }
+
+    /// Stops it as SIGTERM would, waiting for it to finish.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            handle.shutdown();
+        }
+        if let Some(thread) = self.thread.take() {
+            thread.join().expect("the broker thread panicked");
+        }
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            if let Some(handle) = self.handle.take() {
+                handle.shutdown();
+            }
+            return;
+        }
+        self.shutdown();
+    }
+}
