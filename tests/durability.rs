@@ -472,21 +472,33 @@ fn committer(addr: std::net::SocketAddr, high: Arc<AtomicU64>) -> thread::JoinHa
     })
 }
 
+/// The seed for the crash suites: fixed, so a failure can be repeated;
+/// `CRASH_SEED=<n>` picks another.
+fn crash_seed() -> u64 {
+    std::env::var("CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed_c0de)
+        | 1
+}
+
+/// Rounds of: load from 3 pipelined producers and a committer, `kill -9`
+/// at a random moment *while acknowledgements are still arriving*, restart,
+/// and check. Each round checks what is new since the last round (fetched
+/// from where the previous check ended) plus a sample of older offsets, so
+/// a round costs what it added, not the whole log.
 fn crash_rounds(policy: &str, rounds: usize) {
-    let seed = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
-    eprintln!("crash suite policy={policy} seed={seed}");
+    let seed = crash_seed();
+    eprintln!("crash suite policy={policy} seed={seed} (CRASH_SEED to change)");
     let mut rng = Rng(seed);
     let (_tmp, dir) = temp_data_dir();
     let args = ["--fsync", policy, "--segment-bytes", "65536"];
-    let mut all_acked: Vec<(u64, String)> = Vec::new();
+    // Every message stored so far, by offset, as the last check read it.
+    let mut stored: Vec<String> = Vec::new();
     let mut last_committed = 0;
-    // Offsets before this round's (what the previous check found).
-    let mut base = 0u64;
     for round in 0..rounds {
+        let ctx = format!("policy={policy} seed={seed} round={round}");
+        let base = stored.len() as u64;
         let mut broker = BrokerProcess::start(&dir, &args);
         let acks = Arc::new(AtomicUsize::new(0));
         // Start from what earlier rounds reached, so the group never moves
@@ -494,58 +506,74 @@ fn crash_rounds(policy: &str, rounds: usize) {
         let high = Arc::new(AtomicU64::new(base));
         let producers: Vec<_> = (0..3)
             .map(|id| {
-                common::pipelined_producer(broker.addr, round * 10 + id, 30_000, acks.clone())
+                common::pipelined_producer(broker.addr, round * 10 + id, 2_000_000, acks.clone())
             })
             .collect();
         let committer = committer(broker.addr, high.clone());
-        // Let some load build, then kill at a random moment.
         let deadline = Instant::now() + TIMEOUT;
         while acks.load(Ordering::Relaxed) < 100 {
-            assert!(Instant::now() < deadline, "round {round}: no progress");
+            assert!(Instant::now() < deadline, "{ctx}: no progress");
             thread::sleep(Duration::from_millis(1));
         }
-        let wait = Duration::from_millis(rng.next() % 150);
-        let until = Instant::now() + wait;
-        while Instant::now() < until {
-            // Keep the committer's target at a known-acknowledged offset.
-            // Half of this round's acknowledgements: an offset surely
-            // readable, growing across rounds.
-            high.store(
-                base + acks.load(Ordering::Relaxed) as u64 / 2,
-                Ordering::Relaxed,
-            );
+        let until = Instant::now() + Duration::from_millis(rng.next() % 100);
+        loop {
+            // Keep the committer's target at an offset surely readable.
+            let now_acked = acks.load(Ordering::Relaxed);
+            high.store(base + now_acked as u64 / 2, Ordering::Relaxed);
             thread::sleep(Duration::from_millis(1));
+            // Kill only while acknowledgements still arrive: under load.
+            if Instant::now() >= until && acks.load(Ordering::Relaxed) > now_acked {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{ctx}: load stopped before the kill"
+            );
         }
         broker.kill9();
+        let mut acked: Vec<(u64, String)> = Vec::new();
         for p in producers {
-            all_acked.extend(p.join().unwrap());
+            acked.extend(p.join().unwrap());
         }
         last_committed = last_committed.max(committer.join().unwrap());
 
-        // Restart and check everything acknowledged so far.
+        // Restart and check what is new, and a sample of the rest.
         let broker = BrokerProcess::start(&dir, &args);
         let mut c = broker.client();
-        let stored = fetch_all(&mut c, 0);
+        let new = fetch_all(&mut c, base);
         assert!(
-            stored.iter().enumerate().all(|(i, (o, _))| *o == i as u64),
-            "policy={policy} seed={seed} round={round}: offsets not contiguous"
+            new.iter()
+                .enumerate()
+                .all(|(i, (o, _))| *o == base + i as u64),
+            "{ctx}: offsets not contiguous from {base}"
         );
+        stored.extend(new.into_iter().map(|(_, m)| m));
         if policy == "always" {
-            for (offset, message) in &all_acked {
-                let got = stored.get(*offset as usize).map(|(_, m)| m.as_str());
+            for (offset, message) in &acked {
                 assert_eq!(
-                    got,
+                    stored.get(*offset as usize).map(String::as_str),
                     Some(message.as_str()),
-                    "policy={policy} seed={seed} round={round}: acknowledged offset {offset} lost"
+                    "{ctx}: acknowledged offset {offset} lost"
                 );
             }
+        }
+        for _ in 0..20 {
+            if stored.is_empty() {
+                break;
+            }
+            let o = rng.next() % stored.len() as u64;
+            assert_eq!(
+                c.request(&format!("CONSUME {o}")),
+                format!("MESSAGE offset:{o} {}", stored[o as usize]),
+                "{ctx}: an older message changed"
+            );
         }
         // Segments roll under every policy (a sync always in flight must
         // not hold the active segment open forever).
         let active = std::fs::metadata(dir.join("kafka_log.txt")).unwrap().len();
         assert!(
             active <= 2 * 65536,
-            "policy={policy}: active segment grew to {active} bytes"
+            "{ctx}: active segment grew to {active} bytes"
         );
         let committed: u64 = c
             .request("OFFSET g")
@@ -555,16 +583,15 @@ fn crash_rounds(policy: &str, rounds: usize) {
             .unwrap();
         assert!(
             committed <= stored.len() as u64,
-            "committed offset {committed} past the log end {}",
+            "{ctx}: committed offset {committed} past the log end {}",
             stored.len()
         );
         if policy == "always" {
             assert!(
                 committed >= last_committed,
-                "seed={seed} round={round}: acknowledged commit {last_committed} lost ({committed})"
+                "{ctx}: acknowledged commit {last_committed} lost ({committed})"
             );
         }
-        base = stored.len() as u64;
     }
 }
 
