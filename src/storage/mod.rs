@@ -3,6 +3,7 @@
 //! about sockets or wire protocols, and nothing here blocks on a sync: the
 //! slow calls are handed out as [`FileJob`]s for helper threads.
 
+pub mod batch;
 pub mod checkpoint;
 mod error;
 pub mod index;

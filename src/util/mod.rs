@@ -2,6 +2,7 @@
 //! numbers without `fmt`, names, and file calls used by every journal.
 
 pub mod fs;
+pub mod wire;
 
 /// Longest topic or group name.
 pub const MAX_NAME_LEN: usize = 64;

@@ -46,13 +46,16 @@
 //! targets in `fuzz/`.
 
 pub mod api;
-pub mod batch;
 pub mod error;
 pub mod frame;
 pub mod fuzzing;
 pub mod header;
 pub mod versions;
-pub mod wire;
+
+/// RecordBatch v2 is a storage format here: batch partitions store it.
+pub use crate::storage::batch;
+/// The bounds-checked binary reader and writer.
+pub use crate::util::wire;
 
 pub use api::Request;
 pub use api::api_versions::ApiVersionsResponse;
@@ -64,3 +67,29 @@ pub use frame::{
 pub use header::RequestHeader;
 pub use versions::{ApiKey, ApiRange, SUPPORTED_APIS};
 pub use wire::{DecodeError, Reader, Writer};
+
+// How a bad batch is answered; the type lives in storage.
+use batch::BatchError;
+
+impl BatchError {
+    /// The error code a ProduceResponse should carry for this batch:
+    /// `CORRUPT_MESSAGE` for damage (bad CRC, bad lengths) as Kafka answers
+    /// for a `CorruptRecordException`, `INVALID_RECORD` for the rest.
+    pub fn error_code(self) -> ErrorCode {
+        match self {
+            BatchError::Truncated
+            | BatchError::TrailingBytes
+            | BatchError::InvalidLength(_)
+            | BatchError::CrcMismatch { .. } => ErrorCode::CORRUPT_MESSAGE,
+            BatchError::TooLarge { .. } => ErrorCode::MESSAGE_TOO_LARGE,
+            BatchError::UnknownCompression(_) | BatchError::UnsupportedCompression(_) => {
+                ErrorCode::UNSUPPORTED_COMPRESSION_TYPE
+            }
+            BatchError::UnsupportedMagic(_)
+            | BatchError::InvalidRecordCount
+            | BatchError::InvalidRecord(_)
+            | BatchError::Decompression(_) => ErrorCode::INVALID_RECORD,
+        }
+    }
+}
+

@@ -29,8 +29,7 @@ use std::fmt;
 #[cfg(any(feature = "lz4", feature = "zstd"))]
 use std::io::Read;
 
-use super::error::ErrorCode;
-use super::wire::{DecodeError, Reader, Writer};
+use crate::util::wire::{DecodeError, Reader, Writer};
 
 /// Size of the fixed batch header, up to the first record.
 pub const HEADER_LEN: usize = 61;
@@ -75,28 +74,6 @@ pub enum BatchError {
     TooLarge { limit: usize },
     /// The compressed bytes do not decompress.
     Decompression(&'static str),
-}
-
-impl BatchError {
-    /// The error code a ProduceResponse should carry for this batch:
-    /// `CORRUPT_MESSAGE` for damage (bad CRC, bad lengths) as Kafka answers
-    /// for a `CorruptRecordException`, `INVALID_RECORD` for the rest.
-    pub fn error_code(self) -> ErrorCode {
-        match self {
-            BatchError::Truncated
-            | BatchError::TrailingBytes
-            | BatchError::InvalidLength(_)
-            | BatchError::CrcMismatch { .. } => ErrorCode::CORRUPT_MESSAGE,
-            BatchError::TooLarge { .. } => ErrorCode::MESSAGE_TOO_LARGE,
-            BatchError::UnknownCompression(_) | BatchError::UnsupportedCompression(_) => {
-                ErrorCode::UNSUPPORTED_COMPRESSION_TYPE
-            }
-            BatchError::UnsupportedMagic(_)
-            | BatchError::InvalidRecordCount
-            | BatchError::InvalidRecord(_)
-            | BatchError::Decompression(_) => ErrorCode::INVALID_RECORD,
-        }
-    }
 }
 
 impl fmt::Display for BatchError {
@@ -1052,10 +1029,6 @@ mod tests {
         let mut b = good.clone();
         b[40] ^= 1;
         assert!(matches!(validate(&b), Err(BatchError::CrcMismatch { .. })));
-        assert_eq!(
-            validate(&b).unwrap_err().error_code(),
-            ErrorCode::CORRUPT_MESSAGE
-        );
 
         let mut b = good.clone();
         b[16] = 1;
