@@ -176,6 +176,7 @@ impl Broker {
             // Before layouts, a missing index meant nothing: stay strict
             // until every segment has one.
             repair_unsealed: layout.is_some(),
+            format: crate::storage::Format::Text,
         };
         let mut checkpoint = checkpoint::read(dir)?;
         let mut open_topic = |name: &[u8]| -> Result<Topic, StorageError> {

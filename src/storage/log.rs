@@ -53,6 +53,8 @@ use std::time::{Duration, SystemTime};
 use log::{error, info, warn};
 use memchr::memchr;
 
+use super::batch::{self, BatchBuilder, BatchHeader};
+use super::format::{Format, Parsed};
 use super::index::{self, Entry, INDEX_INTERVAL, Index, MAX_SEGMENT_BYTES};
 use super::journal::{Completion, Mark, SyncTarget, SyncTracker};
 use super::text;
@@ -70,6 +72,11 @@ const MAX_LOADED_SEGMENTS: usize = 8;
 pub const SYNC_SLOTS: usize = 3;
 /// The highest offset given out: Kafka offsets are signed 64-bit.
 pub const MAX_OFFSET: u64 = i64::MAX as u64;
+/// Most bytes a compressed batch may decompress to when a text reader
+/// reads it.
+const MAX_DECOMPRESSED: usize = 64 << 20;
+/// Most messages in one batch built for a Kafka reader of a text log.
+const MAX_SYNTHESIZED: usize = 10_000;
 /// Bytes read at once when scanning.
 const READ_CHUNK: usize = 64 << 10;
 
@@ -89,6 +96,8 @@ pub struct LogOptions {
     /// segment's index only once its data is on disk): newest segments
     /// without an index may be cut at their first damage after a crash.
     pub repair_unsealed: bool,
+    /// How the records are stored.
+    pub format: Format,
 }
 
 impl Default for LogOptions {
@@ -98,6 +107,7 @@ impl Default for LogOptions {
             skip_corrupt: false,
             durable_acks: false,
             repair_unsealed: true,
+            format: Format::Text,
         }
     }
 }
@@ -114,6 +124,21 @@ pub struct Appended {
 pub struct Failed {
     pub seqs: Range<u64>,
     pub error: StorageError,
+}
+
+/// Why a Kafka batch could not be appended.
+#[derive(Debug)]
+pub enum AppendBatchError {
+    /// The batch cannot be stored here (Kafka's INVALID_RECORD).
+    Invalid(String),
+    Storage(StorageError),
+}
+
+/// Milliseconds since the Unix epoch (record timestamps).
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// What a finished sync did to the log.
@@ -179,9 +204,11 @@ pub struct Log {
     options: LogOptions,
     active: Active,
     rolled: VecDeque<Rolled>,
-    /// Records staged for the next flush, and each one's length.
+    /// Entries staged for the next flush, each one's length and the
+    /// offsets it covers.
     staged: Vec<u8>,
     staged_lens: Vec<u32>,
+    staged_counts: Vec<u32>,
     /// What the next append gets.
     next_seq: u64,
     next_offset: u64,
@@ -236,7 +263,7 @@ impl Log {
         let mut rolled = VecDeque::new();
         let mut skipped_bad = 0;
         for (seg, header) in found.segments[..strict_until].iter().zip(&headers) {
-            match check_segment(seg, header.clone(), &mut rebuilt) {
+            match check_segment(options.format, seg, header.clone(), &mut rebuilt) {
                 Ok(r) => rolled.push_back(r),
                 Err(e) if options.skip_corrupt => {
                     let older: Vec<String> = rolled
@@ -267,7 +294,7 @@ impl Log {
                 continue;
             }
             let file = File::open(&seg.path).map_err(|e| StorageError::io(&seg.path, "open", e))?;
-            let scan = scan(&seg.path, &file, Some(seg.base), true)?;
+            let scan = scan(options.format, &seg.path, &file, Some(seg.base), true)?;
             if scan.count == 0 {
                 set_aside.push(seg.path.clone());
                 continue;
@@ -296,7 +323,7 @@ impl Log {
             None
         } else {
             match File::open(&path) {
-                Ok(file) => Some(scan(&path, &file, None, false)?),
+                Ok(file) => Some(scan(options.format, &path, &file, None, false)?),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => None,
                 Err(e) => return Err(StorageError::io(&path, "open", e)),
             }
@@ -428,6 +455,7 @@ impl Log {
             rolled,
             staged: Vec::new(),
             staged_lens: Vec::new(),
+            staged_counts: Vec::new(),
             next_seq: 0,
             next_offset: next,
             written: mark,
@@ -512,24 +540,110 @@ impl Log {
         std::mem::take(&mut self.jobs)
     }
 
+    /// How this log stores its records.
+    pub fn format(&self) -> Format {
+        self.options.format
+    }
+
     /// Stages `message` for the next [`flush`](Self::flush). Nothing is in
-    /// the file until the flush succeeds.
+    /// the file until the flush succeeds. In a batch log it becomes a
+    /// batch of one record (no key, the current time).
     pub fn append(&mut self, message: &[u8]) -> Result<Appended, StorageError> {
-        if self.next_offset >= MAX_OFFSET {
+        self.check_room(1)?;
+        let offset = self.next_offset;
+        let before = self.staged.len();
+        match self.options.format {
+            Format::Text => text::push_line(&mut self.staged, offset, message),
+            Format::Batch => {
+                let mut b = BatchBuilder::new(&mut self.staged, offset as i64, 0);
+                b.push(now_ms(), None, Some(message), &[]);
+                b.finish();
+            }
+        }
+        Ok(self.staged_entry(before, 1))
+    }
+
+    /// Stages a Kafka record batch (validated by the caller). A batch log
+    /// stores it as received with its base offset set; a text log stores
+    /// one line per record value, which must be there and hold no
+    /// newline.
+    pub fn append_batch(
+        &mut self,
+        bytes: &[u8],
+        header: &BatchHeader,
+        max_decompressed: usize,
+    ) -> Result<Appended, AppendBatchError> {
+        let count = u32::try_from(header.record_count)
+            .ok()
+            .filter(|&c| c > 0)
+            .ok_or(AppendBatchError::Invalid("a batch without records".into()))?;
+        self.check_room(u64::from(count))
+            .map_err(AppendBatchError::Storage)?;
+        let offset = self.next_offset;
+        let before = self.staged.len();
+        match self.options.format {
+            Format::Batch => {
+                self.staged.extend_from_slice(bytes);
+                let stored = &mut self.staged[before..];
+                batch::set_base_offset(stored, offset as i64);
+                batch::set_partition_leader_epoch(stored, 0);
+            }
+            Format::Text => {
+                let mut scratch = Vec::new();
+                let mut n = 0u64;
+                let records = batch::records(bytes, max_decompressed, &mut scratch)
+                    .map_err(|e| AppendBatchError::Invalid(e.to_string()));
+                let result = records.and_then(|records| {
+                    for record in records {
+                        let record =
+                            record.map_err(|e| AppendBatchError::Invalid(e.to_string()))?;
+                        let value = record.value.ok_or(AppendBatchError::Invalid(
+                            "a text topic stores values; this record has none".into(),
+                        ))?;
+                        if memchr(b'\n', value).is_some() {
+                            return Err(AppendBatchError::Invalid(
+                                "a text topic cannot store a value holding a newline".into(),
+                            ));
+                        }
+                        text::push_line(&mut self.staged, offset + n, value);
+                        n += 1;
+                    }
+                    if n == u64::from(count) {
+                        Ok(())
+                    } else {
+                        Err(AppendBatchError::Invalid("record count mismatch".into()))
+                    }
+                });
+                if let Err(e) = result {
+                    self.staged.truncate(before);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(self.staged_entry(before, count))
+    }
+
+    fn check_room(&self, count: u64) -> Result<(), StorageError> {
+        if self.next_offset.saturating_add(count) > MAX_OFFSET {
             return Err(StorageError::OffsetLimit {
                 path: self.active.path.clone(),
                 limit: MAX_OFFSET,
             });
         }
-        let offset = self.next_offset;
-        let before = self.staged.len();
-        text::push_line(&mut self.staged, offset, message);
+        Ok(())
+    }
+
+    /// Records what was just pushed onto `staged` from byte `before` as
+    /// one entry covering `count` offsets.
+    fn staged_entry(&mut self, before: usize, count: u32) -> Appended {
         let len = self.staged.len() - before;
         self.staged_lens.push(len as u32);
-        self.next_offset += 1;
+        self.staged_counts.push(count);
+        let offset = self.next_offset;
+        self.next_offset += u64::from(count);
         let seq = self.next_seq;
         self.next_seq += 1;
-        Ok(Appended { seq, offset })
+        Appended { seq, offset }
     }
 
     /// Writes every staged record, rolling segments where they reach the
@@ -558,6 +672,7 @@ impl Log {
             }
             // One chunk: the records that fit in the active segment.
             let (start_i, start_pos) = (i, pos);
+            let mut offset = self.written.offset;
             let mut seg_len = self.active.len;
             let mut entries: Vec<Entry> = Vec::new();
             let mut last = *self
@@ -575,7 +690,6 @@ impl Log {
                 if seg_len - u64::from(last.pos) >= INDEX_INTERVAL {
                     let done = Entry { crc, ..last };
                     entries.push(done);
-                    let offset = self.written.offset + (i - start_i) as u64;
                     last = Entry {
                         rel: (offset - self.active.base) as u32,
                         pos: seg_len as u32,
@@ -586,6 +700,7 @@ impl Log {
                 crc = crc32c_append(crc, &self.staged[pos..pos + len as usize]);
                 seg_len += len;
                 pos += len as usize;
+                offset += u64::from(self.staged_counts[i]);
                 i += 1;
             }
             if i > start_i {
@@ -608,11 +723,10 @@ impl Log {
                     index.entries.push(last);
                 }
                 index.entries.last_mut().expect("index has an entry").crc = crc;
-                let count = (i - start_i) as u64;
                 self.active.len = seg_len;
                 self.written = Mark {
-                    seq: self.written.seq + count,
-                    offset: self.written.offset + count,
+                    seq: self.written.seq + (i - start_i) as u64,
+                    offset,
                     file: self.active.generation,
                     len: seg_len,
                 };
@@ -632,6 +746,7 @@ impl Log {
         }
         self.staged.drain(..pos);
         self.staged_lens.drain(..i);
+        self.staged_counts.drain(..i);
         if self.staged.capacity() > 8 << 20 && self.staged.len() < 1 << 20 {
             self.staged.shrink_to(1 << 20);
         }
@@ -649,6 +764,7 @@ impl Log {
         let first_failed = self.written.seq;
         self.staged.clear();
         self.staged_lens.clear();
+        self.staged_counts.clear();
         self.roll_waiting = false;
         self.next_offset = self.written.offset;
         self.written.seq = self.next_seq;
@@ -922,6 +1038,7 @@ impl Log {
         }
         self.staged.clear();
         self.staged_lens.clear();
+        self.staged_counts.clear();
         self.roll_waiting = false;
         self.next_offset = synced.offset;
         let index = &mut self.active.index;
@@ -990,11 +1107,13 @@ impl Log {
 
     /// Reads up to `max_count` messages from offset `from` (at least
     /// [`first_offset`](Self::first_offset)), but not at or past `end`,
-    /// calling `emit(offset, message)` for each, and returns the offset
+    /// calling `emit(offset, value)` for each, and returns the offset
     /// after the last one emitted (`from` if none). Stops at the end of a
     /// segment, and before a message that would take the total past
     /// `max_bytes` (but always emits at least one if there is one). `buf`
-    /// is scratch space, reused between calls.
+    /// is scratch space, reused between calls. In a batch log, each record
+    /// is one message (its value; a null value is empty); compressed
+    /// batches are decompressed, control batches skipped.
     pub fn read(
         &mut self,
         from: u64,
@@ -1002,50 +1121,187 @@ impl Log {
         max_count: usize,
         max_bytes: usize,
         buf: &mut Vec<u8>,
-        emit: impl FnMut(u64, &[u8]),
+        mut emit: impl FnMut(u64, &[u8]),
     ) -> Result<u64, StorageError> {
+        let format = self.options.format;
+        let (mut next, mut count, mut bytes) = (from, 0usize, 0usize);
+        let mut scratch = Vec::new();
+        let path = self.active.path.clone();
+        self.walk(from, end, buf, |first, n, entry| {
+            if first + n <= from {
+                return Ok(true);
+            }
+            if count == max_count {
+                return Ok(false);
+            }
+            match format {
+                Format::Text => {
+                    // The walk checked the line: the message follows its
+                    // header.
+                    let message = &entry[text::header_len(first)..entry.len() - 1];
+                    if count > 0 && bytes + message.len() > max_bytes {
+                        return Ok(false);
+                    }
+                    emit(first, message);
+                    count += 1;
+                    bytes += message.len();
+                    next = first + 1;
+                    Ok(true)
+                }
+                Format::Batch => {
+                    let header = batch::parse_header(entry).map_err(|e| {
+                        StorageError::corrupt(&path, Location::Offset(first), e.to_string())
+                    })?;
+                    if header.is_control() {
+                        next = first + n;
+                        return Ok(true);
+                    }
+                    let records =
+                        batch::records(entry, MAX_DECOMPRESSED, &mut scratch).map_err(|e| {
+                            StorageError::corrupt(&path, Location::Offset(first), e.to_string())
+                        })?;
+                    for record in records {
+                        let record = record.map_err(|e| {
+                            StorageError::corrupt(&path, Location::Offset(first), e.to_string())
+                        })?;
+                        let offset = record.offset(&header) as u64;
+                        if offset < from || offset >= end {
+                            continue;
+                        }
+                        let value = record.value.unwrap_or_default();
+                        if count == max_count || (count > 0 && bytes + value.len() > max_bytes) {
+                            return Ok(false);
+                        }
+                        emit(offset, value);
+                        count += 1;
+                        bytes += value.len();
+                        next = offset + 1;
+                    }
+                    next = next.max(first + n).min(end);
+                    Ok(true)
+                }
+            }
+        })?;
+        Ok(next)
+    }
+
+    /// Copies whole stored batches to `out`: the one holding `from`, then
+    /// the next ones, while the total stays within `max_bytes` (the first
+    /// is always copied) and they end before `end`. Returns the offset
+    /// after the last batch copied (`from` if none). Batch logs only.
+    pub fn read_raw(
+        &mut self,
+        from: u64,
+        end: u64,
+        max_bytes: usize,
+        buf: &mut Vec<u8>,
+        out: &mut Vec<u8>,
+    ) -> Result<u64, StorageError> {
+        assert_eq!(self.options.format, Format::Batch, "raw reads copy batches");
+        let start = out.len();
+        let mut next = from;
+        self.walk(from, end, buf, |first, n, entry| {
+            if first + n <= from {
+                return Ok(true);
+            }
+            if first + n > end || (out.len() > start && out.len() - start + entry.len() > max_bytes)
+            {
+                return Ok(false);
+            }
+            out.extend_from_slice(entry);
+            next = first + n;
+            Ok(true)
+        })?;
+        Ok(next)
+    }
+
+    /// For Kafka readers of a text log: builds uncompressed batches of the
+    /// messages from `from` (values; no key; timestamp -1, none stored) into
+    /// `out`, at most `max_bytes` of them (at least one message). Returns
+    /// the offset after the last one.
+    pub fn read_as_batches(
+        &mut self,
+        from: u64,
+        end: u64,
+        max_bytes: usize,
+        buf: &mut Vec<u8>,
+        out: &mut Vec<u8>,
+    ) -> Result<u64, StorageError> {
+        // One batch per read: a whole segment's worth at most.
+        let mut messages: Vec<(u64, Vec<u8>)> = Vec::new();
+        let next = self.read(from, end, MAX_SYNTHESIZED, max_bytes, buf, |o, m| {
+            messages.push((o, m.to_vec()))
+        })?;
+        if let Some(&(first, _)) = messages.first() {
+            let mut b = BatchBuilder::new(out, first as i64, 0);
+            for (_, m) in &messages {
+                b.push(-1, None, Some(m), &[]);
+            }
+            b.finish();
+        }
+        Ok(next)
+    }
+
+    /// Walks the entries of the segment holding `from`, starting at the
+    /// index entry at or before it, calling `f(first offset, offsets, bytes)`
+    /// for each entry that starts below `end`, until `f` says no (`false`:
+    /// that entry is not taken) or the segment ends. Rolled segments check
+    /// the CRC of every index interval before handing out its entries.
+    fn walk(
+        &mut self,
+        from: u64,
+        end: u64,
+        buf: &mut Vec<u8>,
+        f: impl FnMut(u64, u64, &[u8]) -> Result<bool, StorageError>,
+    ) -> Result<(), StorageError> {
         let end = end.min(self.written.offset);
-        if from >= end || max_count == 0 || from < self.first_offset() {
-            return Ok(from);
+        if from >= end || from < self.first_offset() {
+            return Ok(());
         }
         self.uses += 1;
-        let limits = Limits {
-            from,
-            max_count,
-            max_bytes,
-        };
+        let format = self.options.format;
         let result = if from >= self.active.base {
             let a = &mut self.active;
-            let start = if a.hint.0 <= from && a.hint.0 > a.index.seek(from).1 {
-                a.hint
+            let (i, o, p) = a.index.seek(from);
+            let start = if a.hint.0 <= from && a.hint.0 > o {
+                (a.hint.0, a.hint.1, i)
             } else {
-                let (_, o, p) = a.index.seek(from);
-                (o, p)
+                (o, p, i)
             };
-            let r = read_plain(&a.file, &a.path, a.len, end, start, limits, buf, emit);
+            let seg = SegmentView {
+                format,
+                file: &a.file,
+                path: &a.path,
+                index: &a.index,
+                len: a.len,
+                end,
+                verify: false,
+            };
+            let r = seg.walk(start, buf, f);
             if let Ok((next, pos)) = r {
                 a.hint = (next, pos);
             }
-            r.map(|(next, _)| next)
+            r.map(drop)
         } else {
             let i = self.rolled.partition_point(|r| r.end <= from);
             self.load(i)?;
             let uses = self.uses;
             let r = &mut self.rolled[i];
             let Some(loaded) = &mut r.loaded else {
-                return Ok(from);
+                return Ok(());
             };
             loaded.last_used = uses;
-            read_checked(
-                &loaded.file,
-                &r.path,
-                &loaded.index,
-                r.size,
-                r.end.min(end),
-                limits,
-                buf,
-                emit,
-            )
+            let start = loaded.index.seek(from);
+            let seg = SegmentView {
+                format,
+                file: &loaded.file,
+                path: &r.path,
+                index: &loaded.index,
+                len: r.size,
+                end: r.end.min(end),
+                verify: true,
+            };
+            seg.walk((start.1, start.2, start.0), buf, f).map(drop)
         };
         if buf.capacity() > 4 << 20 {
             buf.clear();
@@ -1082,7 +1338,7 @@ impl Log {
                 // Only between a roll and the helper writing the index, for
                 // a segment evicted meanwhile: scan it once (rare).
                 warn!("{}: not written yet; scanning the segment", ipath.display());
-                let scan = scan(&r.path, &file, Some(r.base), false)?;
+                let scan = scan(self.options.format, &r.path, &file, Some(r.base), false)?;
                 if scan.torn > 0 || r.base + scan.count != r.end {
                     return Err(StorageError::corrupt(
                         &r.path,
@@ -1161,175 +1417,135 @@ impl Log {
     }
 }
 
-/// Bounds of one read.
-#[derive(Clone, Copy)]
-struct Limits {
-    from: u64,
-    max_count: usize,
-    max_bytes: usize,
+/// One segment, for walking its entries.
+struct SegmentView<'a> {
+    format: Format,
+    file: &'a File,
+    path: &'a Path,
+    index: &'a Index,
+    /// Bytes of complete entries.
+    len: u64,
+    /// Hand out no entry starting at or past this offset.
+    end: u64,
+    /// Check each index interval's CRC before using it.
+    verify: bool,
 }
 
-/// Reads lines of an unchecked segment (the active one) from `start`
-/// (offset, position at or before `limits.from`). Returns the next offset
-/// and its position.
-#[allow(clippy::too_many_arguments)]
-fn read_plain(
-    file: &File,
-    path: &Path,
-    len: u64,
-    end: u64,
-    start: (u64, u64),
-    limits: Limits,
-    buf: &mut Vec<u8>,
-    mut emit: impl FnMut(u64, &[u8]),
-) -> Result<(u64, u64), StorageError> {
-    let (mut offset, mut pos) = start;
-    let (mut count, mut bytes) = (0usize, 0usize);
-    // Small first read for single lookups; larger ones for batches.
-    let mut chunk: usize = if limits.max_count == 1 {
-        8 << 10
-    } else {
-        READ_CHUNK
-    };
-    'reading: while offset < end {
-        let want = (chunk as u64).min(len - pos) as usize;
-        if want == 0 {
-            return Err(StorageError::corrupt(
-                path,
-                Location::Offset(offset),
-                format!("the file ends at byte {pos} before this offset"),
-            ));
-        }
-        buf.resize(want, 0);
-        file.read_exact_at(buf, pos)
-            .map_err(|e| StorageError::io(path, format!("read at byte {pos}"), e))?;
-        let mut used = 0;
-        while let Some(i) = memchr(b'\n', &buf[used..]) {
-            if offset >= limits.from {
-                let line = &buf[used..used + i];
-                let message = text::message_of(line, offset).ok_or_else(|| {
-                    StorageError::corrupt(
-                        path,
-                        Location::Offset(offset),
-                        format!("expected this offset's line at byte {}", pos + used as u64),
-                    )
-                })?;
-                if count > 0 && bytes + message.len() > limits.max_bytes {
-                    pos += used as u64;
-                    break 'reading;
+impl SegmentView<'_> {
+    /// Walks entries from `start` (offset, byte position, index interval;
+    /// with `verify` the position must be the interval's start). Returns
+    /// the offset and position after the last entry taken. With `verify`,
+    /// each interval is checked just before its entries are used, so
+    /// damage further on does not stop a read that ends before it.
+    fn walk(
+        &self,
+        start: (u64, u64, usize),
+        buf: &mut Vec<u8>,
+        mut f: impl FnMut(u64, u64, &[u8]) -> Result<bool, StorageError>,
+    ) -> Result<(u64, u64), StorageError> {
+        let (mut offset, mut pos, mut i) = start;
+        let mut chunk = READ_CHUNK;
+        while offset < self.end && pos < self.len {
+            // What to read: whole intervals when checking them (about
+            // READ_CHUNK bytes, at least one), else a chunk.
+            let stop = if self.verify {
+                let mut j = i;
+                let mut stop = self.index.interval_end(i, self.len);
+                while j + 1 < self.index.entries.len()
+                    && self.index.interval_end(j + 1, self.len) - pos <= READ_CHUNK as u64
+                {
+                    j += 1;
+                    stop = self.index.interval_end(j, self.len);
                 }
-                emit(offset, message);
-                count += 1;
-                bytes += message.len();
+                stop
+            } else {
+                (pos + chunk as u64).min(self.len)
+            };
+            let want = (stop - pos) as usize;
+            buf.resize(want, 0);
+            self.file
+                .read_exact_at(buf, pos)
+                .map_err(|e| StorageError::io(self.path, format!("read at byte {pos}"), e))?;
+            let mut used = 0;
+            let mut need = None;
+            // Bytes of `buf` checked (all of it when not verifying).
+            let mut checked = if self.verify { 0 } else { want };
+            while offset < self.end && used < want {
+                if used >= checked {
+                    let e = self.index.entries[i];
+                    let a = (u64::from(e.pos) - pos) as usize;
+                    let b = (self.index.interval_end(i, self.len) - pos) as usize;
+                    if crc32c(&buf[a..b]) != e.crc {
+                        return Err(StorageError::corrupt(
+                            self.path,
+                            Location::Offset(self.index.base + u64::from(e.rel)),
+                            format!(
+                                "checksum mismatch in bytes {}..{} (the segment was changed after it was written)",
+                                e.pos,
+                                u64::from(e.pos) + (b - a) as u64
+                            ),
+                        ));
+                    }
+                    checked = b;
+                    i += 1;
+                }
+                let bytes = &buf[used..checked];
+                let parsed = if self.verify {
+                    self.format.parse_trusted(bytes, offset)
+                } else {
+                    self.format.parse(bytes, Some(offset), false)
+                };
+                match parsed {
+                    Parsed::Entry { len, first, count } => {
+                        if !f(first, count, &buf[used..used + len])? {
+                            return Ok((offset, pos + used as u64));
+                        }
+                        offset = first + count;
+                        used += len;
+                    }
+                    Parsed::Incomplete { need: n } => {
+                        if self.verify {
+                            return Err(StorageError::corrupt(
+                                self.path,
+                                Location::Offset(offset),
+                                format!(
+                                    "an entry crosses the index interval ending at byte {}",
+                                    pos + checked as u64
+                                ),
+                            ));
+                        }
+                        need = n;
+                        break;
+                    }
+                    Parsed::Bad(why) => {
+                        return Err(StorageError::corrupt(
+                            self.path,
+                            Location::Offset(offset),
+                            format!("{why} at byte {}", pos + used as u64),
+                        ));
+                    }
+                }
             }
-            offset += 1;
-            used += i + 1;
-            if count == limits.max_count || offset == end {
+            if used == 0 && !self.verify {
+                if stop == self.len {
+                    return Err(StorageError::corrupt(
+                        self.path,
+                        Location::Offset(offset),
+                        format!("the file ends inside the entry at byte {pos}"),
+                    ));
+                }
+                // An entry longer than the chunk: read it whole next time.
+                chunk = need.unwrap_or(chunk * 4).max(chunk * 2);
+                continue;
+            }
+            pos += used as u64;
+            if self.verify && used < want {
+                // Stopped at `end` inside the chunk.
                 break;
             }
         }
-        pos += used as u64;
-        if used == 0 {
-            // A line longer than the chunk: read more at once.
-            chunk = chunk.saturating_mul(4);
-        } else {
-            chunk = chunk.max(READ_CHUNK);
-        }
-        if count == limits.max_count {
-            break;
-        }
+        Ok((offset, pos))
     }
-    Ok((offset, pos))
-}
-
-/// Reads lines of a rolled segment, checking the CRC of every index
-/// interval before serving anything from it. Returns the next offset.
-#[allow(clippy::too_many_arguments)]
-fn read_checked(
-    file: &File,
-    path: &Path,
-    index: &Index,
-    len: u64,
-    end: u64,
-    limits: Limits,
-    buf: &mut Vec<u8>,
-    mut emit: impl FnMut(u64, &[u8]),
-) -> Result<u64, StorageError> {
-    let (mut i, mut offset, mut pos) = index.seek(limits.from);
-    let (mut count, mut bytes) = (0usize, 0usize);
-    while offset < end && i < index.entries.len() {
-        // Whole intervals, about READ_CHUNK bytes (at least one).
-        let mut j = i;
-        let mut stop = index.interval_end(i, len);
-        while j + 1 < index.entries.len()
-            && index.interval_end(j + 1, len) - pos <= READ_CHUNK as u64
-        {
-            j += 1;
-            stop = index.interval_end(j, len);
-        }
-        let want = (stop - pos) as usize;
-        buf.resize(want, 0);
-        file.read_exact_at(buf, pos)
-            .map_err(|e| StorageError::io(path, format!("read at byte {pos}"), e))?;
-        // Check each interval just before serving from it, so damage
-        // further on does not stop a read that ends before it.
-        let mut used = 0;
-        for k in i..=j {
-            let e = index.entries[k];
-            let a = (u64::from(e.pos) - pos) as usize;
-            let b = (index.interval_end(k, len) - pos) as usize;
-            if crc32c(&buf[a..b]) != e.crc {
-                return Err(StorageError::corrupt(
-                    path,
-                    Location::Offset(index.base + u64::from(e.rel)),
-                    format!(
-                        "checksum mismatch in bytes {}..{} (the segment was changed after it was written)",
-                        e.pos,
-                        u64::from(e.pos) + (b - a) as u64
-                    ),
-                ));
-            }
-            while offset < end && used < b {
-                let Some(n) = memchr(b'\n', &buf[used..b]) else {
-                    break;
-                };
-                let line = &buf[used..used + n];
-                if offset >= limits.from {
-                    let message = text::message_of(line, offset).ok_or_else(|| {
-                        StorageError::corrupt(
-                            path,
-                            Location::Offset(offset),
-                            format!("expected this offset's line at byte {}", pos + used as u64),
-                        )
-                    })?;
-                    if count > 0 && bytes + message.len() > limits.max_bytes {
-                        return Ok(offset);
-                    }
-                    emit(offset, message);
-                    count += 1;
-                    bytes += message.len();
-                }
-                offset += 1;
-                used += n + 1;
-                if count == limits.max_count {
-                    return Ok(offset);
-                }
-            }
-            if used != b && offset < end {
-                return Err(StorageError::corrupt(
-                    path,
-                    Location::Offset(offset),
-                    format!(
-                        "a line crosses the index interval ending at byte {}",
-                        pos + b as u64
-                    ),
-                ));
-            }
-        }
-        i = j + 1;
-        pos = stop;
-    }
-    Ok(offset)
 }
 
 /// CRC-32C of `file` bytes `from..to`.
@@ -1476,6 +1692,7 @@ fn read_index_header(seg: &FoundSegment) -> Result<index::Header, String> {
 }
 
 fn check_segment(
+    format: Format,
     seg: &FoundSegment,
     header: Result<index::Header, String>,
     rebuilt: &mut Vec<Rebuilt>,
@@ -1521,7 +1738,7 @@ fn check_segment(
                 );
             }
             let file = File::open(&seg.path).map_err(|e| StorageError::io(&seg.path, "open", e))?;
-            let scan = scan(&seg.path, &file, Some(seg.base), false)?;
+            let scan = scan(format, &seg.path, &file, Some(seg.base), false)?;
             if scan.torn > 0 || scan.count == 0 {
                 return Err(StorageError::corrupt(
                     &seg.path,
@@ -1616,6 +1833,7 @@ struct Scan {
 /// With `lenient`, a line that does not fit ends the scan (`damaged`)
 /// instead of failing it.
 fn scan(
+    format: Format,
     path: &Path,
     file: &File,
     expect_base: Option<u64>,
@@ -1627,7 +1845,21 @@ fn scan(
     let mut filled = 0usize;
     let mut pos = 0u64; // file position of buf[0]
     let mut base = expect_base;
-    let mut count = 0u64;
+    let mut count = 0u64; // offsets
+    let mut number = 0u64; // entries
+    let finish = |entries: &mut Vec<Entry>, crc, count, len, torn, damaged, base| {
+        if let Some(last) = entries.last_mut() {
+            last.crc = crc;
+        }
+        Scan {
+            base: if count > 0 { base } else { expect_base },
+            count,
+            len,
+            entries: std::mem::take(entries),
+            torn,
+            damaged,
+        }
+    };
     loop {
         if filled == buf.len() {
             let bigger = buf.len() * 2;
@@ -1645,82 +1877,53 @@ fn scan(
             }
         };
         if n == 0 {
-            if let Some(last) = entries.last_mut() {
-                last.crc = crc;
-            }
-            return Ok(Scan {
-                base: if count > 0 { base } else { expect_base },
+            return Ok(finish(
+                &mut entries,
+                crc,
                 count,
-                len: pos,
-                entries,
-                torn: filled as u64,
-                damaged: false,
-            });
+                pos,
+                filled as u64,
+                false,
+                base,
+            ));
         }
         filled += n;
         let mut used = 0;
-        while let Some(i) = memchr(b'\n', &buf[used..filled]) {
-            let line = &buf[used..used + i];
-            let line_no = count + 1;
-            let expected = match base {
-                Some(b) => b.checked_add(count),
-                None => {
-                    // The active segment starts wherever its first line says.
-                    let first = text::offset_of(line).ok_or_else(|| {
-                        StorageError::corrupt(
-                            path,
-                            Location::Line(1),
-                            format!(
-                                "expected \"offset:<n> message:...\", found {:?}",
-                                String::from_utf8_lossy(&line[..line.len().min(60)])
-                            ),
-                        )
-                    })?;
-                    base = Some(first);
-                    Some(first)
+        loop {
+            let at = pos + used as u64;
+            // Where the problem is: line numbers for text, bytes for batches.
+            let location = match format {
+                Format::Text => Location::Line(number + 1),
+                Format::Batch => Location::Byte(at),
+            };
+            let expected = base.map(|b| b + count);
+            let (len, first, n) = match format.parse(&buf[used..filled], expected, true) {
+                Parsed::Entry { len, first, count } => (len, first, count),
+                Parsed::Incomplete { .. } => break,
+                Parsed::Bad(why) => {
+                    if lenient && base.is_some() {
+                        return Ok(finish(&mut entries, crc, count, at, 0, true, base));
+                    }
+                    return Err(StorageError::corrupt(path, location, why));
                 }
             };
-            let expected = expected.filter(|&o| o < MAX_OFFSET).ok_or_else(|| {
-                StorageError::corrupt(
-                    path,
-                    Location::Line(line_no),
-                    format!("offsets past {MAX_OFFSET} are not supported"),
-                )
-            })?;
-            if text::message_of(line, expected).is_none() {
-                if lenient {
-                    let len = pos + used as u64;
-                    if let Some(last) = entries.last_mut() {
-                        last.crc = crc;
-                    }
-                    return Ok(Scan {
-                        base: if count > 0 { base } else { expect_base },
-                        count,
-                        len,
-                        entries,
-                        torn: 0,
-                        damaged: true,
-                    });
-                }
+            if first.checked_add(n).is_none_or(|end| end > MAX_OFFSET) {
                 return Err(StorageError::corrupt(
                     path,
-                    Location::Line(line_no),
-                    format!(
-                        "expected \"offset:{expected} message:...\", found {:?}",
-                        String::from_utf8_lossy(&line[..line.len().min(60)])
-                    ),
+                    location,
+                    format!("offsets past {MAX_OFFSET} are not supported"),
                 ));
             }
-            let line_pos = pos + used as u64;
+            let b = *base.get_or_insert(first);
             let start_new = match entries.last() {
                 None => true,
-                Some(e) => line_pos - u64::from(e.pos) >= INDEX_INTERVAL,
+                Some(e) => at - u64::from(e.pos) >= INDEX_INTERVAL,
             };
             if start_new {
-                if line_pos > MAX_SEGMENT_BYTES {
+                if at > MAX_SEGMENT_BYTES {
                     return Err(StorageError::corrupt(
                         path,
-                        Location::Line(line_no),
+                        location,
                         format!("segments over {MAX_SEGMENT_BYTES} bytes are not supported"),
                     ));
                 }
@@ -1728,16 +1931,16 @@ fn scan(
                     last.crc = crc;
                 }
                 crc = 0;
-                let b = base.unwrap_or(expected);
                 entries.push(Entry {
-                    rel: (expected - b) as u32,
-                    pos: line_pos as u32,
+                    rel: (first - b) as u32,
+                    pos: at as u32,
                     crc: 0,
                 });
             }
-            crc = crc32c_append(crc, &buf[used..used + i + 1]);
-            count += 1;
-            used += i + 1;
+            crc = crc32c_append(crc, &buf[used..used + len]);
+            count += n;
+            number += 1;
+            used += len;
         }
         buf.copy_within(used..filled, 0);
         filled -= used;

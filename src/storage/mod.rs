@@ -6,6 +6,7 @@
 pub mod batch;
 pub mod checkpoint;
 mod error;
+pub mod format;
 pub mod index;
 pub mod journal;
 pub mod log;
@@ -19,8 +20,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use error::{Location, StorageError, sync_dir};
+pub use format::Format;
 pub use journal::Mark;
-pub use log::{Appended, Failed, Log, LogOptions, MAX_OFFSET, SYNC_SLOTS, SyncResult};
+pub use log::{
+    AppendBatchError, Appended, Failed, Log, LogOptions, MAX_OFFSET, SYNC_SLOTS, SyncResult,
+};
 pub use offsets::Offsets;
 
 /// Slow file work a journal asks a helper thread to do. Jobs of one

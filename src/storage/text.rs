@@ -19,6 +19,11 @@ pub fn line_len(offset: u64, message_len: usize) -> usize {
     HEADER.len() + digits(offset) + SEPARATOR.len() + message_len + 1
 }
 
+/// Bytes before the message in the line for `offset`.
+pub fn header_len(offset: u64) -> usize {
+    HEADER.len() + digits(offset) + SEPARATOR.len()
+}
+
 /// Appends the line for `message` at `offset`.
 pub fn push_line(out: &mut Vec<u8>, offset: u64, message: &[u8]) {
     out.extend_from_slice(HEADER);
