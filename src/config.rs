@@ -20,6 +20,12 @@ pub const DEFAULT_MAX_TOPICS: usize = 1024;
 /// A subscriber's output is topped up from the log to this many bytes.
 pub const SUBSCRIPTION_WINDOW: usize = 256 * 1024;
 
+/// Largest Kafka request frame (Kafka's socket.request.max.bytes is 100
+/// MiB; clients send about 1 MiB at most by default).
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 8 << 20;
+/// Largest record batch in a produce: Kafka's message.max.bytes.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_048_588;
+
 /// Active segments roll at this size.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
 pub const DEFAULT_FSYNC_INTERVAL: Duration = Duration::from_millis(1000);
@@ -67,6 +73,17 @@ pub struct Config {
     pub retention_hours: Option<f64>,
     /// Start even if rolled segments fail their checks, without them.
     pub skip_corrupt_segments: bool,
+    /// `HOST:PORT` Metadata gives Kafka clients (default: the listener's
+    /// IP and port).
+    pub advertise: Option<String>,
+    /// A second listener for Kafka clients only.
+    pub kafka_addr: Option<String>,
+    /// Partitions of an auto-created topic.
+    pub partitions: u32,
+    /// Largest Kafka request frame accepted.
+    pub max_request_bytes: usize,
+    /// Largest record batch accepted in a Kafka produce.
+    pub max_message_bytes: usize,
 }
 
 impl Default for Config {
@@ -85,6 +102,11 @@ impl Default for Config {
             retention_bytes: None,
             retention_hours: None,
             skip_corrupt_segments: false,
+            advertise: None,
+            kafka_addr: None,
+            partitions: 1,
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
         }
     }
 }
@@ -93,7 +115,8 @@ impl Default for Config {
 pub const USAGE: &str = "\
 Usage: broker [OPTIONS]
 
-Serves a Kafka-like message log over a line protocol (try: nc localhost 9092).
+Serves a Kafka-like message log to Kafka clients and over a line protocol,
+both on one port (try: nc localhost 9092, or kcat -b localhost:9092 -L).
 
 Options:
   --addr HOST:PORT          listen address [default: localhost:9092]; a bare
@@ -112,7 +135,20 @@ Options:
   --max-topics N            most topics, the default one included, up to
                             1048576 [default: 1024]
   --auth-token-file PATH    require AUTH <token> with the token in PATH (one
-                            line); never pass a token on the command line
+                            line); never pass a token on the command line.
+                            Kafka clients use SASL/PLAIN, password = token
+
+Kafka clients:
+  --advertise HOST:PORT     the address Metadata gives Kafka clients
+                            [default: the address listened on, as an IP]
+  --kafka-addr HOST:PORT    also listen here, for Kafka clients only
+  --partitions N            partitions of an auto-created topic, 1 to 1024
+                            [default: 1]
+  --max-request-bytes N     largest Kafka request accepted, up to 1 GiB
+                            [default: 8388608]
+  --max-message-bytes N     largest record batch accepted in a Kafka
+                            produce (MESSAGE_TOO_LARGE above), up to 1 GiB
+                            [default: 1048588]
 
 Durability and storage:
   --fsync always|interval|never
@@ -181,6 +217,27 @@ where
             Long("skip-corrupt-segments") => config.skip_corrupt_segments = true,
             Long("max-topics") => config.max_topics = parser.count(1, MAX_TOPICS)?,
             Long("auth-token-file") => config.auth_token_file = Some(parser.path()?),
+            Long("advertise") => {
+                let addr = parser.value()?;
+                config.advertise = Some(
+                    crate::client::complete_addr(&addr, false)
+                        .map_err(|why| cli::invalid("--advertise", &addr, why))?,
+                );
+            }
+            Long("kafka-addr") => {
+                let addr = parser.value()?;
+                config.kafka_addr = Some(
+                    crate::client::complete_addr(&addr, true)
+                        .map_err(|why| cli::invalid("--kafka-addr", &addr, why))?,
+                );
+            }
+            Long("partitions") => config.partitions = parser.number(1, 1024)? as u32,
+            Long("max-request-bytes") => {
+                config.max_request_bytes = parser.count(64, MAX_BYTES_LIMIT)?
+            }
+            Long("max-message-bytes") => {
+                config.max_message_bytes = parser.count(64, MAX_BYTES_LIMIT)?
+            }
             Short('h') | Long("help") => {
                 cli::out(USAGE);
                 return Ok(None);

@@ -62,8 +62,8 @@ fn path_like_topic_names_are_rejected() {
         "..",
         ".",
         "../escape",
-        "a/b",
         "/etc",
+        "../x/1",
         "..\\x",
         "caf\u{e9}",
         &long,
@@ -76,8 +76,12 @@ fn path_like_topic_names_are_rejected() {
         );
     }
     assert_eq!(
+        c.request("USE a/b"),
+        "INVALID_REQUEST a partition is a number: USE <topic>/<partition>"
+    );
+    assert_eq!(
         c.request("USE"),
-        "INVALID_REQUEST wrong number of arguments; usage: USE <topic>"
+        "INVALID_REQUEST wrong number of arguments; usage: USE <topic>[/<partition>]"
     );
     assert_eq!(
         c.request(&format!("USE {}", "y".repeat(64))),
@@ -565,4 +569,93 @@ fn auth_is_enforced() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("the file is empty"));
+}
+
+#[test]
+fn topics_have_partitions_addressed_as_topic_slash_n() {
+    let (_tmp, dir) = temp_data_dir();
+    {
+        let broker = InProcess::start(&dir, &["--partitions", "2"]);
+        let mut c = broker.client();
+        assert_eq!(c.request("CREATE orders 3"), "CREATED orders");
+        assert_eq!(c.request("USE orders/2"), "USING orders/2");
+        assert_eq!(c.request("PRODUCE in two"), "ACK offset:0");
+        assert_eq!(c.request("USE orders"), "USING orders");
+        assert_eq!(c.request("CONSUME 0"), "NO_MESSAGE");
+        assert_eq!(
+            c.request("USE orders/3"),
+            "INVALID_REQUEST topic orders has 3 partitions (0 to 2)"
+        );
+        assert_eq!(
+            c.request("USE auto/1"),
+            "USING auto/1",
+            "auto-created with --partitions 2"
+        );
+        assert_eq!(c.request("COMMIT g 0"), "COMMITTED g 0");
+        c.send("TOPICS\n");
+        assert_eq!(
+            c.lines_until("END"),
+            [
+                "TOPIC default first:0 next:0 bytes:0",
+                "TOPIC orders/0 first:0 next:0 bytes:0",
+                "TOPIC orders/1 first:0 next:0 bytes:0",
+                "TOPIC orders/2 first:0 next:1 bytes:24",
+                "TOPIC auto/0 first:0 next:0 bytes:0",
+                "TOPIC auto/1 first:0 next:0 bytes:0",
+                "END"
+            ]
+        );
+    }
+    assert!(dir.join("topics/orders/partition-2/log.txt").exists());
+    let meta = std::fs::read_to_string(dir.join("topics/orders/topic.meta")).unwrap();
+    assert!(
+        meta.contains("partitions=3\n") && meta.contains("format=text\n"),
+        "{meta}"
+    );
+    let broker = InProcess::start(&dir, &[]);
+    let mut c = broker.client();
+    assert_eq!(c.request("USE orders/2"), "USING orders/2");
+    assert_eq!(c.request("CONSUME 0"), "MESSAGE offset:0 in two");
+    assert_eq!(c.request("USE auto/1"), "USING auto/1");
+    assert_eq!(c.request("OFFSET g"), "OFFSET g 0");
+}
+
+#[test]
+fn an_older_data_directory_is_migrated_in_place_and_a_newer_one_refused() {
+    let (_tmp, dir) = temp_data_dir();
+    std::fs::create_dir_all(dir.join("topics/orders")).unwrap();
+    std::fs::write(dir.join("kafka_log.txt"), "offset:0 message:hello\n").unwrap();
+    std::fs::write(dir.join("topics/orders/log.txt"), "offset:0 message:o\n").unwrap();
+    std::fs::write(dir.join("consumer_offsets.txt"), "orders g 1\n").unwrap();
+    {
+        let broker = InProcess::start(&dir, &[]);
+        let mut c = broker.client();
+        assert_eq!(c.request("CONSUME 0"), "MESSAGE offset:0 hello");
+        assert_eq!(c.request("USE orders"), "USING orders");
+        assert_eq!(c.request("CONSUME 0"), "MESSAGE offset:0 o");
+        assert_eq!(c.request("OFFSET g"), "OFFSET g 1");
+    }
+    let meta = std::fs::read_to_string(dir.join("broker.meta")).unwrap();
+    assert!(
+        meta.contains("layout=2\n") && meta.contains("cluster_id="),
+        "{meta}"
+    );
+    let topic = std::fs::read_to_string(dir.join("topics/orders/topic.meta")).unwrap();
+    assert!(topic.contains("partitions=1\n") && topic.contains("format=text\n"));
+    // The same cluster id after a restart.
+    drop(InProcess::start(&dir, &[]));
+    assert_eq!(
+        std::fs::read_to_string(dir.join("broker.meta")).unwrap(),
+        meta
+    );
+    // A layout from a newer broker is refused, naming it.
+    std::fs::write(dir.join("broker.meta"), "layout=3\n").unwrap();
+    let out = common::run_expecting_refusal(&[
+        "--addr".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--data-dir".as_ref(),
+        dir.as_os_str(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("layout 3, written by a newer broker"), "{err}");
 }

@@ -27,8 +27,9 @@ use std::time::{Duration, Instant, SystemTime};
 use log::{error, info, warn};
 
 use crate::config::{self, Config, FsyncPolicy};
+use crate::storage::Format;
 use crate::storage::checkpoint::{self, CHECKPOINT_FILE};
-use crate::storage::meta;
+use crate::storage::meta::{self, TopicMeta};
 use crate::storage::{
     Failed, FileJob, JobResult, Log, LogOptions, Offsets, StorageError, SyncResult,
 };
@@ -44,8 +45,10 @@ pub use waiters::Wake;
 pub const DEFAULT_TOPIC: &[u8] = b"default";
 /// Where the other topics live, one directory each.
 pub const TOPICS_DIR: &str = "topics";
-/// A topic's log file inside its directory.
+/// A text partition's log file inside its directory.
 pub const TOPIC_LOG_FILE: &str = "log.txt";
+/// A batch partition's log file inside its directory.
+pub const TOPIC_BATCH_FILE: &str = "log.kafka";
 /// How often retention looks for segments to drop.
 const RETENTION_CHECK: Duration = Duration::from_secs(10);
 /// Least time between two checkpoint writes.
@@ -79,6 +82,8 @@ pub enum TopicError {
     Exists,
     /// The broker holds `--max-topics` topics.
     TooMany { limit: usize },
+    /// A partition count of 0 or over the maximum.
+    InvalidPartitions { max: u32 },
     /// Its files could not be created.
     Storage(String),
 }
@@ -107,6 +112,8 @@ pub enum CommitError {
 pub struct PartitionInfo {
     pub topic: Box<[u8]>,
     pub partition: u32,
+    /// Partitions of its topic.
+    pub partitions: u32,
     pub first: u64,
     /// One past the last offset readers can see.
     pub next: u64,
@@ -130,6 +137,8 @@ struct Partition {
 #[derive(Debug)]
 struct Topic {
     name: Box<[u8]>,
+    id: [u8; 16],
+    format: Format,
     partitions: Vec<Partition>,
 }
 
@@ -151,7 +160,10 @@ pub struct Broker {
     policy: FsyncPolicy,
     log_options: LogOptions,
     auto_create: bool,
+    /// Partitions of an auto-created topic.
+    default_partitions: u32,
     max_topics: usize,
+    cluster_id: String,
     auth_token: Option<Vec<u8>>,
     retention_bytes: Option<u64>,
     retention_age: Option<Duration>,
@@ -168,7 +180,8 @@ impl Broker {
     /// offsets and the recovery checkpoint, recovering each.
     pub fn open(config: &Config, auth_token: Option<Vec<u8>>) -> Result<Broker, StorageError> {
         let dir = &config.data_dir;
-        let layout = meta::read_layout(dir)?;
+        let broker_meta = meta::read_broker(dir)?;
+        let layout = broker_meta.layout;
         let log_options = LogOptions {
             segment_bytes: config.segment_bytes,
             skip_corrupt: config.skip_corrupt_segments,
@@ -176,16 +189,37 @@ impl Broker {
             // Before layouts, a missing index meant nothing: stay strict
             // until every segment has one.
             repair_unsealed: layout.is_some(),
-            format: crate::storage::Format::Text,
+            format: Format::Text,
         };
         let mut checkpoint = checkpoint::read(dir)?;
-        let mut open_topic = |name: &[u8]| -> Result<Topic, StorageError> {
-            let (topic_dir, file) = topic_log_path(dir, name);
-            let expected = checkpoint.remove(&(name.into(), 0));
-            let log = Log::open(&topic_dir, file, log_options, expected)?;
-            Ok(Topic::new(name, log))
+        let cluster_id = broker_meta
+            .cluster_id
+            .clone()
+            .unwrap_or_else(meta::new_cluster_id);
+        let default_meta = TopicMeta {
+            id: broker_meta.default_topic_id.unwrap_or_else(meta::random_id),
+            partitions: 1,
+            format: Format::Text,
         };
-        let mut topics = vec![open_topic(DEFAULT_TOPIC)?];
+        let mut open_topic = |name: &[u8], tm: TopicMeta| -> Result<Topic, StorageError> {
+            let mut partitions = Vec::new();
+            for p in 0..tm.partitions {
+                let (pdir, file) = partition_path(dir, name, p, tm.format);
+                let expected = checkpoint.remove(&(name.into(), p));
+                let options = LogOptions {
+                    format: tm.format,
+                    ..log_options
+                };
+                partitions.push(Partition::new(Log::open(&pdir, file, options, expected)?));
+            }
+            Ok(Topic {
+                name: name.into(),
+                id: tm.id,
+                format: tm.format,
+                partitions,
+            })
+        };
+        let mut topics = vec![open_topic(DEFAULT_TOPIC, default_meta)?];
         let topics_dir = dir.join(TOPICS_DIR);
         let mut names: Vec<Vec<u8>> = match fs::read_dir(&topics_dir) {
             Ok(entries) => entries
@@ -198,16 +232,30 @@ impl Broker {
         };
         names.sort();
         for name in names {
+            let tdir = topics_dir.join(String::from_utf8_lossy(&name).as_ref());
             if !is_valid_name(&name) || name == DEFAULT_TOPIC {
-                warn!(
-                    "ignoring {}: not a valid topic name",
-                    topics_dir
-                        .join(String::from_utf8_lossy(&name).as_ref())
-                        .display()
-                );
+                warn!("ignoring {}: not a valid topic name", tdir.display());
                 continue;
             }
-            topics.push(open_topic(&name)?);
+            let tm = match meta::read_topic(&tdir)? {
+                Some(tm) => tm,
+                // Written before topics had metadata: a text topic of one
+                // partition. Its metadata is written once everything
+                // opened.
+                None if tdir.join(TOPIC_LOG_FILE).exists() => TopicMeta {
+                    id: meta::random_id(),
+                    partitions: 1,
+                    format: Format::Text,
+                },
+                None => {
+                    warn!(
+                        "ignoring {}: no topic.meta and no log (left by a failed CREATE?)",
+                        tdir.display()
+                    );
+                    continue;
+                }
+            };
+            topics.push(open_topic(&name, tm)?);
         }
         for ((name, partition), offset) in &checkpoint {
             warn!(
@@ -215,6 +263,23 @@ impl Broker {
                 dir.join(CHECKPOINT_FILE).display(),
                 String::from_utf8_lossy(name)
             );
+        }
+        if layout != Some(meta::LAYOUT) {
+            // In-place migration: every topic gets its metadata, the
+            // cluster an id, then the layout is recorded.
+            for topic in topics.iter().skip(1) {
+                let tdir = topics_dir.join(String::from_utf8_lossy(&topic.name).as_ref());
+                if meta::read_topic(&tdir)?.is_none() {
+                    meta::write_topic(&tdir, &topic.meta())?;
+                }
+            }
+            info!(
+                "data_dir={} migrated from layout {} to {}",
+                dir.display(),
+                layout.map_or("none".to_string(), |l| l.to_string()),
+                meta::LAYOUT
+            );
+            meta::write_broker(dir, &cluster_id, &topics[0].id)?;
         }
         let mut offsets = Offsets::open(dir, log_options.durable_acks)?;
         let by_name: HashMap<Box<[u8]>, TopicId> = topics
@@ -238,11 +303,7 @@ impl Broker {
                 jobs.extend(part.log.take_jobs().into_iter().map(|j| (id, j)));
             }
         }
-        if layout.is_none() {
-            info!("data_dir={} layout={}", dir.display(), meta::LAYOUT);
-            meta::write_layout(dir)?;
-        }
-        info!("topics={}", topics.len());
+        info!("topics={} cluster_id={cluster_id}", topics.len());
         let now = Instant::now();
         Ok(Broker {
             data_dir: dir.clone(),
@@ -260,7 +321,9 @@ impl Broker {
             policy: config.fsync,
             log_options,
             auto_create: config.auto_create_topics,
+            default_partitions: config.partitions,
             max_topics: config.max_topics,
+            cluster_id,
             auth_token,
             retention_bytes: config.retention_bytes,
             retention_age: config
@@ -296,58 +359,149 @@ impl Broker {
 
     // ----- topics ---------------------------------------------------------
 
-    /// The topic named `name`, creating it if `create` (and the limit
-    /// allows).
-    pub fn topic(&mut self, name: &[u8], create: bool) -> Result<TopicId, TopicError> {
+    /// The topic named `name`, if it exists.
+    pub fn lookup(&self, name: &[u8]) -> Option<TopicId> {
+        self.by_name.get(name).copied()
+    }
+
+    /// The topic named `name`, creating it (with the default partition
+    /// count, in `format`) if `create` and the limit allows.
+    pub fn topic(
+        &mut self,
+        name: &[u8],
+        create: bool,
+        format: Format,
+    ) -> Result<TopicId, TopicError> {
         if let Some(&id) = self.by_name.get(name) {
             return Ok(id);
         }
         if !create {
             return Err(TopicError::Unknown);
         }
-        self.create_topic(name)
+        self.create_topic(name, None, format)
     }
 
-    /// Looks up or auto-creates (when the broker allows it) a topic.
+    /// Looks up or, when the broker allows it, creates a text topic.
     pub fn use_topic(&mut self, name: &[u8]) -> Result<TopicId, TopicError> {
         let create = self.auto_create;
-        self.topic(name, create)
+        self.topic(name, create, Format::Text)
     }
 
-    /// Creates topic `name`.
-    pub fn create_topic(&mut self, name: &[u8]) -> Result<TopicId, TopicError> {
+    /// Whether topics are created on first use.
+    pub fn auto_create(&self) -> bool {
+        self.auto_create
+    }
+
+    /// Creates topic `name` with `partitions` (the broker's default if
+    /// `None`), storing records in `format`.
+    pub fn create_topic(
+        &mut self,
+        name: &[u8],
+        partitions: Option<u32>,
+        format: Format,
+    ) -> Result<TopicId, TopicError> {
         assert!(is_valid_name(name), "protocols validate names");
         if self.by_name.contains_key(name) {
             return Err(TopicError::Exists);
+        }
+        let partitions = partitions.unwrap_or(self.default_partitions);
+        if !(1..=meta::MAX_PARTITIONS).contains(&partitions) {
+            return Err(TopicError::InvalidPartitions {
+                max: meta::MAX_PARTITIONS,
+            });
         }
         if self.topics.len() >= self.max_topics {
             return Err(TopicError::TooMany {
                 limit: self.max_topics,
             });
         }
-        let (dir, file) = topic_log_path(&self.data_dir, name);
-        let existed = dir.exists();
-        let mut log = Log::open(&dir, file, self.log_options, None).map_err(|e| {
+        let tdir = self
+            .data_dir
+            .join(TOPICS_DIR)
+            .join(String::from_utf8_lossy(name).as_ref());
+        let existed = tdir.exists();
+        let tm = TopicMeta {
+            id: meta::random_id(),
+            partitions,
+            format,
+        };
+        let opened = (|| -> Result<Vec<Log>, StorageError> {
+            fs::create_dir_all(&tdir)
+                .map_err(|e| StorageError::io(&tdir, "create directory", e))?;
+            meta::write_topic_unsynced(&tdir, &tm)?;
+            let mut logs = Vec::new();
+            for p in 0..partitions {
+                let (pdir, file) = partition_path(&self.data_dir, name, p, format);
+                let options = LogOptions {
+                    format,
+                    ..self.log_options
+                };
+                logs.push(Log::open(&pdir, file, options, None)?);
+            }
+            Ok(logs)
+        })();
+        let logs = opened.map_err(|e| {
             error!("creating topic {}: {e}", String::from_utf8_lossy(name));
-            if !existed && let Err(rm) = fs::remove_dir_all(&dir) {
-                error!("cannot remove {}: {rm}", dir.display());
+            if !existed && let Err(rm) = fs::remove_dir_all(&tdir) {
+                error!("cannot remove {}: {rm}", tdir.display());
             }
             TopicError::Storage(e.client_reason())
         })?;
-        // Nothing in the new log counts as durable before the directories
-        // that name it are (its own is synced by the log itself).
-        log.sync_dirs_first(&[self.data_dir.join(TOPICS_DIR), self.data_dir.clone()]);
         let id = self.topics.len() as TopicId;
-        info!("created topic={}", String::from_utf8_lossy(name));
-        let journal = JournalId::Partition(PartitionId {
-            topic: id,
-            partition: 0,
+        let mut parts = Vec::new();
+        for (p, mut log) in logs.into_iter().enumerate() {
+            // Nothing in a new log counts as durable before the
+            // directories that name it are (its own is synced by the log
+            // itself; the topic's holds topic.meta and the partitions).
+            log.sync_dirs_first(&[
+                tdir.clone(),
+                self.data_dir.join(TOPICS_DIR),
+                self.data_dir.clone(),
+            ]);
+            let journal = JournalId::Partition(PartitionId {
+                topic: id,
+                partition: p as u32,
+            });
+            self.jobs
+                .extend(log.take_jobs().into_iter().map(|j| (journal, j)));
+            parts.push(Partition::new(log));
+        }
+        info!(
+            "created topic={} partitions={partitions} format={}",
+            String::from_utf8_lossy(name),
+            format.name()
+        );
+        self.topics.push(Topic {
+            name: name.into(),
+            id: tm.id,
+            format,
+            partitions: parts,
         });
-        self.jobs
-            .extend(log.take_jobs().into_iter().map(|j| (journal, j)));
-        self.topics.push(Topic::new(name, log));
         self.by_name.insert(name.into(), id);
         Ok(id)
+    }
+
+    /// The cluster id (persisted in `broker.meta`).
+    pub fn cluster_id(&self) -> &str {
+        &self.cluster_id
+    }
+
+    /// How many partitions a topic has.
+    pub fn partition_count(&self, topic: TopicId) -> u32 {
+        self.topics[topic as usize].partitions.len() as u32
+    }
+
+    /// How a topic stores its records.
+    pub fn topic_format(&self, topic: TopicId) -> Format {
+        self.topics[topic as usize].format
+    }
+
+    /// Every topic's id and name, in creation order.
+    pub fn topic_ids(&self) -> impl Iterator<Item = (TopicId, &[u8])> {
+        self.topics
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (i as TopicId, &*t.name))
     }
 
     pub fn topic_name(&self, topic: TopicId) -> &[u8] {
@@ -366,6 +520,7 @@ impl Broker {
                 out.push(PartitionInfo {
                     topic: topic.name.clone(),
                     partition: p as u32,
+                    partitions: topic.partitions.len() as u32,
                     first: part.log.first_offset(),
                     next: part.log.durable().offset,
                     bytes: part.log.len_bytes(),
@@ -877,17 +1032,23 @@ impl Broker {
 }
 
 impl Topic {
-    fn new(name: &[u8], log: Log) -> Topic {
-        let durable = log.durable().offset;
-        Topic {
-            name: name.into(),
-            partitions: vec![Partition {
-                visible: durable,
-                checkpointed: log.synced().offset,
-                log,
-                waiting: Waiting::default(),
-                dirty: false,
-            }],
+    fn meta(&self) -> TopicMeta {
+        TopicMeta {
+            id: self.id,
+            partitions: self.partitions.len() as u32,
+            format: self.format,
+        }
+    }
+}
+
+impl Partition {
+    fn new(log: Log) -> Partition {
+        Partition {
+            visible: log.durable().offset,
+            checkpointed: log.synced().offset,
+            log,
+            waiting: Waiting::default(),
+            dirty: false,
         }
     }
 }
@@ -899,18 +1060,31 @@ fn write_error(e: &StorageError) -> WriteError {
     }
 }
 
-/// The directory and active file name of a topic's log:
-/// `data_dir/topics/<name>/log.txt`, or `data_dir/kafka_log.txt` for the
-/// default topic.
-pub fn topic_log_path(data_dir: &Path, name: &[u8]) -> (PathBuf, &'static str) {
+/// The directory and active file name of a partition's log:
+/// `data_dir/kafka_log.txt` for the default topic,
+/// `data_dir/topics/<name>/log.txt` (or `log.kafka` for batches) for
+/// partition 0 of the others, `.../<name>/partition-<n>/` for the rest.
+pub fn partition_path(
+    data_dir: &Path,
+    name: &[u8],
+    partition: u32,
+    format: Format,
+) -> (PathBuf, &'static str) {
     if name == DEFAULT_TOPIC {
         return (data_dir.to_path_buf(), config::LOG_FILE);
     }
     // Valid names are ASCII, one path component, never "." or "..".
-    let dir = data_dir
+    let mut dir = data_dir
         .join(TOPICS_DIR)
         .join(String::from_utf8_lossy(name).as_ref());
-    (dir, TOPIC_LOG_FILE)
+    if partition > 0 {
+        dir = dir.join(format!("partition-{partition}"));
+    }
+    let file = match format {
+        Format::Text => TOPIC_LOG_FILE,
+        Format::Batch => TOPIC_BATCH_FILE,
+    };
+    (dir, file)
 }
 
 /// Compares a secret in time that depends only on its length, not on where
@@ -950,12 +1124,25 @@ mod tests {
     #[test]
     fn topic_paths_stay_inside_the_data_dir() {
         let dir = Path::new("/data");
-        let path = |name: &[u8]| {
-            let (dir, file) = topic_log_path(dir, name);
+        let path = |name: &[u8], p, format| {
+            let (dir, file) = partition_path(dir, name, p, format);
             dir.join(file)
         };
-        assert_eq!(path(b"default"), Path::new("/data/kafka_log.txt"));
-        assert_eq!(path(b"orders"), Path::new("/data/topics/orders/log.txt"));
-        assert_eq!(path(b"..."), Path::new("/data/topics/.../log.txt"));
+        assert_eq!(
+            path(b"default", 0, Format::Text),
+            Path::new("/data/kafka_log.txt")
+        );
+        assert_eq!(
+            path(b"orders", 0, Format::Text),
+            Path::new("/data/topics/orders/log.txt")
+        );
+        assert_eq!(
+            path(b"...", 0, Format::Text),
+            Path::new("/data/topics/.../log.txt")
+        );
+        assert_eq!(
+            path(b"k", 2, Format::Batch),
+            Path::new("/data/topics/k/partition-2/log.kafka")
+        );
     }
 }

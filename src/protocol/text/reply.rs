@@ -2,6 +2,9 @@
 
 pub const ACK: &[u8] = b"ACK offset:";
 pub const MESSAGE: &[u8] = b"MESSAGE offset:";
+/// A message whose bytes hold a newline (a Kafka record value): its bytes
+/// in standard base64, so the line protocol stays one line per message.
+pub const MESSAGE64: &[u8] = b"MESSAGE64 offset:";
 pub const NO_MESSAGE: &[u8] = b"NO_MESSAGE\n";
 pub const END_OFFSET: &[u8] = b"END offset:";
 pub const USING: &[u8] = b"USING ";
@@ -34,9 +37,9 @@ CONSUME <offset>                read one message; replies MESSAGE offset:<n> <me
 FETCH <offset> <max> [<wait_ms>] up to <max> MESSAGE lines, then END offset:<next>; waits up to <wait_ms> for the first\n\
 SUBSCRIBE <offset>              stream MESSAGE lines from <offset> on, as they arrive, until UNSUBSCRIBE\n\
 UNSUBSCRIBE                     stop the stream; replies END offset:<next>\n\
-USE <topic>                     switch this connection to <topic>; replies USING <topic>\n\
-CREATE <topic>                  create a topic; replies CREATED <topic> or TOPIC_EXISTS <topic>\n\
-TOPICS                          one TOPIC <name> first:<n> next:<n> bytes:<n> line per topic, then END\n\
+USE <topic>[/<partition>]       switch to <topic> (partition 0 unless given); replies USING <topic>\n\
+CREATE <topic> [<partitions>]   create a topic; replies CREATED <topic> or TOPIC_EXISTS <topic>\n\
+TOPICS                          one TOPIC <name>[/<partition>] first:<n> next:<n> bytes:<n> line each, then END\n\
 COMMIT <group> <offset>         store <group>'s position in this topic; replies COMMITTED <group> <offset>\n\
 OFFSET <group>                  replies OFFSET <group> <offset>, the committed position (0 if none)\n\
 STATS                           STAT <name> <value> lines, then END\n\

@@ -27,9 +27,11 @@ pub enum Request<'a> {
     /// Stream every message from an offset on.
     Subscribe(u64),
     Unsubscribe,
-    /// Switch the connection to a topic (a validated name).
-    Use(&'a [u8]),
-    Create(&'a [u8]),
+    /// Switch the connection to a topic (a validated name) and partition
+    /// (`USE orders/2`; 0 if not given).
+    Use(&'a [u8], u32),
+    /// Create a topic, with a number of partitions if given.
+    Create(&'a [u8], Option<u32>),
     Topics,
     /// Store a consumer group's position in the current topic.
     Commit {
@@ -168,12 +170,37 @@ pub fn parse(line: &[u8]) -> Result<Request<'_>, ParseError> {
             _ => Err(usage!("SUBSCRIBE <offset>")),
         },
         b"USE" => match args {
-            [name] => Ok(Request::Use(parse_name(name)?)),
-            _ => Err(usage!("USE <topic>")),
+            [target] => {
+                let (name, partition) = match memchr(b'/', target) {
+                    Some(i) => (&target[..i], Some(&target[i + 1..])),
+                    None => (*target, None),
+                };
+                let name = parse_name(name)?;
+                let partition = match partition {
+                    None => 0,
+                    Some(digits) => parse_u64(digits)
+                        .and_then(|p| u32::try_from(p).ok())
+                        .ok_or(ParseError::InvalidRequest(
+                            "a partition is a number: USE <topic>/<partition>",
+                        ))?,
+                };
+                Ok(Request::Use(name, partition))
+            }
+            _ => Err(usage!("USE <topic>[/<partition>]")),
         },
         b"CREATE" => match args {
-            [name] => Ok(Request::Create(parse_name(name)?)),
-            _ => Err(usage!("CREATE <topic>")),
+            [name] => Ok(Request::Create(parse_name(name)?, None)),
+            [name, partitions] => Ok(Request::Create(
+                parse_name(name)?,
+                Some(
+                    parse_u64(partitions)
+                        .filter(|p| (1..=1024).contains(p))
+                        .ok_or(ParseError::InvalidRequest(
+                            "partitions must be a number from 1 to 1024",
+                        ))? as u32,
+                ),
+            )),
+            _ => Err(usage!("CREATE <topic> [<partitions>]")),
         },
         b"COMMIT" => match args {
             [group, offset] => Ok(Request::Commit {
@@ -249,9 +276,16 @@ mod tests {
         assert_eq!(parse(b"unsubscribe"), Ok(Request::Unsubscribe));
         assert_eq!(
             parse(b"USE orders.v2_eu-1"),
-            Ok(Request::Use(b"orders.v2_eu-1"))
+            Ok(Request::Use(b"orders.v2_eu-1", 0))
         );
-        assert_eq!(parse(b"CREATE t"), Ok(Request::Create(b"t")));
+        assert_eq!(parse(b"USE orders/2"), Ok(Request::Use(b"orders", 2)));
+        assert!(parse(b"USE orders/x").is_err());
+        assert!(parse(b"USE orders/").is_err());
+        assert!(parse(b"USE /2").is_err());
+        assert_eq!(parse(b"CREATE t"), Ok(Request::Create(b"t", None)));
+        assert_eq!(parse(b"CREATE t 4"), Ok(Request::Create(b"t", Some(4))));
+        assert!(parse(b"CREATE t 0").is_err());
+        assert!(parse(b"CREATE t 1025").is_err());
         assert_eq!(parse(b"TOPICS"), Ok(Request::Topics));
         assert_eq!(
             parse(b"COMMIT g1 17"),

@@ -14,6 +14,7 @@ use crate::broker::{
 };
 use crate::config;
 use crate::protocol::{Control, Ctx};
+use crate::storage::Format;
 use crate::util::push_u64;
 
 /// `INVALID_TOKEN` replies before the connection is closed.
@@ -47,8 +48,9 @@ pub struct TextSession {
 /// What a text client has asked for beyond single requests.
 #[derive(Debug)]
 struct State {
-    /// The topic its commands apply to (`USE`).
+    /// The topic and partition its commands apply to (`USE`).
     topic: TopicId,
+    partition: u32,
     authenticated: bool,
     auth_failures: u8,
     /// A parked `FETCH`; the client's later requests are not read
@@ -63,6 +65,7 @@ impl TextSession {
             decoder: LineDecoder::new(max_line_bytes),
             state: State {
                 topic: default_topic,
+                partition: 0,
                 authenticated,
                 auth_failures: 0,
                 parked: None,
@@ -159,7 +162,7 @@ impl State {
         }
         let p = PartitionId {
             topic: self.topic,
-            partition: 0,
+            partition: self.partition,
         };
         match request {
             Request::Produce(message) => match ctx.broker.append(p, message, ctx.conn) {
@@ -225,18 +228,40 @@ impl State {
                 Some(next) => end_offset(ctx, next),
                 None => return invalid(ctx, "not subscribed"),
             },
-            Request::Use(name) => match ctx.broker.use_topic(name) {
+            Request::Use(name, partition) => match ctx.broker.use_topic(name) {
                 Ok(id) => {
+                    let count = ctx.broker.partition_count(id);
+                    if partition >= count {
+                        let _ = writeln!(
+                            ctx.out.buf_mut(),
+                            "{} topic {} has {count} partition{} (0 to {})",
+                            reply::INVALID_REQUEST,
+                            String::from_utf8_lossy(name),
+                            if count == 1 { "" } else { "s" },
+                            count - 1
+                        );
+                        return Control::Continue;
+                    }
                     self.topic = id;
-                    reply_name(ctx, reply::USING, name);
+                    self.partition = partition;
+                    let buf = ctx.out.buf_mut();
+                    buf.extend_from_slice(reply::USING);
+                    buf.extend_from_slice(name);
+                    if partition > 0 {
+                        buf.push(b'/');
+                        push_u64(buf, u64::from(partition));
+                    }
+                    buf.push(b'\n');
                 }
                 Err(e) => topic_error(ctx, name, &e),
             },
-            Request::Create(name) => match ctx.broker.create_topic(name) {
-                Ok(_) => reply_name(ctx, reply::CREATED, name),
-                Err(TopicError::Exists) => reply_name(ctx, reply::TOPIC_EXISTS, name),
-                Err(e) => topic_error(ctx, name, &e),
-            },
+            Request::Create(name, partitions) => {
+                match ctx.broker.create_topic(name, partitions, Format::Text) {
+                    Ok(_) => reply_name(ctx, reply::CREATED, name),
+                    Err(TopicError::Exists) => reply_name(ctx, reply::TOPIC_EXISTS, name),
+                    Err(e) => topic_error(ctx, name, &e),
+                }
+            }
             Request::Topics => list_topics(ctx),
             Request::Commit { group, offset } => {
                 match ctx.broker.commit(p, group, offset, ctx.conn) {
@@ -373,7 +398,7 @@ impl State {
 /// The text topic a new connection starts on.
 pub fn default_topic(broker: &mut crate::broker::Broker) -> TopicId {
     broker
-        .topic(DEFAULT_TOPIC, false)
+        .topic(DEFAULT_TOPIC, false, Format::Text)
         .expect("the default topic always exists")
 }
 
@@ -385,11 +410,20 @@ fn push_ack(ctx: &mut Ctx<'_>, ticket: Ticket) {
     });
 }
 
+/// A `MESSAGE` line; a message holding a newline (only Kafka record
+/// values can) goes as a `MESSAGE64` line with its bytes in base64.
 fn push_message(buf: &mut Vec<u8>, offset: u64, message: &[u8]) {
-    buf.extend_from_slice(reply::MESSAGE);
-    push_u64(buf, offset);
-    buf.push(b' ');
-    buf.extend_from_slice(message);
+    if memchr::memchr(b'\n', message).is_some() {
+        buf.extend_from_slice(reply::MESSAGE64);
+        push_u64(buf, offset);
+        buf.push(b' ');
+        crate::util::push_base64(buf, message);
+    } else {
+        buf.extend_from_slice(reply::MESSAGE);
+        push_u64(buf, offset);
+        buf.push(b' ');
+        buf.extend_from_slice(message);
+    }
     buf.push(b'\n');
 }
 
@@ -451,6 +485,13 @@ fn topic_error(ctx: &mut Ctx<'_>, name: &[u8], e: &TopicError) {
                 "the broker holds its limit of {limit} topics (--max-topics)"
             );
         }
+        TopicError::InvalidPartitions { max } => {
+            let _ = writeln!(
+                ctx.out.buf_mut(),
+                "{} partitions must be from 1 to {max}",
+                reply::INVALID_REQUEST
+            );
+        }
         TopicError::Storage(why) => storage_error(ctx, why),
     }
 }
@@ -475,6 +516,10 @@ fn list_topics(ctx: &mut Ctx<'_>) {
     for p in partitions {
         buf.extend_from_slice(reply::TOPIC);
         buf.extend_from_slice(&p.topic);
+        if p.partitions > 1 {
+            buf.push(b'/');
+            push_u64(buf, u64::from(p.partition));
+        }
         buf.extend_from_slice(b" first:");
         push_u64(buf, p.first);
         buf.extend_from_slice(b" next:");
@@ -519,7 +564,11 @@ fn stats_reply(ctx: &mut Ctx<'_>) {
     stat("rss_bytes", crate::broker::rss_bytes());
     stat("topics", topics);
     for p in partitions {
-        let name = String::from_utf8_lossy(&p.topic);
+        let name = if p.partitions > 1 {
+            format!("{}/{}", String::from_utf8_lossy(&p.topic), p.partition)
+        } else {
+            String::from_utf8_lossy(&p.topic).into_owned()
+        };
         stat(&format!("topic.{name}.first_offset"), p.first);
         stat(&format!("topic.{name}.next_offset"), p.next);
         stat(&format!("topic.{name}.log_bytes"), p.bytes);
