@@ -16,6 +16,7 @@
 
 pub mod durability;
 pub mod ids;
+pub mod producers;
 pub mod waiters;
 
 use std::collections::HashMap;
@@ -28,15 +29,18 @@ use log::{error, info, warn};
 
 use crate::config::{self, Config, FsyncPolicy};
 use crate::storage::Format;
+use crate::storage::batch::BatchHeader;
 use crate::storage::checkpoint::{self, CHECKPOINT_FILE};
 use crate::storage::meta::{self, TopicMeta};
 use crate::storage::{
-    Failed, FileJob, JobResult, Log, LogOptions, Offsets, StorageError, SyncResult,
+    AppendBatchError, Failed, FileJob, JobResult, Log, LogOptions, Offsets, StorageError,
+    SyncResult,
 };
 use crate::util::is_valid_name;
 use durability::Waiting;
 pub use durability::{Outcome, Settlement, WriteError};
 pub use ids::{ConnId, JournalId, PartitionId, Ticket, TopicId};
+use producers::{Check, Producers};
 use waiters::Waiters;
 pub use waiters::Wake;
 
@@ -51,6 +55,9 @@ pub const TOPIC_LOG_FILE: &str = "log.txt";
 pub const TOPIC_BATCH_FILE: &str = "log.kafka";
 /// How often retention looks for segments to drop.
 const RETENTION_CHECK: Duration = Duration::from_secs(10);
+/// Most bytes a compressed Kafka batch may decompress to when it is
+/// written into a text topic (one line per record).
+const MAX_DECOMPRESSED_TEXT: usize = 64 << 20;
 /// Least time between two checkpoint writes.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
@@ -95,6 +102,33 @@ pub enum ReadError {
     OutOfRange { first: u64 },
     /// The log could not be read (damaged data or I/O).
     Storage(String),
+}
+
+/// A Kafka batch accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchAppend {
+    pub ticket: Ticket,
+    /// Whether the ticket will be settled (false: a retry of a batch
+    /// already durable, answered at once with its offset).
+    pub pending: bool,
+}
+
+/// Why a Kafka batch was not appended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchRefusal {
+    /// Over `--max-message-bytes` (MESSAGE_TOO_LARGE).
+    TooLarge,
+    /// Not storable here (INVALID_RECORD), e.g. a newline in a value of a
+    /// text topic.
+    Invalid(String),
+    /// A sequence number gap (OUT_OF_ORDER_SEQUENCE_NUMBER).
+    OutOfOrder,
+    /// An older producer epoch (INVALID_PRODUCER_EPOCH).
+    StaleEpoch,
+    /// A retry of a batch whose first append is still being made durable:
+    /// retry later.
+    StillPending,
+    Storage(WriteError),
 }
 
 /// Why a commit was refused.
@@ -170,6 +204,12 @@ pub struct Broker {
     next_sync_at: Instant,
     next_retention_at: Instant,
     next_checkpoint_at: Instant,
+    /// Idempotent producers' recent batches.
+    producers: Producers,
+    /// The next producer id InitProducerId hands out.
+    next_producer_id: i64,
+    /// Largest record batch accepted from a Kafka producer.
+    max_message_bytes: usize,
     /// Scratch for reading logs.
     read_buf: Vec<u8>,
     started: Instant,
@@ -293,6 +333,28 @@ impl Broker {
                 offsets.clamp(&topic.name, p as u32, part.log.written().offset)?;
             }
         }
+        let mut producers = Producers::default();
+        for (t, topic) in topics.iter_mut().enumerate() {
+            for (p, part) in topic.partitions.iter_mut().enumerate() {
+                let id = PartitionId {
+                    topic: t as TopicId,
+                    partition: p as u32,
+                };
+                for b in part.log.take_recovered_producers() {
+                    producers.record(
+                        id,
+                        b.producer_id,
+                        b.epoch,
+                        producers::Batch {
+                            first_seq: b.first_seq,
+                            last_seq: b.last_seq,
+                            base_offset: b.base_offset,
+                            ticket_seq: None,
+                        },
+                    );
+                }
+            }
+        }
         let mut jobs = Vec::new();
         for (t, topic) in topics.iter_mut().enumerate() {
             for (p, part) in topic.partitions.iter_mut().enumerate() {
@@ -332,6 +394,9 @@ impl Broker {
             next_sync_at: now,
             next_retention_at: now,
             next_checkpoint_at: now + CHECKPOINT_EVERY,
+            producers,
+            next_producer_id: first_producer_id(),
+            max_message_bytes: config.max_message_bytes,
             read_buf: Vec::new(),
             started: now,
         })
@@ -624,6 +689,127 @@ impl Broker {
         })
     }
 
+    /// Appends a Kafka record batch (validated by the caller) for `conn`,
+    /// with the idempotent-producer checks. A retried batch that is already
+    /// durable answers with its original offset and `pending: false`.
+    pub fn append_batch(
+        &mut self,
+        p: PartitionId,
+        bytes: &[u8],
+        header: &BatchHeader,
+        conn: ConnId,
+    ) -> Result<BatchAppend, BatchRefusal> {
+        if bytes.len() > self.max_message_bytes {
+            return Err(BatchRefusal::TooLarge);
+        }
+        let journal = JournalId::Partition(p);
+        let idempotent = header.has_producer_id();
+        if idempotent {
+            match self.producers.check(
+                p,
+                header.producer_id,
+                header.producer_epoch,
+                header.base_sequence,
+                header.last_sequence(),
+            ) {
+                Check::Append => {}
+                Check::Duplicate(b) => {
+                    return match b.ticket_seq {
+                        // Its first append is still being made durable.
+                        Some(_) => Err(BatchRefusal::StillPending),
+                        None => Ok(BatchAppend {
+                            ticket: Ticket {
+                                journal,
+                                seq: 0,
+                                offset: b.base_offset,
+                            },
+                            pending: false,
+                        }),
+                    };
+                }
+                Check::OutOfOrder { .. } => return Err(BatchRefusal::OutOfOrder),
+                Check::StaleEpoch => return Err(BatchRefusal::StaleEpoch),
+            }
+        }
+        let part = self.part_mut(p);
+        let appended = part
+            .log
+            .append_batch(bytes, header, MAX_DECOMPRESSED_TEXT)
+            .map_err(|e| match e {
+                AppendBatchError::Invalid(why) => BatchRefusal::Invalid(why),
+                AppendBatchError::Storage(e) => {
+                    error!("append: {e}");
+                    BatchRefusal::Storage(write_error(&e))
+                }
+            })?;
+        part.waiting.push(conn, appended.seq);
+        let big = part.log.staged_bytes() >= config::MAX_BATCH_BYTES;
+        if idempotent {
+            self.producers.record(
+                p,
+                header.producer_id,
+                header.producer_epoch,
+                producers::Batch {
+                    first_seq: header.base_sequence,
+                    last_seq: header.last_sequence(),
+                    base_offset: appended.offset,
+                    ticket_seq: Some(appended.seq),
+                },
+            );
+        }
+        self.mark_dirty(p);
+        self.stats.produced += u64::try_from(header.record_count).unwrap_or(0);
+        if big {
+            self.flush_partition(p);
+        }
+        Ok(BatchAppend {
+            ticket: Ticket {
+                journal,
+                seq: appended.seq,
+                offset: appended.offset,
+            },
+            pending: true,
+        })
+    }
+
+    /// Copies record batches from `from` into `out` for a Kafka reader:
+    /// stored batches of a batch partition, batches built from the lines
+    /// of a text partition. At most `max_bytes` (but at least one batch
+    /// if there is one). Returns the offset after them.
+    pub fn read_batches(
+        &mut self,
+        p: PartitionId,
+        from: u64,
+        max_bytes: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<u64, ReadError> {
+        self.flush_if_staged(p, from);
+        let first = self.first_offset(p);
+        if from < first {
+            return Err(ReadError::OutOfRange { first });
+        }
+        let Broker {
+            topics, read_buf, ..
+        } = self;
+        let log = &mut topics[p.topic as usize].partitions[p.partition as usize].log;
+        let end = log.durable().offset;
+        let result = match log.format() {
+            Format::Batch => log.read_raw(from, end, max_bytes, read_buf, out),
+            Format::Text => log.read_as_batches(from, end, max_bytes, read_buf, out),
+        };
+        result.map_err(|e| {
+            error!("read failed: {e}");
+            ReadError::Storage(e.client_reason())
+        })
+    }
+
+    /// A producer id unique across restarts (InitProducerId).
+    pub fn new_producer_id(&mut self) -> i64 {
+        let id = self.next_producer_id;
+        self.next_producer_id += 1;
+        id
+    }
+
     // ----- committed offsets --------------------------------------------
 
     /// Stores `group`'s position in a partition for `conn`.
@@ -647,6 +833,36 @@ impl Broker {
             journal: JournalId::Offsets,
             seq,
             offset,
+        })
+    }
+
+    /// Every committed position of `group`: (topic, partition, offset).
+    pub fn committed_by_group(&self, group: &[u8]) -> Vec<(String, u32, u64)> {
+        let mut out: Vec<(String, u32, u64)> = self
+            .offsets
+            .entries()
+            .filter(|(_, _, g, _)| *g == group)
+            .map(|(t, p, _, o)| (String::from_utf8_lossy(t).into_owned(), p, o))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// The first offset whose record has a timestamp at or after `ts`, and
+    /// that timestamp (ListOffsets by time); `None` if there is none (text
+    /// partitions store no timestamps).
+    pub fn offset_for_time(
+        &mut self,
+        p: PartitionId,
+        ts: i64,
+    ) -> Result<Option<(u64, i64)>, ReadError> {
+        let Broker {
+            topics, read_buf, ..
+        } = self;
+        let log = &mut topics[p.topic as usize].partitions[p.partition as usize].log;
+        log.offset_for_time(ts, read_buf).map_err(|e| {
+            error!("read failed: {e}");
+            ReadError::Storage(e.client_reason())
         })
     }
 
@@ -909,10 +1125,14 @@ impl Broker {
             settled,
             waiters,
             woken,
+            producers,
             ..
         } = self;
         let part = &mut topics[p.topic as usize].partitions[p.partition as usize];
         let durable = part.log.durable();
+        if !producers.is_empty() {
+            producers.settled(p, durable.seq);
+        }
         part.waiting
             .settle(JournalId::Partition(p), durable.seq, settled);
         if durable.offset > part.visible {
@@ -930,6 +1150,9 @@ impl Broker {
     fn fail(&mut self, journal: JournalId, failed: Failed) {
         error!("{}", failed.error);
         let error = Rc::new(write_error(&failed.error));
+        if let JournalId::Partition(p) = journal {
+            self.producers.failed(p, failed.seqs.start);
+        }
         let waiting = match journal {
             JournalId::Partition(p) => {
                 &mut self.topics[p.topic as usize].partitions[p.partition as usize].waiting
@@ -1095,6 +1318,15 @@ pub fn constant_time_eq(expected: &[u8], given: &[u8]) -> bool {
         diff |= b ^ given.get(i).copied().unwrap_or(!b);
     }
     std::hint::black_box(diff) == 0
+}
+
+/// The first producer id of this run: the time in seconds, shifted, so
+/// ids never repeat across restarts (a million per second of uptime).
+fn first_producer_id() -> i64 {
+    let secs = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(1, |d| d.as_secs());
+    (secs as i64) << 20
 }
 
 /// This process's resident memory, from `/proc/self/statm`.

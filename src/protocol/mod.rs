@@ -8,7 +8,8 @@ pub mod text;
 
 use std::net::SocketAddr;
 
-use crate::broker::{Broker, ConnId, Wake};
+use crate::broker::{Broker, ConnId, TopicId, Wake};
+use kafka::session::{Advertised, KafkaSession};
 use output::Output;
 use text::TextSession;
 
@@ -34,17 +35,61 @@ pub enum Control {
     Quit,
 }
 
+/// What a connection needs to start either protocol.
+#[derive(Debug, Clone)]
+pub struct SessionParams {
+    pub max_line_bytes: usize,
+    pub max_request_bytes: usize,
+    pub authenticated: bool,
+    pub default_topic: TopicId,
+    pub advertised: Advertised,
+}
+
 /// A connection's protocol state.
 #[derive(Debug)]
 pub enum Session {
+    /// Nothing read yet: the first byte decides. A Kafka request starts
+    /// with `0x00` (the high byte of its length); a text command with a
+    /// letter.
+    Undecided(SessionParams),
     Text(TextSession),
+    Kafka(KafkaSession),
 }
 
 impl Session {
+    /// A session for a Kafka-only listener.
+    pub fn kafka(params: &SessionParams) -> Session {
+        Session::Kafka(KafkaSession::new(
+            params.max_request_bytes,
+            params.authenticated,
+            params.advertised.clone(),
+        ))
+    }
+
+    /// Whether this is a Kafka connection (so far).
+    pub fn is_kafka(&self) -> bool {
+        matches!(self, Session::Kafka(_))
+    }
+
     /// Handles input bytes; returns how many were used and why it stopped.
     pub fn handle_input(&mut self, ctx: &mut Ctx<'_>, input: &[u8]) -> (usize, Control) {
+        if let Session::Undecided(params) = self
+            && let Some(&first) = input.first()
+        {
+            *self = if first == 0 {
+                Session::kafka(params)
+            } else {
+                Session::Text(TextSession::new(
+                    params.max_line_bytes,
+                    params.authenticated,
+                    params.default_topic,
+                ))
+            };
+        }
         match self {
+            Session::Undecided(_) => (0, Control::Continue),
             Session::Text(s) => s.handle_input(ctx, input),
+            Session::Kafka(s) => s.handle_input(ctx, input),
         }
     }
 
@@ -52,7 +97,9 @@ impl Session {
     /// answered (its later requests can be read again).
     pub fn on_wake(&mut self, ctx: &mut Ctx<'_>, wake: Wake) -> bool {
         match self {
+            Session::Undecided(_) => false,
             Session::Text(s) => s.on_wake(ctx, wake),
+            Session::Kafka(s) => s.on_wake(ctx, wake),
         }
     }
 
@@ -61,6 +108,7 @@ impl Session {
     pub fn refill(&mut self, ctx: &mut Ctx<'_>, window: usize) -> bool {
         match self {
             Session::Text(s) => s.refill(ctx, window),
+            Session::Undecided(_) | Session::Kafka(_) => false,
         }
     }
 
@@ -69,6 +117,8 @@ impl Session {
     pub fn is_waiting(&self) -> bool {
         match self {
             Session::Text(s) => s.is_waiting(),
+            Session::Kafka(s) => s.is_parked(),
+            Session::Undecided(_) => false,
         }
     }
 
@@ -76,6 +126,8 @@ impl Session {
     pub fn is_parked(&self) -> bool {
         match self {
             Session::Text(s) => s.is_parked(),
+            Session::Kafka(s) => s.is_parked(),
+            Session::Undecided(_) => false,
         }
     }
 
@@ -83,6 +135,8 @@ impl Session {
     pub fn buffered(&self) -> usize {
         match self {
             Session::Text(s) => s.buffered(),
+            Session::Kafka(s) => s.buffered(),
+            Session::Undecided(_) => 0,
         }
     }
 
@@ -90,6 +144,8 @@ impl Session {
     pub fn close(&mut self, ctx: &mut Ctx<'_>) {
         match self {
             Session::Text(s) => s.close(ctx),
+            Session::Kafka(s) => s.close(ctx),
+            Session::Undecided(_) => {}
         }
     }
 }

@@ -40,12 +40,27 @@ impl Wait {
     }
 }
 
+/// Renders a pending reply again once its tickets settled and some
+/// failed: given each ticket's failure (in the order the tickets were
+/// given), the reply's new bytes.
+pub type Rerender = Box<dyn FnOnce(&[Option<Rc<WriteError>>]) -> Vec<u8>>;
+
 /// How to rewrite a pending reply whose tickets failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rewrite {
     /// One text line per ticket of the single wait, in ticket order; a
     /// failed ticket's line becomes a `STORAGE_ERROR` line.
     TextLines,
+    /// A reply the protocol renders again (a Kafka ProduceResponse).
+    Rerender(Rerender),
+}
+
+impl std::fmt::Debug for Rewrite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Rewrite::TextLines => "TextLines",
+            Rewrite::Rerender(_) => "Rerender",
+        })
+    }
 }
 
 #[derive(Debug)]
@@ -99,7 +114,7 @@ impl Output {
         let at_end = self.buf.len();
         if let Some(last) = self.pending.back_mut()
             && last.pos + last.len == at_end
-            && last.rewrite == Rewrite::TextLines
+            && matches!(last.rewrite, Rewrite::TextLines)
             && last.waits.len() == 1
             && last.waits[0].journal == ticket.journal
             && last.waits[0].end == ticket.seq
@@ -122,6 +137,36 @@ impl Output {
                 failed: None,
             }],
             rewrite: Rewrite::TextLines,
+        });
+    }
+
+    /// Queues a reply `render` writes, pending on every ticket given; if
+    /// any of them fails, `rerender` replaces it.
+    pub fn push_pending(
+        &mut self,
+        tickets: &[Ticket],
+        render: impl FnOnce(&mut Vec<u8>),
+        rerender: Rerender,
+    ) {
+        let pos = self.buf.len();
+        render(&mut self.buf);
+        if tickets.is_empty() {
+            return;
+        }
+        self.pending.push_back(Pending {
+            pos,
+            len: self.buf.len() - pos,
+            waits: tickets
+                .iter()
+                .map(|t| Wait {
+                    journal: t.journal,
+                    first: t.seq,
+                    end: t.seq + 1,
+                    done_upto: t.seq,
+                    failed: None,
+                })
+                .collect(),
+            rewrite: Rewrite::Rerender(rerender),
         });
     }
 
@@ -166,6 +211,14 @@ impl Output {
                 let old = &self.buf[p.pos..p.pos + p.len];
                 let new = match p.rewrite {
                     Rewrite::TextLines => rewrite_text_lines(old, &p.waits[0]),
+                    Rewrite::Rerender(rerender) => {
+                        let failures: Vec<Option<Rc<WriteError>>> = p
+                            .waits
+                            .iter()
+                            .map(|w| w.failed.as_ref().map(|(_, e)| e.clone()))
+                            .collect();
+                        rerender(&failures)
+                    }
                 };
                 let delta = new.len() as isize - p.len as isize;
                 self.buf.splice(p.pos..p.pos + p.len, new);

@@ -42,13 +42,15 @@ use slab::Slab;
 
 use crate::broker::{Broker, ConnId};
 use crate::config::{self, Config};
-use crate::protocol::text::{self, TextSession, reply};
-use crate::protocol::{Control, Ctx, Session};
+use crate::protocol::kafka::session::Advertised;
+use crate::protocol::text::{self, reply};
+use crate::protocol::{Control, Ctx, Session, SessionParams};
 use crate::storage::StorageError;
 use conn::{Connection, State};
 use syncer::Helpers;
 
 const LISTENER: Token = Token(usize::MAX - 1);
+const KAFKA_LISTENER: Token = Token(usize::MAX - 4);
 const SIGNALS: Token = Token(usize::MAX - 2);
 const WAKER: Token = Token(usize::MAX - 3);
 
@@ -133,6 +135,8 @@ pub struct Server {
     waker: Arc<Waker>,
     stop: Arc<AtomicBool>,
     listener: Option<TcpListener>,
+    /// `--kafka-addr`: a listener for Kafka clients only.
+    kafka_listener: Option<TcpListener>,
     signals: Option<Signals>,
     local_addr: SocketAddr,
     display_addr: String,
@@ -183,6 +187,17 @@ impl Server {
         listener.set_nonblocking(true).map_err(bind_err)?;
         let local_addr = listener.local_addr().map_err(bind_err)?;
         let mut listener = TcpListener::from_std(listener);
+        let mut kafka_listener = match &config.kafka_addr {
+            Some(addr) => {
+                let err = |source| BrokerError::Bind {
+                    addr: addr.clone(),
+                    source,
+                };
+                let resolved = resolve(addr).map_err(err)?;
+                Some(TcpListener::bind(resolved).map_err(err)?)
+            }
+            None => None,
+        };
         let auth_token = match &config.auth_token_file {
             Some(path) => Some(read_token(path)?),
             None => None,
@@ -213,6 +228,14 @@ impl Server {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)
             .map_err(BrokerError::Poll)?;
+        if let Some(l) = &mut kafka_listener {
+            poll.registry()
+                .register(l, KAFKA_LISTENER, Interest::READABLE)
+                .map_err(BrokerError::Poll)?;
+            if let Ok(a) = l.local_addr() {
+                info!("listening for kafka clients only addr={a}");
+            }
+        }
         info!(
             "listening addr={local_addr} data_dir={} max_connections={} max_line_bytes={} auth={}",
             config.data_dir.display(),
@@ -229,6 +252,7 @@ impl Server {
             waker,
             stop: Arc::new(AtomicBool::new(false)),
             listener: Some(listener),
+            kafka_listener,
             signals: None,
             local_addr,
             display_addr,
@@ -319,7 +343,8 @@ impl Server {
             let mut stop = self.stop.load(Ordering::SeqCst);
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => self.accept(),
+                    LISTENER => self.accept(false),
+                    KAFKA_LISTENER => self.accept(true),
                     SIGNALS => {
                         stop |= self
                             .signals
@@ -356,7 +381,8 @@ impl Server {
                 .is_some_and(|t| Instant::now() >= t)
             {
                 self.accept_paused_until = None;
-                self.accept();
+                self.accept(false);
+                self.accept(true);
             }
             self.broker.run_timers(Instant::now());
             for &key in &self.ready {
@@ -388,7 +414,7 @@ impl Server {
         deadline.map(|t| t.saturating_duration_since(Instant::now()) + Duration::from_millis(1))
     }
 
-    fn accept(&mut self) {
+    fn accept(&mut self, kafka: bool) {
         if self.accept_paused_until.is_some() {
             return;
         }
@@ -396,11 +422,16 @@ impl Server {
             self.spare_fd = File::open("/dev/null").ok();
         }
         loop {
-            let Some(listener) = &self.listener else {
+            let listener = if kafka {
+                &self.kafka_listener
+            } else {
+                &self.listener
+            };
+            let Some(listener) = listener else {
                 return;
             };
             match listener.accept() {
-                Ok((stream, peer)) => self.admit(stream, peer),
+                Ok((stream, peer)) => self.admit(stream, peer, kafka),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if is_out_of_descriptors(&e) => {
@@ -411,7 +442,12 @@ impl Server {
                     // so an empty backlog shows up as WouldBlock here.)
                     if let Some(spare) = self.spare_fd.take() {
                         drop(spare);
-                        let turned_away = self.listener.as_ref().map(|l| l.accept());
+                        let listener = if kafka {
+                            &self.kafka_listener
+                        } else {
+                            &self.listener
+                        };
+                        let turned_away = listener.as_ref().map(|l| l.accept());
                         let backlog_empty = match turned_away {
                             Some(Ok((stream, peer))) => {
                                 self.warn_limited(&format!(
@@ -445,7 +481,7 @@ impl Server {
         }
     }
 
-    fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr) {
+    fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr, kafka: bool) {
         if self.conns.len() >= self.config.max_connections {
             self.warn_limited(&format!(
                 "max_connections={} reached; turning away peer={peer}",
@@ -458,6 +494,7 @@ impl Server {
         if let Err(e) = stream.set_nodelay(true) {
             debug!("peer={peer} set_nodelay: {e}");
         }
+        let advertised = self.advertised(&stream);
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         // Both interests for the connection's whole life: edge-triggered
@@ -479,11 +516,18 @@ impl Server {
             slot: key as u32,
             generation: self.generations[key],
         };
-        let session = Session::Text(TextSession::new(
-            self.config.max_line_bytes,
-            !self.broker.auth_required(),
-            text::session::default_topic(&mut self.broker),
-        ));
+        let params = SessionParams {
+            max_line_bytes: self.config.max_line_bytes,
+            max_request_bytes: self.config.max_request_bytes,
+            authenticated: !self.broker.auth_required(),
+            default_topic: text::session::default_topic(&mut self.broker),
+            advertised,
+        };
+        let session = if kafka {
+            Session::kafka(&params)
+        } else {
+            Session::Undecided(params)
+        };
         entry.insert(Connection::new(stream, peer, id, session));
         self.broker.stats.connections_total += 1;
         self.broker.stats.connections_current += 1;
@@ -491,6 +535,27 @@ impl Server {
             "accept token={key} peer={peer} connections={}",
             self.conns.len()
         );
+    }
+
+    /// The address Metadata gives this connection's Kafka client:
+    /// `--advertise`, else the address it connected to (an IP it reached).
+    fn advertised(&self, stream: &TcpStream) -> Advertised {
+        if let Some(a) = &self.config.advertise
+            && let Some((host, port)) = a.rsplit_once(':')
+        {
+            return Advertised {
+                host: host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_string(),
+                port: port.parse().unwrap_or(9092),
+            };
+        }
+        let local = stream.local_addr().unwrap_or(self.local_addr);
+        Advertised {
+            host: local.ip().to_string(),
+            port: i32::from(local.port()),
+        }
     }
 
     /// The slab key of a live connection.
@@ -746,6 +811,9 @@ impl Server {
     fn shutdown(mut self) -> Result<(), BrokerError> {
         info!("shutting down: connections={}", self.conns.len());
         if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        if let Some(mut listener) = self.kafka_listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
         }
         self.finish_turn();

@@ -226,6 +226,8 @@ pub struct Log {
     dirty_tail: bool,
     /// Work for helper threads.
     jobs: Vec<FileJob>,
+    /// Idempotent producers' batches found in the active segment at open.
+    recovered_producers: Vec<ProducerBatch>,
     /// What each sync under way syncs, to run it again after a failure
     /// (by sync id).
     syncing: Vec<(u64, FileJob)>,
@@ -381,7 +383,7 @@ impl Log {
             let _ = fs::remove_file(index_path(file));
         }
         let created = active_scan.is_none();
-        let scan = active_scan.unwrap_or_default();
+        let mut scan = active_scan.unwrap_or_default();
         let file = OpenOptions::new()
             .read(true)
             .append(true)
@@ -464,6 +466,7 @@ impl Log {
             sealing: Vec::new(),
             dirty_tail: false,
             jobs,
+            recovered_producers: std::mem::take(&mut scan.producers),
             syncing: Vec::new(),
             uses: 0,
         };
@@ -538,6 +541,12 @@ impl Log {
     /// index writes, deletions), in the order it must be done.
     pub fn take_jobs(&mut self) -> Vec<FileJob> {
         std::mem::take(&mut self.jobs)
+    }
+
+    /// The batches of idempotent producers found at open (in the active
+    /// segment), once.
+    pub fn take_recovered_producers(&mut self) -> Vec<ProducerBatch> {
+        std::mem::take(&mut self.recovered_producers)
     }
 
     /// How this log stores its records.
@@ -1242,6 +1251,56 @@ impl Log {
         Ok(next)
     }
 
+    /// The first offset whose record's timestamp is at or after `ts`, and
+    /// that timestamp; `None` if there is none (always for text logs,
+    /// which store no timestamps). Reads batch headers from the oldest
+    /// segment on, skipping whole batches by their max timestamp.
+    pub fn offset_for_time(
+        &mut self,
+        ts: i64,
+        buf: &mut Vec<u8>,
+    ) -> Result<Option<(u64, i64)>, StorageError> {
+        if self.options.format != Format::Batch {
+            return Ok(None);
+        }
+        let end = self.durable().offset;
+        let mut at = self.first_offset();
+        let mut found = None;
+        let path = self.active.path.clone();
+        let mut scratch = Vec::new();
+        while at < end && found.is_none() {
+            let before = at;
+            self.walk(at, end, buf, |first, n, entry| {
+                at = first + n;
+                let h = batch::parse_header(entry).map_err(|e| {
+                    StorageError::corrupt(&path, Location::Offset(first), e.to_string())
+                })?;
+                if h.max_timestamp < ts || h.is_control() {
+                    return Ok(true);
+                }
+                let records =
+                    batch::records(entry, MAX_DECOMPRESSED, &mut scratch).map_err(|e| {
+                        StorageError::corrupt(&path, Location::Offset(first), e.to_string())
+                    })?;
+                for r in records {
+                    let r = r.map_err(|e| {
+                        StorageError::corrupt(&path, Location::Offset(first), e.to_string())
+                    })?;
+                    let t = r.timestamp(&h);
+                    if t >= ts {
+                        found = Some((r.offset(&h) as u64, t));
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
+            })?;
+            if at == before {
+                break;
+            }
+        }
+        Ok(found)
+    }
+
     /// Walks the entries of the segment holding `from`, starting at the
     /// index entry at or before it, calling `f(first offset, offsets, bytes)`
     /// for each entry that starts below `end`, until `f` says no (`false`:
@@ -1825,6 +1884,18 @@ struct Scan {
     torn: u64,
     /// (lenient scans) a line that does not fit ended the scan.
     damaged: bool,
+    /// Batches of idempotent producers found.
+    producers: Vec<ProducerBatch>,
+}
+
+/// A stored batch of an idempotent producer, as found at recovery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerBatch {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub first_seq: i32,
+    pub last_seq: i32,
+    pub base_offset: u64,
 }
 
 /// Reads a segment once, checking every line and building its index. The
@@ -1847,7 +1918,15 @@ fn scan(
     let mut base = expect_base;
     let mut count = 0u64; // offsets
     let mut number = 0u64; // entries
-    let finish = |entries: &mut Vec<Entry>, crc, count, len, torn, damaged, base| {
+    let mut producers: Vec<ProducerBatch> = Vec::new();
+    let finish = |entries: &mut Vec<Entry>,
+                  producers: &mut Vec<ProducerBatch>,
+                  crc,
+                  count,
+                  len,
+                  torn,
+                  damaged,
+                  base| {
         if let Some(last) = entries.last_mut() {
             last.crc = crc;
         }
@@ -1858,6 +1937,7 @@ fn scan(
             entries: std::mem::take(entries),
             torn,
             damaged,
+            producers: std::mem::take(producers),
         }
     };
     loop {
@@ -1879,6 +1959,7 @@ fn scan(
         if n == 0 {
             return Ok(finish(
                 &mut entries,
+                &mut producers,
                 crc,
                 count,
                 pos,
@@ -1902,7 +1983,16 @@ fn scan(
                 Parsed::Incomplete { .. } => break,
                 Parsed::Bad(why) => {
                     if lenient && base.is_some() {
-                        return Ok(finish(&mut entries, crc, count, at, 0, true, base));
+                        return Ok(finish(
+                            &mut entries,
+                            &mut producers,
+                            crc,
+                            count,
+                            at,
+                            0,
+                            true,
+                            base,
+                        ));
                     }
                     return Err(StorageError::corrupt(path, location, why));
                 }
@@ -1938,6 +2028,18 @@ fn scan(
                 });
             }
             crc = crc32c_append(crc, &buf[used..used + len]);
+            if format == Format::Batch
+                && let Ok(h) = batch::parse_header(&buf[used..used + len])
+                && h.has_producer_id()
+            {
+                producers.push(ProducerBatch {
+                    producer_id: h.producer_id,
+                    epoch: h.producer_epoch,
+                    first_seq: h.base_sequence,
+                    last_seq: h.last_sequence(),
+                    base_offset: first,
+                });
+            }
             count += n;
             number += 1;
             used += len;

@@ -49,7 +49,9 @@ pub mod api;
 pub mod error;
 pub mod frame;
 pub mod fuzzing;
+pub mod groups;
 pub mod header;
+pub mod session;
 pub mod versions;
 
 /// RecordBatch v2 is a storage format here: batch partitions store it.
