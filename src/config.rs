@@ -26,6 +26,10 @@ pub const DEFAULT_MAX_REQUEST_BYTES: usize = 8 << 20;
 /// Largest record batch in a produce: Kafka's message.max.bytes.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_048_588;
 
+/// Most consumer groups: each costs a few hundred bytes plus its
+/// commits.
+pub const DEFAULT_MAX_GROUPS: usize = 10_000;
+
 /// Active segments roll at this size.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
 pub const DEFAULT_FSYNC_INTERVAL: Duration = Duration::from_millis(1000);
@@ -84,6 +88,10 @@ pub struct Config {
     pub max_request_bytes: usize,
     /// Largest record batch accepted in a Kafka produce.
     pub max_message_bytes: usize,
+    /// Most consumer groups (coordinated, or with commits).
+    pub max_groups: usize,
+    /// How long a new Kafka group's first rebalance waits for members.
+    pub group_initial_delay_ms: u64,
 }
 
 impl Default for Config {
@@ -107,6 +115,8 @@ impl Default for Config {
             partitions: 1,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            max_groups: DEFAULT_MAX_GROUPS,
+            group_initial_delay_ms: 3000,
         }
     }
 }
@@ -134,6 +144,12 @@ Options:
                             (UNKNOWN_TOPIC); topics are then made with CREATE
   --max-topics N            most topics, the default one included, up to
                             1048576 [default: 1024]
+  --max-groups N            most consumer groups (coordinated or with commits),
+                            up to 1048576 [default: 10000]
+  --group-initial-delay-ms N
+                            a new Kafka group's first rebalance waits this
+                            long for more members, as Kafka's
+                            group.initial.rebalance.delay.ms [default: 3000]
   --auth-token-file PATH    require AUTH <token> with the token in PATH (one
                             line); never pass a token on the command line.
                             Kafka clients use SASL/PLAIN, password = token
@@ -232,6 +248,10 @@ where
                 );
             }
             Long("partitions") => config.partitions = parser.number(1, 1024)? as u32,
+            Long("max-groups") => config.max_groups = parser.count(1, MAX_TOPICS)?,
+            Long("group-initial-delay-ms") => {
+                config.group_initial_delay_ms = parser.number(0, 300_000)?
+            }
             Long("max-request-bytes") => {
                 config.max_request_bytes = parser.count(64, MAX_BYTES_LIMIT)?
             }

@@ -47,11 +47,33 @@ fn ping_help_quit_and_case_insensitive_words() {
         }
         help.push(line);
     }
-    for word in ["PRODUCE", "CONSUME", "PING", "HELP", "QUIT"] {
+    for word in [
+        "PRODUCE",
+        "CONSUME",
+        "FETCH",
+        "SUBSCRIBE",
+        "USE",
+        "CREATE",
+        "DELETE",
+        "TOPICS",
+        "COMMIT",
+        "OFFSET",
+        "JOIN",
+        "HEARTBEAT",
+        "LEAVE",
+        "STATS",
+        "AUTH",
+        "PING",
+        "HELP",
+        "QUIT",
+    ] {
         assert!(
             help.iter().any(|l| l.starts_with(word)),
             "HELP lacks {word}: {help:?}"
         );
+    }
+    for line in &help {
+        assert!(line.len() <= 80, "HELP line over 80 columns: {line:?}");
     }
     // QUIT answers BYE and closes; what was pipelined after it is ignored.
     c.send("QUIT\nPRODUCE never\n");

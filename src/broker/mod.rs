@@ -15,6 +15,7 @@
 //! covering it fails (see [`durability`]).
 
 pub mod durability;
+pub mod groups;
 pub mod ids;
 pub mod producers;
 pub mod waiters;
@@ -39,6 +40,7 @@ use crate::storage::{
 use crate::util::is_valid_name;
 use durability::Waiting;
 pub use durability::{Outcome, Settlement, WriteError};
+use groups::{GroupError, GroupEvent, GroupInfo, Groups, Join, JoinResult};
 pub use ids::{ConnId, JournalId, PartitionId, Ticket, TopicId};
 use producers::{Check, Producers};
 use waiters::Waiters;
@@ -49,6 +51,9 @@ pub use waiters::Wake;
 pub const DEFAULT_TOPIC: &[u8] = b"default";
 /// Where the other topics live, one directory each.
 pub const TOPICS_DIR: &str = "topics";
+/// A deleted topic's directory is renamed to `<name>~deleted~<nanos>`
+/// (never a valid topic name) before a helper deletes it.
+const DELETED_MARK: &str = "~deleted~";
 /// A text partition's log file inside its directory.
 pub const TOPIC_LOG_FILE: &str = "log.txt";
 /// A batch partition's log file inside its directory.
@@ -91,6 +96,8 @@ pub enum TopicError {
     TooMany { limit: usize },
     /// A partition count of 0 or over the maximum.
     InvalidPartitions { max: u32 },
+    /// Not allowed for this topic (deleting the default topic).
+    Invalid,
     /// Its files could not be created.
     Storage(String),
 }
@@ -100,6 +107,8 @@ pub enum TopicError {
 pub enum ReadError {
     /// Below the oldest offset still stored.
     OutOfRange { first: u64 },
+    /// The topic was deleted.
+    Deleted,
     /// The log could not be read (damaged data or I/O).
     Storage(String),
 }
@@ -128,6 +137,8 @@ pub enum BatchRefusal {
     /// A retry of a batch whose first append is still being made durable:
     /// retry later.
     StillPending,
+    /// The topic was deleted.
+    Deleted,
     Storage(WriteError),
 }
 
@@ -138,6 +149,12 @@ pub enum CommitError {
     PastEnd {
         end: u64,
     },
+    /// A new group name over `--max-groups`.
+    TooManyGroups {
+        limit: usize,
+    },
+    /// The topic was deleted.
+    Deleted,
     Storage(WriteError),
 }
 
@@ -206,6 +223,8 @@ pub struct Broker {
     next_checkpoint_at: Instant,
     /// Idempotent producers' recent batches.
     producers: Producers,
+    /// Consumer groups.
+    groups: Groups,
     /// The next producer id InitProducerId hands out.
     next_producer_id: i64,
     /// Largest record batch accepted from a Kafka producer.
@@ -271,8 +290,14 @@ impl Broker {
             Err(e) => return Err(StorageError::io(&topics_dir, "list", e)),
         };
         names.sort();
+        let mut leftovers = Vec::new();
         for name in names {
             let tdir = topics_dir.join(String::from_utf8_lossy(&name).as_ref());
+            if String::from_utf8_lossy(&name).contains(DELETED_MARK) {
+                // A topic deleted before a crash: finish the job.
+                leftovers.push(tdir);
+                continue;
+            }
             if !is_valid_name(&name) || name == DEFAULT_TOPIC {
                 warn!("ignoring {}: not a valid topic name", tdir.display());
                 continue;
@@ -355,7 +380,10 @@ impl Broker {
                 }
             }
         }
-        let mut jobs = Vec::new();
+        let mut jobs: Vec<(JournalId, FileJob)> = leftovers
+            .into_iter()
+            .map(|d| (JournalId::Offsets, FileJob::DeleteDir(d)))
+            .collect();
         for (t, topic) in topics.iter_mut().enumerate() {
             for (p, part) in topic.partitions.iter_mut().enumerate() {
                 let id = JournalId::Partition(PartitionId {
@@ -395,6 +423,10 @@ impl Broker {
             next_retention_at: now,
             next_checkpoint_at: now + CHECKPOINT_EVERY,
             producers,
+            groups: Groups::new(
+                config.max_groups,
+                Duration::from_millis(config.group_initial_delay_ms),
+            ),
             next_producer_id: first_producer_id(),
             max_message_bytes: config.max_message_bytes,
             read_buf: Vec::new(),
@@ -475,7 +507,7 @@ impl Broker {
                 max: meta::MAX_PARTITIONS,
             });
         }
-        if self.topics.len() >= self.max_topics {
+        if self.by_name.len() >= self.max_topics {
             return Err(TopicError::TooMany {
                 limit: self.max_topics,
             });
@@ -566,6 +598,7 @@ impl Broker {
         self.topics
             .iter()
             .enumerate()
+            .filter(|(_, t)| !t.partitions.is_empty())
             .map(|(i, t)| (i as TopicId, &*t.name))
     }
 
@@ -574,7 +607,7 @@ impl Broker {
     }
 
     pub fn topic_count(&self) -> usize {
-        self.topics.len()
+        self.by_name.len()
     }
 
     /// Every partition of every topic, in creation order.
@@ -596,6 +629,63 @@ impl Broker {
         out
     }
 
+    /// Whether a partition exists (its topic was not deleted).
+    pub fn live(&self, p: PartitionId) -> bool {
+        self.topics
+            .get(p.topic as usize)
+            .is_some_and(|t| (p.partition as usize) < t.partitions.len())
+    }
+
+    /// Deletes a topic: its pending appends fail, its waiters wake, its
+    /// commits go, and its directory is renamed aside, then deleted by a
+    /// helper thread. The default topic cannot be deleted.
+    pub fn delete_topic(&mut self, name: &[u8]) -> Result<(), TopicError> {
+        if name == DEFAULT_TOPIC {
+            return Err(TopicError::Invalid);
+        }
+        let id = self.by_name.remove(name).ok_or(TopicError::Unknown)?;
+        let parts = std::mem::take(&mut self.topics[id as usize].partitions);
+        let error = Rc::new(WriteError {
+            reason: "the topic was deleted".into(),
+            no_space: false,
+        });
+        for (i, mut part) in parts.into_iter().enumerate() {
+            let p = PartitionId {
+                topic: id,
+                partition: i as u32,
+            };
+            part.waiting
+                .fail(JournalId::Partition(p), 0, &error, &mut self.settled);
+            self.waiters.data(p, u64::MAX, &mut self.woken);
+            self.producers.failed(p, 0);
+        }
+        self.offsets.forget_topic(name);
+        let dir = self
+            .data_dir
+            .join(TOPICS_DIR)
+            .join(String::from_utf8_lossy(name).as_ref());
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let aside = self.data_dir.join(TOPICS_DIR).join(format!(
+            "{}{DELETED_MARK}{nanos}",
+            String::from_utf8_lossy(name)
+        ));
+        match fs::rename(&dir, &aside) {
+            Ok(()) => self
+                .jobs
+                .push((JournalId::Offsets, FileJob::DeleteDir(aside))),
+            Err(e) => error!(
+                "deleting topic {}: cannot rename {}: {e}",
+                String::from_utf8_lossy(name),
+                dir.display()
+            ),
+        }
+        info!("deleted topic={}", String::from_utf8_lossy(name));
+        self.collect_jobs();
+        Ok(())
+    }
+
     fn part(&self, p: PartitionId) -> &Partition {
         &self.topics[p.topic as usize].partitions[p.partition as usize]
     }
@@ -614,6 +704,12 @@ impl Broker {
         message: &[u8],
         conn: ConnId,
     ) -> Result<Ticket, WriteError> {
+        if !self.live(p) {
+            return Err(WriteError {
+                reason: "the topic was deleted".into(),
+                no_space: false,
+            });
+        }
         let part = self.part_mut(p);
         let appended = part.log.append(message).map_err(|e| {
             error!("append: {e}");
@@ -635,11 +731,17 @@ impl Broker {
 
     /// One past the last offset readers may see.
     pub fn visible_end(&self, p: PartitionId) -> u64 {
+        if !self.live(p) {
+            return 0;
+        }
         self.part(p).log.durable().offset
     }
 
     /// The oldest offset still stored.
     pub fn first_offset(&self, p: PartitionId) -> u64 {
+        if !self.live(p) {
+            return 0;
+        }
         self.part(p).log.first_offset()
     }
 
@@ -647,6 +749,9 @@ impl Broker {
     /// `PRODUCE` then read) writes the batch now, so the reader sees what
     /// was acknowledged.
     pub fn flush_if_staged(&mut self, p: PartitionId, offset: u64) {
+        if !self.live(p) {
+            return;
+        }
         let log = &self.part(p).log;
         if offset >= log.written().offset && offset < log.next_offset() {
             self.flush_partition(p);
@@ -664,6 +769,9 @@ impl Broker {
         max_bytes: usize,
         mut emit: impl FnMut(u64, &[u8]),
     ) -> Result<u64, ReadError> {
+        if !self.live(p) {
+            return Err(ReadError::Deleted);
+        }
         self.flush_if_staged(p, from);
         let first = self.first_offset(p);
         if from < first {
@@ -699,6 +807,9 @@ impl Broker {
         header: &BatchHeader,
         conn: ConnId,
     ) -> Result<BatchAppend, BatchRefusal> {
+        if !self.live(p) {
+            return Err(BatchRefusal::Deleted);
+        }
         if bytes.len() > self.max_message_bytes {
             return Err(BatchRefusal::TooLarge);
         }
@@ -783,6 +894,9 @@ impl Broker {
         max_bytes: usize,
         out: &mut Vec<u8>,
     ) -> Result<u64, ReadError> {
+        if !self.live(p) {
+            return Err(ReadError::Deleted);
+        }
         self.flush_if_staged(p, from);
         let first = self.first_offset(p);
         if from < first {
@@ -820,10 +934,17 @@ impl Broker {
         offset: u64,
         conn: ConnId,
     ) -> Result<Ticket, CommitError> {
+        if !self.live(p) {
+            return Err(CommitError::Deleted);
+        }
         self.flush_if_staged(p, offset.saturating_sub(1));
         let end = self.visible_end(p);
         if offset > end {
             return Err(CommitError::PastEnd { end });
+        }
+        let limit = self.groups.max_groups();
+        if !self.offsets.has_group(group) && self.offsets.group_count() >= limit {
+            return Err(CommitError::TooManyGroups { limit });
         }
         let name = &self.topics[p.topic as usize].name;
         let seq = self.offsets.stage(name, p.partition, group, offset);
@@ -856,6 +977,9 @@ impl Broker {
         p: PartitionId,
         ts: i64,
     ) -> Result<Option<(u64, i64)>, ReadError> {
+        if !self.live(p) {
+            return Err(ReadError::Deleted);
+        }
         let Broker {
             topics, read_buf, ..
         } = self;
@@ -868,8 +992,166 @@ impl Broker {
 
     /// `group`'s committed position in a partition.
     pub fn committed(&self, p: PartitionId, group: &[u8]) -> Option<u64> {
+        if !self.live(p) {
+            return None;
+        }
         self.offsets
             .get(&self.topics[p.topic as usize].name, p.partition, group)
+    }
+
+    // ----- consumer groups --------------------------------------------------
+
+    /// A Kafka JoinGroup (see [`groups::Groups::join`]).
+    pub fn join_group(
+        &mut self,
+        j: &Join<'_>,
+        conn: ConnId,
+    ) -> Result<Option<JoinResult>, GroupError> {
+        self.check_group_name(j.group)?;
+        self.groups.join(j, conn, Instant::now(), &mut self.woken)
+    }
+
+    /// A Kafka SyncGroup.
+    pub fn sync_group(
+        &mut self,
+        group: &str,
+        generation: i32,
+        member: &str,
+        assignments: Vec<(String, Vec<u8>)>,
+        conn: ConnId,
+    ) -> Result<Option<Vec<u8>>, GroupError> {
+        self.groups.sync(
+            group,
+            generation,
+            member,
+            assignments,
+            conn,
+            Instant::now(),
+            &mut self.woken,
+        )
+    }
+
+    pub fn heartbeat_group(
+        &mut self,
+        group: &str,
+        generation: i32,
+        member: &str,
+    ) -> Result<(), GroupError> {
+        self.groups
+            .heartbeat(group, generation, member, Instant::now())
+    }
+
+    pub fn leave_group(&mut self, group: &str, members: &[&str]) -> Vec<Result<(), GroupError>> {
+        let now = Instant::now();
+        let results = self.groups.leave(group, members, now, &mut self.woken);
+        self.reassign_text_group(group);
+        results
+    }
+
+    pub fn describe_group(&self, group: &str) -> Option<GroupInfo> {
+        self.groups.describe(group)
+    }
+
+    /// Every group being coordinated, and every group with commits:
+    /// (name, protocol type; "" for groups known only by their commits).
+    pub fn list_groups(&self) -> Vec<(String, String)> {
+        let mut out = self.groups.list();
+        for g in self.offsets.group_names() {
+            let name = String::from_utf8_lossy(g).into_owned();
+            if !out.iter().any(|(n, _)| *n == name) {
+                out.push((name, String::new()));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Whether a Kafka commit for `group` by this member is allowed.
+    pub fn check_group_commit(
+        &self,
+        group: &str,
+        generation: i32,
+        member: &str,
+    ) -> Result<(), GroupError> {
+        self.groups.check_commit(group, generation, member)
+    }
+
+    /// A text member joins `group` to share topic `topic`: its member id;
+    /// its partitions come as a [`GroupEvent::Assigned`].
+    pub fn join_text_group(
+        &mut self,
+        group: &str,
+        topic: TopicId,
+        session: Duration,
+        conn: ConnId,
+    ) -> Result<String, GroupError> {
+        self.check_group_name(group)?;
+        let partitions = self.partition_count(topic);
+        self.groups.join_text(
+            group,
+            topic,
+            partitions,
+            session,
+            conn,
+            Instant::now(),
+            &mut self.woken,
+        )
+    }
+
+    /// A text member's heartbeat: (generation, its partitions).
+    pub fn heartbeat_text_group(
+        &mut self,
+        group: &str,
+        member: &str,
+    ) -> Result<(i32, Vec<u32>), GroupError> {
+        self.groups.heartbeat_text(group, member, Instant::now())
+    }
+
+    /// The protocol type of a group being coordinated.
+    pub fn group_protocol(&self, group: &str) -> Option<&str> {
+        self.groups.protocol_type(group)
+    }
+
+    /// News for a connection woken with [`Wake::Group`].
+    pub fn take_group_events(&mut self, conn: ConnId) -> Vec<GroupEvent> {
+        self.groups.take_events(conn)
+    }
+
+    /// A connection closed: it leaves the text groups it was in.
+    pub fn connection_closed(&mut self, conn: ConnId) {
+        self.waiters.cancel(conn);
+        let changed = self
+            .groups
+            .connection_closed(conn, Instant::now(), &mut self.woken);
+        for g in changed {
+            self.reassign_text_group(&g);
+        }
+    }
+
+    fn reassign_text_group(&mut self, group: &str) {
+        if self.groups.protocol_type(group) == Some("text")
+            && let Some(topic) = self.groups.describe(group).and(self.group_topic(group))
+        {
+            let partitions = self.partition_count(topic);
+            self.groups
+                .text_partitions_changed(group, partitions, &mut self.woken);
+        }
+    }
+
+    fn group_topic(&self, group: &str) -> Option<TopicId> {
+        self.groups.text_topic(group)
+    }
+
+    /// A new group name over `--max-groups` (counting groups coordinated
+    /// and groups with commits) is refused.
+    fn check_group_name(&self, group: &str) -> Result<(), GroupError> {
+        if self.groups.contains(group) || self.offsets.has_group(group.as_bytes()) {
+            return Ok(());
+        }
+        if self.groups.len() + self.offsets.group_count() >= self.groups.max_groups() {
+            return Err(GroupError::TooManyGroups);
+        }
+        Ok(())
     }
 
     // ----- waiting --------------------------------------------------------
@@ -878,6 +1160,12 @@ impl Broker {
     /// `deadline` if any; it is woken (see [`take_woken`](Self::take_woken))
     /// once, then must register again to go on waiting.
     pub fn wait(&mut self, conn: ConnId, keys: &[(PartitionId, u64)], deadline: Option<Instant>) {
+        let keys: Vec<(PartitionId, u64)> = keys
+            .iter()
+            .copied()
+            .filter(|(p, _)| self.live(*p))
+            .collect();
+        let keys = &keys[..];
         self.waiters.register(conn, keys, deadline);
         // Data may already be there: wake at once rather than miss it.
         for &(p, offset) in keys {
@@ -901,6 +1189,9 @@ impl Broker {
     /// new data.
     pub fn flush(&mut self) {
         for p in std::mem::take(&mut self.dirty) {
+            if !self.live(p) {
+                continue;
+            }
             self.part_mut(p).dirty = false;
             self.flush_partition(p);
         }
@@ -994,6 +1285,8 @@ impl Broker {
     /// A helper thread finished a job of `journal`.
     pub fn job_done(&mut self, journal: JournalId, result: JobResult) {
         match result {
+            JobResult::Synced { .. } if matches!(journal, JournalId::Partition(p) if !self.live(p)) =>
+                {}
             JobResult::Synced {
                 sync_id,
                 dir,
@@ -1029,16 +1322,27 @@ impl Broker {
         };
         let retention = (self.retention_bytes.is_some() || self.retention_age.is_some())
             .then_some(self.next_retention_at);
-        [wait, sync, retention, Some(self.next_checkpoint_at)]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            wait,
+            sync,
+            retention,
+            self.groups.next_deadline(),
+            Some(self.next_checkpoint_at),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Runs what is due: expired waits, the interval sync, retention, the
     /// checkpoint.
     pub fn run_timers(&mut self, now: Instant) {
         self.waiters.expire(now, &mut self.woken);
+        if self.groups.next_deadline().is_some_and(|d| d <= now) {
+            for g in self.groups.expire(now, &mut self.woken) {
+                self.reassign_text_group(&g);
+            }
+        }
         if let FsyncPolicy::Interval(every) = self.policy
             && now >= self.next_sync_at
         {

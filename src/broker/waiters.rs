@@ -20,6 +20,8 @@ pub enum Wake {
     Data,
     /// Its deadline passed.
     Timeout,
+    /// A group it is in has news for it (see `Broker::take_group_events`).
+    Group,
 }
 
 #[derive(Debug)]

@@ -92,7 +92,7 @@ impl Helpers {
     pub fn submit(&mut self, journal: JournalId, job: FileJob) {
         let queue = match job {
             FileJob::Sync { .. } | FileJob::SyncDir { .. } => &self.syncs,
-            FileJob::Replace { .. } | FileJob::Delete(_) => &self.janitor,
+            FileJob::Replace { .. } | FileJob::Delete(_) | FileJob::DeleteDir(_) => &self.janitor,
         };
         let job = match queue {
             Some(tx) => match tx.send((journal, job)) {

@@ -44,6 +44,8 @@ pub enum FileJob {
     },
     /// Delete a file that is no longer part of any journal.
     Delete(PathBuf),
+    /// Delete a directory and everything in it (a deleted topic).
+    DeleteDir(PathBuf),
 }
 
 /// What became of a job that reports back.
@@ -98,6 +100,14 @@ impl FileJob {
                     }
                 };
                 report.map(|id| JobResult::Replaced { id, result })
+            }
+            FileJob::DeleteDir(path) => {
+                match std::fs::remove_dir_all(&path) {
+                    Ok(()) => ::log::debug!("deleted {}", path.display()),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => ::log::error!("cannot delete {}: {e}", path.display()),
+                }
+                None
             }
             FileJob::Delete(path) => {
                 match std::fs::remove_file(&path) {

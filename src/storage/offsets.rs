@@ -66,6 +66,8 @@ pub struct Offsets {
     /// Bytes of complete lines in the file.
     len: u64,
     map: HashMap<Key, u64>,
+    /// Entries per group name (to bound the number of groups).
+    groups: HashMap<Box<[u8]>, usize>,
     staged: Vec<u8>,
     staged_count: u64,
     /// Commits not yet durable, with the value each replaced, to put back
@@ -79,6 +81,9 @@ pub struct Offsets {
     /// length of the file it writes.
     compacting: Option<u64>,
     snapshot_len_pending: Option<u64>,
+    /// Entries were dropped while a compaction was under way: compact
+    /// again after it.
+    compact_again: bool,
     next_job_id: u64,
     dirty_tail: bool,
     jobs: Vec<FileJob>,
@@ -142,6 +147,7 @@ impl Offsets {
             path,
             generation: 0,
             len: complete as u64,
+            groups: group_counts(&map),
             map,
             staged: Vec::new(),
             staged_count: 0,
@@ -152,6 +158,7 @@ impl Offsets {
             durable_acks,
             compacting: None,
             snapshot_len_pending: None,
+            compact_again: false,
             next_job_id: 0,
             dirty_tail: complete < content.len(),
             jobs: Vec::new(),
@@ -185,6 +192,21 @@ impl Offsets {
     /// Every entry: (topic, partition, group, offset).
     pub fn entries(&self) -> impl Iterator<Item = (&[u8], u32, &[u8], u64)> {
         self.map.iter().map(|((t, p, g), o)| (&**t, *p, &**g, *o))
+    }
+
+    /// Whether any commit of `group` is stored.
+    pub fn has_group(&self, group: &[u8]) -> bool {
+        self.groups.contains_key(group)
+    }
+
+    /// Distinct group names with commits.
+    pub fn group_count(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// Distinct group names with commits.
+    pub fn group_names(&self) -> impl Iterator<Item = &[u8]> {
+        self.groups.keys().map(|g| &**g)
     }
 
     /// Number of entries.
@@ -226,6 +248,19 @@ impl Offsets {
         Ok(keys.len())
     }
 
+    /// Forgets every commit of `topic` (deleted), and rewrites the file
+    /// without them on a helper thread (so a topic made again by that name
+    /// does not find them after a restart).
+    pub fn forget_topic(&mut self, topic: &[u8]) {
+        let before = self.map.len();
+        self.map.retain(|(t, _, _), _| &**t != topic);
+        self.undo.retain(|(_, (t, _, _), _)| &**t != topic);
+        if self.map.len() != before {
+            self.groups = group_counts(&self.map);
+            self.compact_now();
+        }
+    }
+
     /// Keeps only the entries whose topic `keep` accepts, and rewrites the
     /// file at once if any went (call before serving: at start, to drop
     /// the commits of topics that no longer exist).
@@ -235,6 +270,7 @@ impl Offsets {
         if self.map.len() == before {
             return Ok(());
         }
+        self.groups = group_counts(&self.map);
         let bytes = self.snapshot();
         replace_file(&self.path, &bytes).map_err(|e| StorageError::io(&self.path, "compact", e))?;
         sync_dir(&self.dir)?;
@@ -279,6 +315,9 @@ impl Offsets {
     pub fn stage(&mut self, topic: &[u8], partition: u32, group: &[u8], offset: u64) -> u64 {
         let key: Key = (topic.into(), partition, group.into());
         let previous = self.map.insert(key.clone(), offset);
+        if previous.is_none() {
+            *self.groups.entry(group.into()).or_default() += 1;
+        }
         let seq = self.next_seq;
         self.next_seq += 1;
         self.undo.push_back((seq, key, previous));
@@ -495,6 +534,15 @@ impl Offsets {
         last
     }
 
+    fn forget_group_entry(&mut self, group: &[u8]) {
+        if let Some(n) = self.groups.get_mut(group) {
+            *n -= 1;
+            if *n == 0 {
+                self.groups.remove(group);
+            }
+        }
+    }
+
     fn trim_undo(&mut self) {
         let durable = self.durable().seq;
         while self.undo.front().is_some_and(|(seq, _, _)| *seq < durable) {
@@ -507,9 +555,14 @@ impl Offsets {
         while self.undo.back().is_some_and(|(s, _, _)| *s >= seq) {
             if let Some((_, key, previous)) = self.undo.pop_back() {
                 match previous {
-                    Some(v) => self.map.insert(key, v),
-                    None => self.map.remove(&key),
-                };
+                    Some(v) => {
+                        self.map.insert(key, v);
+                    }
+                    None => {
+                        self.map.remove(&key);
+                        self.forget_group_entry(&key.2);
+                    }
+                }
             }
         }
     }
@@ -522,10 +575,24 @@ impl Offsets {
     }
 
     fn maybe_compact(&mut self) {
+        if self.compact_again && self.compacting.is_none() {
+            self.compact_again = false;
+            self.compact_now();
+            return;
+        }
         if self.compacting.is_some()
             || self.len <= COMPACT_MIN_BYTES
             || self.len <= COMPACT_RATIO * self.live_bytes()
         {
+            return;
+        }
+        self.compact_now();
+    }
+
+    /// Starts a compaction now (or right after the one under way).
+    fn compact_now(&mut self) {
+        if self.compacting.is_some() {
+            self.compact_again = true;
             return;
         }
         let bytes = self.snapshot();
@@ -575,6 +642,14 @@ impl Offsets {
         }
         Ok(())
     }
+}
+
+fn group_counts(map: &HashMap<Key, u64>) -> HashMap<Box<[u8]>, usize> {
+    let mut groups: HashMap<Box<[u8]>, usize> = HashMap::new();
+    for (_, _, g) in map.keys() {
+        *groups.entry(g.clone()).or_default() += 1;
+    }
+    groups
 }
 
 fn open_append(path: &Path) -> Result<File, StorageError> {

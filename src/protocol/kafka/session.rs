@@ -107,6 +107,8 @@ struct State {
     /// follow.
     handshake_done: bool,
     parked: Option<ParkedFetch>,
+    /// A JoinGroup or SyncGroup waiting in the broker.
+    group_wait: Option<groups::ParkedGroup>,
 }
 
 impl KafkaSession {
@@ -119,6 +121,7 @@ impl KafkaSession {
                 raw_sasl_next: false,
                 handshake_done: false,
                 parked: None,
+                group_wait: None,
             },
         }
     }
@@ -128,7 +131,7 @@ impl KafkaSession {
     }
 
     pub fn is_parked(&self) -> bool {
-        self.s.parked.is_some()
+        self.s.parked.is_some() || self.s.group_wait.is_some()
     }
 
     /// Decodes and handles the requests in `input`; see
@@ -172,7 +175,7 @@ impl KafkaSession {
             ctx.broker.stats.parked_fetches -= 1;
             return self.s.answer_or_park(ctx, f, wake == Wake::Timeout) != Control::Park;
         }
-        groups::on_wake(ctx)
+        groups::on_wake(ctx, &mut self.s.group_wait)
     }
 
     /// The connection is closing.
@@ -180,8 +183,8 @@ impl KafkaSession {
         if self.s.parked.take().is_some() {
             ctx.broker.stats.parked_fetches -= 1;
         }
-        ctx.broker.cancel_wait(ctx.conn);
-        groups::connection_closed(ctx);
+        self.s.group_wait = None;
+        ctx.broker.connection_closed(ctx.conn);
     }
 }
 
@@ -269,8 +272,8 @@ impl State {
             Request::OffsetCommit(r) => offset_commit(ctx, &header, &r),
             Request::OffsetFetch(r) => offset_fetch(ctx, &header, &r),
             Request::DescribeConfigs(r) => describe_configs(ctx, &header, &r),
-            Request::JoinGroup(r) => return groups::join(ctx, &header, &r),
-            Request::SyncGroup(r) => return groups::sync(ctx, &header, &r),
+            Request::JoinGroup(r) => return groups::join(ctx, &header, &r, &mut self.group_wait),
+            Request::SyncGroup(r) => return groups::sync(ctx, &header, &r, &mut self.group_wait),
             Request::Heartbeat(r) => groups::heartbeat(ctx, &header, &r),
             Request::LeaveGroup(r) => groups::leave(ctx, &header, &r),
             Request::DescribeGroups(r) => groups::describe(ctx, &header, &r),
@@ -534,6 +537,7 @@ impl State {
             Err(BatchRefusal::OutOfOrder) => Err(ErrorCode::OUT_OF_ORDER_SEQUENCE_NUMBER),
             Err(BatchRefusal::StaleEpoch) => Err(ErrorCode::INVALID_PRODUCER_EPOCH),
             Err(BatchRefusal::StillPending) => Err(ErrorCode::REQUEST_TIMED_OUT),
+            Err(BatchRefusal::Deleted) => Err(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION),
             Err(BatchRefusal::Storage(_)) => Err(ErrorCode::KAFKA_STORAGE_ERROR),
         }
     }
@@ -634,6 +638,10 @@ impl State {
                                 first as i64,
                                 0..0,
                             ));
+                            continue;
+                        }
+                        Err(ReadError::Deleted) => {
+                            rs.push((index, ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, -1, -1, 0..0));
                             continue;
                         }
                         Err(ReadError::Storage(_)) => {
@@ -898,6 +906,10 @@ fn offset_commit(ctx: &mut Ctx<'_>, header: &RequestHeader<'_>, r: &OffsetCommit
                                 ErrorCode::NONE
                             }
                             Err(CommitError::PastEnd { .. }) => ErrorCode::OFFSET_OUT_OF_RANGE,
+                            Err(CommitError::TooManyGroups { .. }) => {
+                                ErrorCode::COORDINATOR_NOT_AVAILABLE
+                            }
+                            Err(CommitError::Deleted) => ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
                             Err(CommitError::Storage(_)) => ErrorCode::KAFKA_STORAGE_ERROR,
                         }
                     }

@@ -25,26 +25,41 @@ pub const OFFSET_OUT_OF_RANGE: &[u8] = b"OFFSET_OUT_OF_RANGE first:";
 pub const MESSAGE_TOO_LARGE: &[u8] = b"MESSAGE_TOO_LARGE ";
 pub const STORAGE_ERROR: &[u8] = b"STORAGE_ERROR ";
 pub const TOO_MANY_TOPICS: &[u8] = b"TOO_MANY_TOPICS ";
+pub const TOO_MANY_GROUPS: &[u8] = b"TOO_MANY_GROUPS ";
+pub const DELETED: &[u8] = b"DELETED ";
+pub const JOINED: &[u8] = b"JOINED ";
+pub const ASSIGNED: &[u8] = b"ASSIGNED ";
+pub const LEFT: &[u8] = b"LEFT ";
+pub const UNKNOWN_MEMBER: &[u8] = b"UNKNOWN_MEMBER ";
+pub const GROUP_PROTOCOL_MISMATCH: &[u8] = b"GROUP_PROTOCOL_MISMATCH ";
+pub const GROUP_FULL: &[u8] = b"GROUP_FULL ";
 pub const NOAUTH: &[u8] = b"NOAUTH authentication required; send AUTH <token>\n";
 pub const INVALID_TOKEN: &[u8] = b"INVALID_TOKEN wrong token\n";
 pub const INVALID_TOKEN_CLOSING: &[u8] =
     b"INVALID_TOKEN wrong token; closing after repeated failures\n";
 pub const TOO_MANY_CONNECTIONS: &[u8] = b"TOO_MANY_CONNECTIONS\n";
 
-/// The reply to `HELP`: one line per command, then `END`.
-pub const HELP: &[u8] = b"PRODUCE <message>               append a message; replies ACK offset:<n>\n\
-CONSUME <offset>                read one message; replies MESSAGE offset:<n> <message> or NO_MESSAGE\n\
-FETCH <offset> <max> [<wait_ms>] up to <max> MESSAGE lines, then END offset:<next>; waits up to <wait_ms> for the first\n\
-SUBSCRIBE <offset>              stream MESSAGE lines from <offset> on, as they arrive, until UNSUBSCRIBE\n\
-UNSUBSCRIBE                     stop the stream; replies END offset:<next>\n\
-USE <topic>[/<partition>]       switch to <topic> (partition 0 unless given); replies USING <topic>\n\
-CREATE <topic> [<partitions>]   create a topic; replies CREATED <topic> or TOPIC_EXISTS <topic>\n\
-TOPICS                          one TOPIC <name>[/<partition>] first:<n> next:<n> bytes:<n> line each, then END\n\
-COMMIT <group> <offset>         store <group>'s position in this topic; replies COMMITTED <group> <offset>\n\
-OFFSET <group>                  replies OFFSET <group> <offset>, the committed position (0 if none)\n\
-STATS                           STAT <name> <value> lines, then END\n\
-AUTH <token>                    authenticate; replies AUTHENTICATED\n\
-PING                            replies PONG\n\
-HELP                            this list, then END\n\
-QUIT                            replies BYE and closes the connection\n\
+/// The reply to `HELP`: one line per command (80 columns at most), then
+/// `END`.
+pub const HELP: &[u8] = b"PRODUCE <message>            append; ACK offset:<n>\n\
+CONSUME <offset>             MESSAGE offset:<n> <message>, or NO_MESSAGE\n\
+FETCH <offset> <max> [<ms>]  up to <max> MESSAGE lines, END offset:<next>;\n\
+                             waits up to <ms> for the first\n\
+SUBSCRIBE <offset>           stream MESSAGE lines as they arrive\n\
+UNSUBSCRIBE                  stop the stream; END offset:<next>\n\
+USE <topic>[/<partition>]    switch topic (partition 0 unless given); USING\n\
+CREATE <topic> [<parts>]     CREATED <topic>, or TOPIC_EXISTS <topic>\n\
+DELETE <topic>               delete a topic and its data; DELETED <topic>\n\
+TOPICS                       TOPIC <name> first:<n> next:<n> bytes:<n> lines\n\
+COMMIT <group> <offset>      store <group>'s position here; COMMITTED\n\
+OFFSET <group>               OFFSET <group> <offset> (0 if none)\n\
+JOIN <group> [<session_ms>]  share this topic with <group>: JOINED, then\n\
+                             ASSIGNED <group> generation:<g> partitions:<p,..>\n\
+HEARTBEAT <group>            stay in <group>; ASSIGNED ...\n\
+LEAVE <group>                LEFT <group>\n\
+STATS                        STAT <name> <value> lines\n\
+AUTH <token>                 AUTHENTICATED\n\
+PING                         PONG\n\
+HELP                         this list\n\
+QUIT                         BYE, then the connection closes\n\
 END\n";

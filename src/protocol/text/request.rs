@@ -33,6 +33,15 @@ pub enum Request<'a> {
     /// Create a topic, with a number of partitions if given.
     Create(&'a [u8], Option<u32>),
     Topics,
+    /// Delete a topic.
+    Delete(&'a [u8]),
+    /// Join a group sharing the current topic, with a session timeout in
+    /// milliseconds if given.
+    Join(&'a [u8], Option<u64>),
+    /// Keep a group membership alive; replies with the assignment.
+    Heartbeat(&'a [u8]),
+    /// Leave a group.
+    Leave(&'a [u8]),
     /// Store a consumer group's position in the current topic.
     Commit {
         group: &'a [u8],
@@ -202,6 +211,32 @@ pub fn parse(line: &[u8]) -> Result<Request<'_>, ParseError> {
             )),
             _ => Err(usage!("CREATE <topic> [<partitions>]")),
         },
+        b"DELETE" => match args {
+            [name] => Ok(Request::Delete(parse_name(name)?)),
+            _ => Err(usage!("DELETE <topic>")),
+        },
+        b"JOIN" => match args {
+            [group] => Ok(Request::Join(parse_name(group)?, None)),
+            [group, session] => Ok(Request::Join(
+                parse_name(group)?,
+                Some(
+                    parse_u64(session)
+                        .filter(|s| (1000..=300_000).contains(s))
+                        .ok_or(ParseError::InvalidRequest(
+                            "session_ms must be a number from 1000 to 300000",
+                        ))?,
+                ),
+            )),
+            _ => Err(usage!("JOIN <group> [<session_ms>]")),
+        },
+        b"HEARTBEAT" => match args {
+            [group] => Ok(Request::Heartbeat(parse_name(group)?)),
+            _ => Err(usage!("HEARTBEAT <group>")),
+        },
+        b"LEAVE" => match args {
+            [group] => Ok(Request::Leave(parse_name(group)?)),
+            _ => Err(usage!("LEAVE <group>")),
+        },
         b"COMMIT" => match args {
             [group, offset] => Ok(Request::Commit {
                 group: parse_name(group)?,
@@ -287,6 +322,12 @@ mod tests {
         assert!(parse(b"CREATE t 0").is_err());
         assert!(parse(b"CREATE t 1025").is_err());
         assert_eq!(parse(b"TOPICS"), Ok(Request::Topics));
+        assert_eq!(parse(b"delete t"), Ok(Request::Delete(b"t")));
+        assert_eq!(parse(b"JOIN g"), Ok(Request::Join(b"g", None)));
+        assert_eq!(parse(b"JOIN g 6000"), Ok(Request::Join(b"g", Some(6000))));
+        assert!(parse(b"JOIN g 10").is_err());
+        assert_eq!(parse(b"heartbeat g"), Ok(Request::Heartbeat(b"g")));
+        assert_eq!(parse(b"LEAVE g"), Ok(Request::Leave(b"g")));
         assert_eq!(
             parse(b"COMMIT g1 17"),
             Ok(Request::Commit {

@@ -9,6 +9,7 @@ use log::{debug, warn};
 use super::decoder::{Frame, LineDecoder};
 use super::reply;
 use super::request::{Request, parse};
+use crate::broker::groups::{GroupError, GroupEvent};
 use crate::broker::{
     CommitError, DEFAULT_TOPIC, PartitionId, ReadError, Ticket, TopicError, TopicId, Wake,
 };
@@ -57,6 +58,8 @@ struct State {
     /// meanwhile, so replies stay in order.
     parked: Option<Parked>,
     subscription: Option<Subscription>,
+    /// Groups joined on this connection: (group, member id).
+    memberships: Vec<(String, String)>,
 }
 
 impl TextSession {
@@ -70,6 +73,7 @@ impl TextSession {
                 auth_failures: 0,
                 parked: None,
                 subscription: None,
+                memberships: Vec::new(),
             },
         }
     }
@@ -263,6 +267,64 @@ impl State {
                 }
             }
             Request::Topics => list_topics(ctx),
+            Request::Delete(name) => match ctx.broker.delete_topic(name) {
+                Ok(()) => reply_name(ctx, reply::DELETED, name),
+                Err(TopicError::Invalid) => {
+                    return invalid(ctx, "the default topic cannot be deleted");
+                }
+                Err(e) => topic_error(ctx, name, &e),
+            },
+            Request::Join(group, session_ms) => {
+                let group = String::from_utf8_lossy(group).into_owned();
+                if self.memberships.iter().any(|(g, _)| *g == group) {
+                    return invalid(
+                        ctx,
+                        "already in this group on this connection; LEAVE it first",
+                    );
+                }
+                let session = Duration::from_millis(
+                    session_ms.unwrap_or(crate::broker::groups::DEFAULT_TEXT_SESSION_MS),
+                );
+                match ctx
+                    .broker
+                    .join_text_group(&group, self.topic, session, ctx.conn)
+                {
+                    Ok(member) => {
+                        let _ = writeln!(
+                            ctx.out.buf_mut(),
+                            "{}{group} member:{member} session_ms:{}",
+                            String::from_utf8_lossy(reply::JOINED),
+                            session.as_millis()
+                        );
+                        self.memberships.push((group, member));
+                    }
+                    Err(e) => group_error(ctx, &group, e),
+                }
+            }
+            Request::Heartbeat(group) => {
+                let group = String::from_utf8_lossy(group).into_owned();
+                let Some((_, member)) = self.memberships.iter().find(|(g, _)| *g == group) else {
+                    return invalid(ctx, "not in this group on this connection; JOIN it first");
+                };
+                match ctx.broker.heartbeat_text_group(&group, member) {
+                    Ok((generation, partitions)) => {
+                        push_assigned(ctx.out.buf_mut(), &group, generation, &partitions)
+                    }
+                    Err(e) => {
+                        self.memberships.retain(|(g, _)| *g != group);
+                        group_error(ctx, &group, e);
+                    }
+                }
+            }
+            Request::Leave(group) => {
+                let group = String::from_utf8_lossy(group).into_owned();
+                let Some(i) = self.memberships.iter().position(|(g, _)| *g == group) else {
+                    return invalid(ctx, "not in this group on this connection");
+                };
+                let (_, member) = self.memberships.remove(i);
+                let _ = ctx.broker.leave_group(&group, &[&member]);
+                reply_name(ctx, reply::LEFT, group.as_bytes());
+            }
             Request::Commit { group, offset } => {
                 match ctx.broker.commit(p, group, offset, ctx.conn) {
                     Ok(ticket) => ctx.out.push_line_pending(ticket, |buf| {
@@ -282,6 +344,15 @@ impl State {
                         );
                     }
                     Err(CommitError::Storage(e)) => storage_error(ctx, &e.reason),
+                    Err(CommitError::TooManyGroups { limit }) => {
+                        let buf = ctx.out.buf_mut();
+                        buf.extend_from_slice(reply::TOO_MANY_GROUPS);
+                        let _ = writeln!(
+                            buf,
+                            "the broker holds its limit of {limit} groups (--max-groups)"
+                        );
+                    }
+                    Err(CommitError::Deleted) => deleted(ctx, self.topic),
                 }
             }
             Request::Offset(group) => {
@@ -327,7 +398,22 @@ impl State {
         Control::Continue
     }
 
-    fn on_wake(&mut self, ctx: &mut Ctx<'_>, _wake: Wake) -> bool {
+    fn on_wake(&mut self, ctx: &mut Ctx<'_>, wake: Wake) -> bool {
+        if wake == Wake::Group {
+            // A group's assignment changed: tell the client, between
+            // replies (it comes unasked, like a stream's messages).
+            for event in ctx.broker.take_group_events(ctx.conn) {
+                if let GroupEvent::Assigned {
+                    group,
+                    generation,
+                    partitions,
+                } = event
+                {
+                    push_assigned(ctx.out.buf_mut(), &group, generation, &partitions);
+                }
+            }
+            return false;
+        }
         if let Some(parked) = self.parked.take() {
             ctx.broker.stats.parked_fetches -= 1;
             answer_fetch(ctx, parked.p, parked.offset, parked.max);
@@ -391,7 +477,8 @@ impl State {
             ctx.broker.stats.parked_fetches -= 1;
         }
         self.end_subscription(ctx);
-        ctx.broker.cancel_wait(ctx.conn);
+        // Leaves its groups at once, and forgets its waits.
+        ctx.broker.connection_closed(ctx.conn);
     }
 }
 
@@ -440,6 +527,57 @@ fn answer_fetch(ctx: &mut Ctx<'_>, p: PartitionId, offset: u64, max: u64) {
     }
 }
 
+/// `ASSIGNED <group> generation:<g> partitions:<p>,<p>|none`.
+fn push_assigned(buf: &mut Vec<u8>, group: &str, generation: i32, partitions: &[u32]) {
+    buf.extend_from_slice(reply::ASSIGNED);
+    buf.extend_from_slice(group.as_bytes());
+    let _ = write!(buf, " generation:{generation} partitions:");
+    if partitions.is_empty() {
+        buf.extend_from_slice(b"none");
+    }
+    for (i, p) in partitions.iter().enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        push_u64(buf, u64::from(*p));
+    }
+    buf.push(b'\n');
+}
+
+fn group_error(ctx: &mut Ctx<'_>, group: &str, e: GroupError) {
+    let buf = ctx.out.buf_mut();
+    let _ = match e {
+        GroupError::InconsistentProtocol => writeln!(
+            buf,
+            "{}{group} is used by Kafka clients (or shares another topic); text clients cannot join it",
+            String::from_utf8_lossy(reply::GROUP_PROTOCOL_MISMATCH)
+        ),
+        GroupError::TooManyGroups => writeln!(
+            buf,
+            "{}the broker holds its limit of groups (--max-groups)",
+            String::from_utf8_lossy(reply::TOO_MANY_GROUPS)
+        ),
+        GroupError::GroupFull => writeln!(
+            buf,
+            "{}{group} has {} members",
+            String::from_utf8_lossy(reply::GROUP_FULL),
+            crate::broker::groups::MAX_MEMBERS
+        ),
+        _ => writeln!(
+            buf,
+            "{}{group} no longer has this member (its session timed out); JOIN again",
+            String::from_utf8_lossy(reply::UNKNOWN_MEMBER)
+        ),
+    };
+}
+
+fn deleted(ctx: &mut Ctx<'_>, topic: TopicId) {
+    let name = String::from_utf8_lossy(ctx.broker.topic_name(topic)).into_owned();
+    let buf = ctx.out.buf_mut();
+    buf.extend_from_slice(reply::UNKNOWN_TOPIC);
+    let _ = writeln!(buf, "{name} was deleted; USE another topic");
+}
+
 fn invalid(ctx: &mut Ctx<'_>, why: &str) -> Control {
     let _ = writeln!(ctx.out.buf_mut(), "{} {why}", reply::INVALID_REQUEST);
     Control::Continue
@@ -448,6 +586,10 @@ fn invalid(ctx: &mut Ctx<'_>, why: &str) -> Control {
 fn read_error(ctx: &mut Ctx<'_>, e: &ReadError) {
     let buf = ctx.out.buf_mut();
     match e {
+        ReadError::Deleted => {
+            buf.extend_from_slice(reply::UNKNOWN_TOPIC);
+            buf.extend_from_slice(b"this topic was deleted; USE another\n");
+        }
         ReadError::OutOfRange { first } => {
             buf.extend_from_slice(reply::OFFSET_OUT_OF_RANGE);
             push_u64(buf, *first);
@@ -484,6 +626,9 @@ fn topic_error(ctx: &mut Ctx<'_>, name: &[u8], e: &TopicError) {
                 buf,
                 "the broker holds its limit of {limit} topics (--max-topics)"
             );
+        }
+        TopicError::Invalid => {
+            let _ = writeln!(ctx.out.buf_mut(), "{} not allowed", reply::INVALID_REQUEST);
         }
         TopicError::InvalidPartitions { max } => {
             let _ = writeln!(
