@@ -1060,7 +1060,7 @@ mod tests {
         );
         assert_eq!(gs.check_commit("g", 2, &a), Ok(()));
         assert_eq!(
-            gs.check_commit("g", 2, &"nobody".to_string()),
+            gs.check_commit("g", 2, "nobody"),
             Err(GroupError::UnknownMember)
         );
         assert_eq!(
