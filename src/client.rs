@@ -125,6 +125,46 @@ impl Connection {
         Ok(())
     }
 
+    /// Waits up to `timeout` for a line (appended to `line`, which keeps a
+    /// partial line across calls). Returns whether a whole line arrived;
+    /// then `line` holds it without its `\n`.
+    pub fn read_line_within(
+        &mut self,
+        line: &mut Vec<u8>,
+        timeout: Duration,
+    ) -> Result<bool, ClientError> {
+        let set = |s: &TcpStream, t| s.set_read_timeout(t);
+        set(&self.writer, Some(timeout.max(Duration::from_millis(1))))
+            .map_err(|e| self.io_err("cannot use", e))?;
+        let result = (&mut self.reader)
+            .take(MAX_REPLY_BYTES)
+            .read_until(b'\n', line);
+        set(&self.writer, None).map_err(|e| self.io_err("cannot use", e))?;
+        match result {
+            Ok(0) => Err(self.io_err(
+                "lost connection to",
+                io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the broker closed the connection",
+                ),
+            )),
+            Ok(_) if line.last() == Some(&b'\n') => {
+                line.pop();
+                Ok(true)
+            }
+            Ok(_) => Ok(false),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(self.io_err("lost connection to", e)),
+        }
+    }
+
     /// Sends one request line and returns its one-line reply.
     pub fn request(&mut self, request: &str) -> Result<String, ClientError> {
         self.send(format!("{request}\n").as_bytes())?;
@@ -223,6 +263,19 @@ pub fn parse_message(line: &[u8]) -> Option<(u64, &[u8])> {
     let space = rest.iter().position(|&b| b == b' ')?;
     let offset = crate::util::parse_u64(&rest[..space])?;
     Some((offset, &rest[space + 1..]))
+}
+
+/// Parses `MESSAGE offset:<n> <message>`, or `MESSAGE64 offset:<n>
+/// <base64>` (a message holding a newline), into its offset and bytes.
+pub fn parse_any_message(line: &[u8]) -> Option<(u64, std::borrow::Cow<'_, [u8]>)> {
+    if let Some((offset, message)) = parse_message(line) {
+        return Some((offset, std::borrow::Cow::Borrowed(message)));
+    }
+    let rest = line.strip_prefix(b"MESSAGE64 offset:")?;
+    let space = rest.iter().position(|&b| b == b' ')?;
+    let offset = crate::util::parse_u64(&rest[..space])?;
+    let bytes = crate::util::decode_base64(&rest[space + 1..])?;
+    Some((offset, std::borrow::Cow::Owned(bytes)))
 }
 
 /// Parses `END offset:<n>`.

@@ -986,3 +986,163 @@ fn consumer_stops_quietly_when_nobody_reads_its_output() {
     assert_eq!(String::from_utf8_lossy(&out.stderr), "");
     assert!(out.status.success(), "{:?}", out.status);
 }
+
+/// Produces `count` messages `<tag>-<p>-<i>` into each partition of
+/// `topic` over the text protocol.
+fn produce_partitions(broker: &BrokerProcess, topic: &str, partitions: u32, count: u32, tag: &str) {
+    let mut c = broker.client();
+    let mut batch = String::new();
+    for p in 0..partitions {
+        batch.push_str(&format!("USE {topic}/{p}\n"));
+        for i in 0..count {
+            batch.push_str(&format!("PRODUCE {tag}-{p}-{i}\n"));
+        }
+    }
+    c.send(&batch);
+    for p in 0..partitions {
+        assert_eq!(
+            c.line(),
+            if p == 0 {
+                format!("USING {topic}")
+            } else {
+                format!("USING {topic}/{p}")
+            }
+        );
+        for _ in 0..count {
+            assert!(c.line().starts_with("ACK offset:"));
+        }
+    }
+}
+
+/// Collects `(partition, offset, value)` lines from consumers until
+/// `total` lines arrived in all, failing after TIMEOUT.
+fn collect(consumers: &[&Consumer], total: usize) -> Vec<Vec<(u32, u64, String)>> {
+    let mut got: Vec<Vec<(u32, u64, String)>> = vec![Vec::new(); consumers.len()];
+    let deadline = Instant::now() + TIMEOUT;
+    while got.iter().map(Vec::len).sum::<usize>() < total {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {total} messages; stderr: {:?}",
+            got.iter().map(Vec::len).sum::<usize>(),
+            consumers.iter().map(|c| c.stderr()).collect::<Vec<_>>()
+        );
+        for (i, c) in consumers.iter().enumerate() {
+            while let Ok(line) = c.lines.recv_timeout(Duration::from_millis(5)) {
+                let mut parts = line.splitn(3, ' ');
+                let (Some(p), Some(o), Some(v)) = (parts.next(), parts.next(), parts.next()) else {
+                    panic!("unexpected line {line:?}");
+                };
+                got[i].push((p.parse().unwrap(), o.parse().unwrap(), v.to_string()));
+            }
+        }
+    }
+    got
+}
+
+/// Waits until consumer `c`'s stderr shows it connected, then until the
+/// broker's group `group` has `members` members in generation >= 1.
+fn wait_members(broker: &BrokerProcess, group: &str, members: u64) {
+    let mut c = broker.client();
+    let deadline = Instant::now() + TIMEOUT;
+    // Group membership changes on JOIN, LEAVE and disconnects the broker
+    // sees; nothing announces them to a bystander, so poll STATS.
+    loop {
+        c.send("STATS\n");
+        let prefix = format!("STAT group.{group}.members ");
+        let now = c
+            .lines_until("END")
+            .iter()
+            .find_map(|l| l.strip_prefix(&prefix).map(|n| n.parse::<u64>().unwrap()))
+            .unwrap_or(0);
+        if now == members {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "group {group} has {now} members, never {members}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+const GROUP_FORMAT: &[&str] = &["--format", "{partition} {offset} {value}"];
+
+#[test]
+fn two_consumers_in_a_group_split_a_topic_and_take_over_on_stop_and_kill() {
+    let (tmp, dir) = temp_data_dir();
+    let broker = BrokerProcess::start(&dir, &[]);
+    let addr = broker.addr.to_string();
+    assert_eq!(broker.client().request("CREATE jobs 4"), "CREATED jobs");
+    let args: Vec<&str> = ["--group", "workers", "--topic", "jobs"]
+        .into_iter()
+        .chain(GROUP_FORMAT.iter().copied())
+        .collect();
+    let mut a = Consumer::start(&addr, &args, tmp.path().join("a.err"));
+    let b = Consumer::start(&addr, &args, tmp.path().join("b.err"));
+    wait_members(&broker, "workers", 2);
+    produce_partitions(&broker, "jobs", 4, 1000, "m");
+    let got = collect(&[&a, &b], 4000);
+    // Disjoint non-empty halves, every message exactly once.
+    let parts = |v: &Vec<(u32, u64, String)>| {
+        let mut p: Vec<u32> = v.iter().map(|(p, _, _)| *p).collect();
+        p.sort_unstable();
+        p.dedup();
+        p
+    };
+    let (pa, pb) = (parts(&got[0]), parts(&got[1]));
+    assert!(!pa.is_empty() && !pb.is_empty(), "{pa:?} {pb:?}");
+    assert!(pa.iter().all(|p| !pb.contains(p)), "{pa:?} {pb:?}");
+    let mut all: Vec<String> = got.concat().into_iter().map(|(_, _, v)| v).collect();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 4000, "every message exactly once");
+    a.expect_quiet(Duration::from_millis(200));
+    b.expect_quiet(Duration::from_millis(1));
+    // Ctrl-C (SIGINT) a: it commits and leaves; b takes over its
+    // partitions from the commits: the next 1000 messages, no repeats.
+    Command::new("kill")
+        .args(["-INT", &a.child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = a.child.wait().unwrap();
+    assert!(status.success(), "{}", a.stderr());
+    wait_members(&broker, "workers", 1);
+    produce_partitions(&broker, "jobs", 4, 250, "n");
+    let got = collect(&[&b], 1000);
+    let mut values: Vec<String> = got[0].iter().map(|(_, _, v)| v.clone()).collect();
+    values.sort();
+    values.dedup();
+    assert_eq!(values.len(), 1000);
+    assert!(
+        values.iter().all(|v| v.starts_with("n-")),
+        "nothing old repeated"
+    );
+    assert_eq!(parts(&got[0]), [0, 1, 2, 3]);
+    // A third member joins; then b is killed with SIGKILL: the third takes
+    // everything over, repeating at most what b had not committed.
+    let c = Consumer::start(&addr, &args, tmp.path().join("c.err"));
+    wait_members(&broker, "workers", 2);
+    let mut b = b;
+    b.child.kill().unwrap();
+    b.child.wait().unwrap();
+    wait_members(&broker, "workers", 1);
+    produce_partitions(&broker, "jobs", 4, 100, "k");
+    let deadline = Instant::now() + TIMEOUT;
+    let mut seen = std::collections::BTreeSet::new();
+    while seen
+        .iter()
+        .filter(|v: &&String| v.starts_with("k-"))
+        .count()
+        < 400
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the survivor did not get everything"
+        );
+        if let Ok(line) = c.lines.recv_timeout(Duration::from_millis(20)) {
+            let v = line.splitn(3, ' ').nth(2).unwrap().to_string();
+            assert!(v.starts_with("k-") || v.starts_with("n-"), "{line}");
+            seen.insert(v);
+        }
+    }
+}

@@ -1,5 +1,6 @@
 //! `consumer`: prints messages as they arrive. See `consumer --help`.
 
+use std::collections::BTreeMap;
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -246,6 +247,7 @@ impl Format {
         &self,
         out: &mut impl Write,
         topic: &str,
+        partition: u32,
         offset: u64,
         value: &[u8],
     ) -> io::Result<()> {
@@ -253,7 +255,7 @@ impl Format {
             match piece {
                 Piece::Text(text) => out.write_all(text)?,
                 Piece::Topic => out.write_all(topic.as_bytes())?,
-                Piece::Partition => out.write_all(b"0")?,
+                Piece::Partition => write!(out, "{partition}")?,
                 Piece::Offset => write!(out, "{offset}")?,
                 Piece::Key => {}
                 Piece::Value => out.write_all(value)?,
@@ -265,6 +267,12 @@ impl Format {
 
 /// Where the consumer is, across reconnects.
 struct Position {
+    /// With --group: each partition's next offset to print and last
+    /// commit, kept across reconnects (so a partition assigned again
+    /// goes on where this consumer stopped printing).
+    partitions: BTreeMap<u32, (u64, u64)>,
+    /// --from was applied to the first assignment.
+    from_applied: bool,
     /// The next offset to print.
     next: u64,
     /// Known from --from, the group's committed offset or the topic's
@@ -309,6 +317,8 @@ fn run(args: &Args) -> Result<(), ClientError> {
     };
     status(&mut out, "Consumer started. Waiting for data...");
     let mut pos = Position {
+        partitions: BTreeMap::new(),
+        from_applied: false,
         next: 0,
         known: false,
         committed: 0,
@@ -430,6 +440,9 @@ fn consume(
     stop: &AtomicBool,
 ) -> Result<Done, ClientError> {
     conn.setup(token, args.topic.as_deref())?;
+    if let Some(group) = &args.group {
+        return consume_group(conn, args, group, pos, out, stop);
+    }
     if !pos.known {
         find_start(conn, args, pos)?;
     }
@@ -463,8 +476,8 @@ fn consume(
         let mut got = 0u64;
         loop {
             conn.read_line(&mut line)?;
-            if let Some((offset, message)) = client::parse_message(&line) {
-                match args.format.write(out, topic, offset, message) {
+            if let Some((offset, message)) = client::parse_any_message(&line) {
+                match args.format.write(out, topic, 0, offset, &message) {
                     Ok(()) => {}
                     Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
                         return Ok(Done::StdoutClosed);
@@ -517,6 +530,381 @@ fn consume(
     }
 }
 
+/// How often a group member heartbeats (well within the session timeout).
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
+
+/// Reads one reply line, handing `ASSIGNED` notices (which the broker
+/// sends unasked when the group's assignment changes) to `assigned`.
+fn read_reply(
+    conn: &mut Connection,
+    line: &mut Vec<u8>,
+    assigned: &mut Option<Assignment>,
+    group: &str,
+) -> Result<(), ClientError> {
+    loop {
+        conn.read_line(line)?;
+        match parse_assigned(line, group) {
+            Some(parts) => {
+                *assigned = Some(Assignment {
+                    generation: parse_generation(line).unwrap_or(0),
+                    partitions: parts,
+                })
+            }
+            None => return Ok(()),
+        }
+    }
+}
+
+/// An `ASSIGNED` notice: the generation and its partitions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Assignment {
+    generation: i32,
+    partitions: Vec<u32>,
+}
+
+/// `ASSIGNED <group> generation:<g> partitions:<p>,<p>|none`.
+fn parse_assigned(line: &[u8], group: &str) -> Option<Vec<u32>> {
+    parse_partitions(line.strip_prefix(b"ASSIGNED ")?, group)
+}
+
+/// `ALIVE <group> generation:<g> partitions:...`, the reply to HEARTBEAT.
+fn alive_assignment(line: &str, group: &str) -> Option<Assignment> {
+    let bytes = line.as_bytes();
+    Some(Assignment {
+        partitions: parse_partitions(bytes.strip_prefix(b"ALIVE ")?, group)?,
+        generation: parse_generation(bytes)?,
+    })
+}
+
+/// The generation in an `ASSIGNED`/`ALIVE` line.
+fn parse_generation(line: &[u8]) -> Option<i32> {
+    line.split(|&b| b == b' ')
+        .find_map(|f| f.strip_prefix(b"generation:"))
+        .and_then(kafka_like_broker::util::parse_u64)
+        .and_then(|g| i32::try_from(g).ok())
+}
+
+fn parse_partitions(rest: &[u8], group: &str) -> Option<Vec<u32>> {
+    let rest = rest.strip_prefix(group.as_bytes())?.strip_prefix(b" ")?;
+    let parts = rest
+        .split(|&b| b == b' ')
+        .find_map(|f| f.strip_prefix(b"partitions:"))?;
+    if parts == b"none" {
+        return Some(Vec::new());
+    }
+    parts
+        .split(|&b| b == b',')
+        .map(|p| kafka_like_broker::util::parse_u64(p).map(|p| p as u32))
+        .collect()
+}
+
+/// A request whose one-line reply must start with `expected`, with any
+/// `ASSIGNED` notices set aside.
+fn group_request(
+    conn: &mut Connection,
+    request: &str,
+    expected: &str,
+    assigned: &mut Option<Assignment>,
+    group: &str,
+) -> Result<String, ClientError> {
+    conn.send(format!("{request}\n").as_bytes())?;
+    let mut line = Vec::new();
+    read_reply(conn, &mut line, assigned, group)?;
+    let reply = String::from_utf8_lossy(&line).into_owned();
+    if !reply.starts_with(expected) {
+        return Err(ClientError::Reply {
+            addr: conn.addr.clone(),
+            request: request.split(' ').next().unwrap_or("").to_string(),
+            reply,
+        });
+    }
+    Ok(reply)
+}
+
+/// Consumes as a member of `group`: the broker assigns partitions
+/// (`JOIN`, then `ASSIGNED` notices); each owned partition is read in
+/// turn from its committed offset, and commits go per partition (every
+/// 1000 messages or second, when a partition is taken away, and at the
+/// end, before `LEAVE`). A member killed without leaving drops out when
+/// its connection closes; the others then read from the last commit
+/// (at-least-once).
+fn consume_group(
+    conn: &mut Connection,
+    args: &Args,
+    group: &str,
+    pos: &mut Position,
+    out: &mut impl Write,
+    stop: &AtomicBool,
+) -> Result<Done, ClientError> {
+    let topic = args.topic.as_deref().unwrap_or(DEFAULT_TOPIC);
+    let mut assigned = None;
+    let reply = group_request(
+        conn,
+        &format!("JOIN {group}"),
+        "JOINED ",
+        &mut assigned,
+        group,
+    )?;
+    let _ = reply;
+    let mut owned: Vec<u32> = Vec::new();
+    let mut line = Vec::new();
+    let mut last_heartbeat = Instant::now();
+    let mut since_commit = 0u64;
+    let mut turn = 0usize;
+    let mut empty_rounds = 0usize;
+    loop {
+        // Apply a new assignment: commit what is given up, find where to
+        // start what is new.
+        if let Some(Assignment {
+            generation,
+            partitions: parts,
+        }) = assigned.take()
+        {
+            let revoked: Vec<u32> = owned
+                .iter()
+                .copied()
+                .filter(|p| !parts.contains(p))
+                .collect();
+            commit_partitions(conn, topic, group, pos, &revoked, &mut assigned)?;
+            if !revoked.is_empty() {
+                // Committed and no longer reading them: the broker may give
+                // them to their new owner now.
+                group_request(
+                    conn,
+                    &format!("HEARTBEAT {group} {generation}"),
+                    "ALIVE ",
+                    &mut assigned,
+                    group,
+                )?;
+                last_heartbeat = Instant::now();
+            }
+            for &p in &parts {
+                if owned.contains(&p) {
+                    continue;
+                }
+                group_request(
+                    conn,
+                    &format!("USE {topic}/{p}"),
+                    "USING ",
+                    &mut assigned,
+                    group,
+                )?;
+                let reply = group_request(
+                    conn,
+                    &format!("OFFSET {group}"),
+                    "OFFSET ",
+                    &mut assigned,
+                    group,
+                )?;
+                let committed: u64 = reply
+                    .rsplit(' ')
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .ok_or_else(|| {
+                        ClientError::Local(format!("unexpected OFFSET reply {reply:?}"))
+                    })?;
+                let start = match (args.start, pos.from_applied) {
+                    (Some(Start::At(o)), false) => o,
+                    _ => committed,
+                };
+                let entry = pos.partitions.entry(p).or_insert((start, committed));
+                // Printed further than committed before a reconnect: go on.
+                entry.0 = entry.0.max(start);
+                entry.1 = committed;
+            }
+            pos.from_applied = true;
+            owned = parts;
+            turn = 0;
+        }
+        let limit_reached = args.max_messages.is_some_and(|max| pos.printed >= max);
+        let timed_out = args
+            .timeout
+            .is_some_and(|timeout| pos.last_message.elapsed() >= timeout);
+        if stop.load(Ordering::Relaxed)
+            || limit_reached
+            || (timed_out && empty_rounds > 0 && empty_rounds >= owned.len())
+        {
+            commit_partitions(conn, topic, group, pos, &owned.clone(), &mut assigned)?;
+            group_request(
+                conn,
+                &format!("LEAVE {group}"),
+                "LEFT ",
+                &mut assigned,
+                group,
+            )?;
+            return Ok(Done::Finished);
+        }
+        if last_heartbeat.elapsed() >= HEARTBEAT_EVERY {
+            let reply = group_request(
+                conn,
+                &format!("HEARTBEAT {group}"),
+                "ALIVE ",
+                &mut assigned,
+                group,
+            )?;
+            if assigned.is_none() {
+                assigned = alive_assignment(&reply, group).filter(|a| a.partitions != owned);
+            }
+            last_heartbeat = Instant::now();
+            continue;
+        }
+        if owned.is_empty() {
+            // Nothing to read (more members than partitions): wait for a
+            // reassignment, heartbeating.
+            let reply = group_request(
+                conn,
+                &format!("HEARTBEAT {group}"),
+                "ALIVE ",
+                &mut assigned,
+                group,
+            )?;
+            if assigned.is_none() {
+                assigned = alive_assignment(&reply, group).filter(|a| !a.partitions.is_empty());
+            }
+            last_heartbeat = Instant::now();
+            // Wait for the broker to push a new assignment (or time to
+            // heartbeat again).
+            let mut notice = Vec::new();
+            while assigned.is_none()
+                && last_heartbeat.elapsed() < HEARTBEAT_EVERY
+                && !stop.load(Ordering::Relaxed)
+            {
+                if conn.read_line_within(&mut notice, Duration::from_millis(200))? {
+                    match parse_assigned(&notice, group) {
+                        Some(parts) => {
+                            assigned = Some(Assignment {
+                                generation: parse_generation(&notice).unwrap_or(0),
+                                partitions: parts,
+                            })
+                        }
+                        None => {
+                            return Err(ClientError::Reply {
+                                addr: conn.addr.clone(),
+                                request: "JOIN".into(),
+                                reply: String::from_utf8_lossy(&notice).into_owned(),
+                            });
+                        }
+                    }
+                    notice.clear();
+                }
+            }
+            empty_rounds = empty_rounds.max(1);
+            continue;
+        }
+        let p = owned[turn % owned.len()];
+        turn += 1;
+        let next = pos.partitions.get(&p).map_or(0, |e| e.0);
+        let batch = match args.max_messages {
+            Some(max) => (max - pos.printed).min(BATCH),
+            None => BATCH,
+        };
+        // Wait only when one partition is owned; with several, a short
+        // wait spread over them.
+        let wait = (WAIT_MS / owned.len() as u64).max(50);
+        let wait = match args.timeout {
+            Some(timeout) => wait.min(
+                timeout
+                    .saturating_sub(pos.last_message.elapsed())
+                    .as_millis() as u64,
+            ),
+            None => wait,
+        };
+        group_request(
+            conn,
+            &format!("USE {topic}/{p}"),
+            "USING ",
+            &mut assigned,
+            group,
+        )?;
+        conn.send(format!("FETCH {next} {batch} {wait}\n").as_bytes())?;
+        let mut got = 0u64;
+        let mut next_pos = next;
+        loop {
+            read_reply(conn, &mut line, &mut assigned, group)?;
+            if let Some((offset, message)) = client::parse_any_message(&line) {
+                match args.format.write(out, topic, p, offset, &message) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                        return Ok(Done::StdoutClosed);
+                    }
+                    Err(e) => return Err(ClientError::Local(format!("writing stdout: {e}"))),
+                }
+                next_pos = offset + 1;
+                pos.printed += 1;
+                since_commit += 1;
+                got += 1;
+            } else if let Some(end) = client::parse_end(&line) {
+                next_pos = next_pos.max(end);
+                break;
+            } else if let Some(first) = line
+                .strip_prefix(b"OFFSET_OUT_OF_RANGE first:")
+                .and_then(kafka_like_broker::util::parse_u64)
+            {
+                cli::err(format!(
+                    "consumer: offsets {next}..{first} of partition {p} were deleted by retention before they were read; skipping to {first}\n"
+                ));
+                next_pos = first;
+                break;
+            } else {
+                return Err(ClientError::Reply {
+                    addr: conn.addr.clone(),
+                    request: "FETCH".into(),
+                    reply: String::from_utf8_lossy(&line).into_owned(),
+                });
+            }
+        }
+        if let Some(e) = pos.partitions.get_mut(&p) {
+            e.0 = next_pos;
+        }
+        match out.flush() {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(Done::StdoutClosed),
+            Err(e) => return Err(ClientError::Local(format!("writing stdout: {e}"))),
+        }
+        if got > 0 {
+            pos.last_message = Instant::now();
+            empty_rounds = 0;
+        } else {
+            empty_rounds += 1;
+        }
+        if since_commit >= COMMIT_EVERY_MESSAGES || pos.last_commit.elapsed() >= COMMIT_EVERY {
+            commit_partitions(conn, topic, group, pos, &owned.clone(), &mut assigned)?;
+            since_commit = 0;
+        }
+    }
+}
+
+/// Commits each of `partitions` whose position moved past its last commit.
+fn commit_partitions(
+    conn: &mut Connection,
+    topic: &str,
+    group: &str,
+    pos: &mut Position,
+    partitions: &[u32],
+    assigned: &mut Option<Assignment>,
+) -> Result<(), ClientError> {
+    for &p in partitions {
+        let Some(&(next, committed)) = pos.partitions.get(&p) else {
+            continue;
+        };
+        if next > committed {
+            group_request(conn, &format!("USE {topic}/{p}"), "USING ", assigned, group)?;
+            group_request(
+                conn,
+                &format!("COMMIT {group} {next}"),
+                "COMMITTED ",
+                assigned,
+                group,
+            )?;
+            if let Some(e) = pos.partitions.get_mut(&p) {
+                e.1 = next;
+            }
+        }
+    }
+    pos.last_commit = Instant::now();
+    Ok(())
+}
+
 /// Commits the group's position (after the messages were printed).
 fn commit(conn: &mut Connection, args: &Args, pos: &mut Position) -> Result<(), ClientError> {
     if let Some(group) = &args.group {
@@ -536,7 +924,7 @@ mod tests {
     fn render(template: &str, offset: u64, value: &[u8]) -> Result<String, String> {
         let format = Format::parse(template)?;
         let mut out = Vec::new();
-        format.write(&mut out, "orders", offset, value).unwrap();
+        format.write(&mut out, "orders", 0, offset, value).unwrap();
         Ok(String::from_utf8(out).unwrap())
     }
 

@@ -120,8 +120,10 @@ struct Member {
     /// Its SyncGroup waits for the leader's assignment.
     sync_waiting: bool,
     assignment: Vec<u8>,
-    /// Text members: the partitions assigned.
+    /// Text members: the partitions granted (what it was last told).
     partitions: Vec<u32>,
+    /// Text members: the partitions it should have once they are free.
+    target: Vec<u32>,
 }
 
 #[derive(Debug)]
@@ -142,6 +144,9 @@ struct Group {
     initial: bool,
     /// Text groups: the topic shared.
     topic: Option<TopicId>,
+    /// Text groups: partitions taken from a member that has not yet
+    /// acknowledged it (partition -> (member, generation to acknowledge)).
+    releasing: HashMap<u32, (String, i32)>,
 }
 
 /// What DescribeGroups shows of a member.
@@ -316,6 +321,7 @@ impl Groups {
                 sync_waiting: false,
                 assignment: Vec::new(),
                 partitions: Vec::new(),
+                target: Vec::new(),
             });
         // Same metadata from a member of a stable group: a no-op rejoin
         // answers at once (Kafka does the same for a follower).
@@ -537,28 +543,41 @@ impl Groups {
                 sync_waiting: false,
                 assignment: Vec::new(),
                 partitions: Vec::new(),
+                target: Vec::new(),
             },
         );
         assign_text(group, g, partitions, events, woken);
         Ok(id)
     }
 
-    /// A text member's heartbeat: its generation and partitions now.
+    /// A text member's heartbeat: its generation and partitions now. With
+    /// `acked`, the member says it has applied the assignment of that
+    /// generation (committed and stopped reading what it gave up), so
+    /// those partitions can go to their new owners. Without it, the
+    /// current generation is taken as acknowledged.
     pub fn heartbeat_text(
         &mut self,
         group: &str,
         member_id: &str,
+        acked: Option<i32>,
         now: Instant,
+        woken: &mut Vec<(ConnId, Wake)>,
     ) -> Result<(i32, Vec<u32>), GroupError> {
-        let g = self
-            .groups
-            .get_mut(group)
-            .ok_or(GroupError::UnknownMember)?;
+        let Groups { groups, events, .. } = self;
+        let g = groups.get_mut(group).ok_or(GroupError::UnknownMember)?;
         let m = g
             .members
             .get_mut(member_id)
             .ok_or(GroupError::UnknownMember)?;
         m.last_seen = now;
+        let acked = acked.unwrap_or(g.generation);
+        let before = g.releasing.len();
+        g.releasing
+            .retain(|_, (holder, generation)| !(holder == member_id && acked >= *generation));
+        if g.releasing.len() != before {
+            grant_text(group, g, events, woken);
+        }
+        let m = g.members.get(member_id).ok_or(GroupError::UnknownMember)?;
         Ok((g.generation, m.partitions.clone()))
     }
 
@@ -758,6 +777,7 @@ fn group_for<'a>(
                 join_deadline: None,
                 initial: false,
                 topic: None,
+                releasing: HashMap::new(),
             },
         );
     }
@@ -927,7 +947,10 @@ fn membership_changed(
 }
 
 /// Assigns a text group's partitions round-robin over its members in id
-/// order, and tells every member whose partitions changed.
+/// order. A partition moving from one member to another is first taken
+/// from its holder (told at once) and given to the new owner only once
+/// the holder acknowledged (see [`Groups::heartbeat_text`]), left or
+/// expired, so two members never read it at the same time.
 fn assign_text(
     name: &str,
     g: &mut Group,
@@ -941,19 +964,72 @@ fn assign_text(
     } else {
         Phase::Stable
     };
+    // Holders that are gone release at once.
+    g.releasing
+        .retain(|_, (holder, _)| g.members.contains_key(holder));
     let n = g.members.len().max(1);
-    for (i, m) in g.members.values_mut().enumerate() {
-        let mine: Vec<u32> = (0..partitions).filter(|p| *p as usize % n == i).collect();
-        let changed = mine != m.partitions;
-        m.partitions = mine;
-        if changed {
+    let generation = g.generation;
+    let mut taken = Vec::new();
+    for (i, (id, m)) in g.members.iter_mut().enumerate() {
+        m.target = (0..partitions).filter(|p| *p as usize % n == i).collect();
+        let before = m.partitions.len();
+        m.partitions.retain(|p| {
+            let keep = m.target.contains(p);
+            if !keep {
+                taken.push((*p, id.clone()));
+            }
+            keep
+        });
+        if m.partitions.len() != before {
             push_event(
                 events,
                 woken,
                 m.conn,
                 GroupEvent::Assigned {
                     group: name.to_string(),
-                    generation: g.generation,
+                    generation,
+                    partitions: m.partitions.clone(),
+                },
+            );
+        }
+    }
+    for (p, holder) in taken {
+        g.releasing.insert(p, (holder, generation));
+    }
+    grant_text(name, g, events, woken);
+}
+
+/// Gives each text member the partitions of its target that nobody holds
+/// or is releasing, and tells those whose partitions grew.
+fn grant_text(
+    name: &str,
+    g: &mut Group,
+    events: &mut HashMap<ConnId, Vec<GroupEvent>>,
+    woken: &mut Vec<(ConnId, Wake)>,
+) {
+    let held: Vec<u32> = g
+        .members
+        .values()
+        .flat_map(|m| m.partitions.iter().copied())
+        .collect();
+    let generation = g.generation;
+    for m in g.members.values_mut() {
+        let mut grew = false;
+        for &p in &m.target {
+            if !m.partitions.contains(&p) && !held.contains(&p) && !g.releasing.contains_key(&p) {
+                m.partitions.push(p);
+                grew = true;
+            }
+        }
+        if grew {
+            m.partitions.sort_unstable();
+            push_event(
+                events,
+                woken,
+                m.conn,
+                GroupEvent::Assigned {
+                    group: name.to_string(),
+                    generation,
                     partitions: m.partitions.clone(),
                 },
             );
@@ -1134,35 +1210,55 @@ mod tests {
         let now = Instant::now();
         let mut woken = Vec::new();
         let s = Duration::from_secs(10);
+        let last = |gs: &mut Groups, c| match gs.take_events(c).pop() {
+            Some(GroupEvent::Assigned {
+                generation,
+                partitions,
+                ..
+            }) => (generation, partitions),
+            other => panic!("{other:?}"),
+        };
         let a = gs
             .join_text("t", 3, 4, s, conn(1), now, &mut woken)
             .unwrap();
-        assert_eq!(
-            gs.take_events(conn(1)),
-            vec![GroupEvent::Assigned {
-                group: "t".into(),
-                generation: 1,
-                partitions: vec![0, 1, 2, 3]
-            }]
-        );
-        let _b = gs
+        assert_eq!(last(&mut gs, conn(1)), (1, vec![0, 1, 2, 3]));
+        // A second member: the first gives up half at once; the second
+        // gets them only once the first acknowledged generation 2.
+        let b = gs
             .join_text("t", 3, 4, s, conn(2), now, &mut woken)
             .unwrap();
-        let ea = gs.take_events(conn(1));
-        let eb = gs.take_events(conn(2));
-        let parts = |e: &[GroupEvent]| match e.last() {
-            Some(GroupEvent::Assigned { partitions, .. }) => partitions.clone(),
-            other => panic!("{other:?}"),
-        };
-        let (pa, pb) = (parts(&ea), parts(&eb));
+        let (ga, pa) = last(&mut gs, conn(1));
+        assert_eq!(ga, 2);
+        assert_eq!(pa.len(), 2);
+        assert!(
+            gs.take_events(conn(2)).is_empty(),
+            "nothing before the release"
+        );
+        assert_eq!(
+            gs.heartbeat_text("t", &a, Some(1), now, &mut woken)
+                .unwrap()
+                .0,
+            2
+        );
+        assert!(
+            gs.take_events(conn(2)).is_empty(),
+            "an older ack releases nothing"
+        );
+        gs.heartbeat_text("t", &a, Some(2), now, &mut woken)
+            .unwrap();
+        let (_, pb) = last(&mut gs, conn(2));
         assert_eq!(pa.len() + pb.len(), 4);
         assert!(pa.iter().all(|p| !pb.contains(p)));
-        // Closing a's connection gives everything to b.
+        assert_eq!(
+            gs.heartbeat_text("t", &b, None, now, &mut woken).unwrap().1,
+            pb
+        );
+        // Closing a's connection gives everything to b at once.
         gs.connection_closed(conn(1), now, &mut woken);
         gs.text_partitions_changed("t", 4, &mut woken);
-        assert_eq!(parts(&gs.take_events(conn(2))), vec![0, 1, 2, 3]);
+        assert_eq!(last(&mut gs, conn(2)).1, vec![0, 1, 2, 3]);
         assert_eq!(
-            gs.heartbeat_text("t", &a, now),
+            gs.heartbeat_text("t", &a, None, now, &mut woken),
             Err(GroupError::UnknownMember)
         );
         // A Kafka member cannot join a text group.

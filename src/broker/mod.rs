@@ -1098,13 +1098,16 @@ impl Broker {
         )
     }
 
-    /// A text member's heartbeat: (generation, its partitions).
+    /// A text member's heartbeat, acknowledging a generation's
+    /// assignment: (generation, its partitions).
     pub fn heartbeat_text_group(
         &mut self,
         group: &str,
         member: &str,
+        acked: Option<i32>,
     ) -> Result<(i32, Vec<u32>), GroupError> {
-        self.groups.heartbeat_text(group, member, Instant::now())
+        self.groups
+            .heartbeat_text(group, member, acked, Instant::now(), &mut self.woken)
     }
 
     /// The protocol type of a group being coordinated.

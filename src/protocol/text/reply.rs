@@ -29,6 +29,7 @@ pub const TOO_MANY_GROUPS: &[u8] = b"TOO_MANY_GROUPS ";
 pub const DELETED: &[u8] = b"DELETED ";
 pub const JOINED: &[u8] = b"JOINED ";
 pub const ASSIGNED: &[u8] = b"ASSIGNED ";
+pub const ALIVE: &[u8] = b"ALIVE ";
 pub const LEFT: &[u8] = b"LEFT ";
 pub const UNKNOWN_MEMBER: &[u8] = b"UNKNOWN_MEMBER ";
 pub const GROUP_PROTOCOL_MISMATCH: &[u8] = b"GROUP_PROTOCOL_MISMATCH ";
@@ -55,7 +56,7 @@ COMMIT <group> <offset>      store <group>'s position here; COMMITTED\n\
 OFFSET <group>               OFFSET <group> <offset> (0 if none)\n\
 JOIN <group> [<session_ms>]  share this topic with <group>: JOINED, then\n\
                              ASSIGNED <group> generation:<g> partitions:<p,..>\n\
-HEARTBEAT <group>            stay in <group>; ASSIGNED ...\n\
+HEARTBEAT <group> [<gen>]    stay in <group> (ack <gen>); ALIVE <group> ...\n\
 LEAVE <group>                LEFT <group>\n\
 STATS                        STAT <name> <value> lines\n\
 AUTH <token>                 AUTHENTICATED\n\

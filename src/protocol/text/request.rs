@@ -38,8 +38,9 @@ pub enum Request<'a> {
     /// Join a group sharing the current topic, with a session timeout in
     /// milliseconds if given.
     Join(&'a [u8], Option<u64>),
-    /// Keep a group membership alive; replies with the assignment.
-    Heartbeat(&'a [u8]),
+    /// Keep a group membership alive, acknowledging the assignment of a
+    /// generation if given; replies with the assignment.
+    Heartbeat(&'a [u8], Option<i32>),
     /// Leave a group.
     Leave(&'a [u8]),
     /// Store a consumer group's position in the current topic.
@@ -230,8 +231,16 @@ pub fn parse(line: &[u8]) -> Result<Request<'_>, ParseError> {
             _ => Err(usage!("JOIN <group> [<session_ms>]")),
         },
         b"HEARTBEAT" => match args {
-            [group] => Ok(Request::Heartbeat(parse_name(group)?)),
-            _ => Err(usage!("HEARTBEAT <group>")),
+            [group] => Ok(Request::Heartbeat(parse_name(group)?, None)),
+            [group, generation] => Ok(Request::Heartbeat(
+                parse_name(group)?,
+                Some(
+                    parse_u64(generation)
+                        .and_then(|g| i32::try_from(g).ok())
+                        .ok_or(ParseError::InvalidRequest("a generation is a number"))?,
+                ),
+            )),
+            _ => Err(usage!("HEARTBEAT <group> [<generation>]")),
         },
         b"LEAVE" => match args {
             [group] => Ok(Request::Leave(parse_name(group)?)),
@@ -326,7 +335,11 @@ mod tests {
         assert_eq!(parse(b"JOIN g"), Ok(Request::Join(b"g", None)));
         assert_eq!(parse(b"JOIN g 6000"), Ok(Request::Join(b"g", Some(6000))));
         assert!(parse(b"JOIN g 10").is_err());
-        assert_eq!(parse(b"heartbeat g"), Ok(Request::Heartbeat(b"g")));
+        assert_eq!(parse(b"heartbeat g"), Ok(Request::Heartbeat(b"g", None)));
+        assert_eq!(
+            parse(b"HEARTBEAT g 7"),
+            Ok(Request::Heartbeat(b"g", Some(7)))
+        );
         assert_eq!(parse(b"LEAVE g"), Ok(Request::Leave(b"g")));
         assert_eq!(
             parse(b"COMMIT g1 17"),

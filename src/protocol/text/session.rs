@@ -301,15 +301,19 @@ impl State {
                     Err(e) => group_error(ctx, &group, e),
                 }
             }
-            Request::Heartbeat(group) => {
+            Request::Heartbeat(group, acked) => {
                 let group = String::from_utf8_lossy(group).into_owned();
                 let Some((_, member)) = self.memberships.iter().find(|(g, _)| *g == group) else {
                     return invalid(ctx, "not in this group on this connection; JOIN it first");
                 };
-                match ctx.broker.heartbeat_text_group(&group, member) {
-                    Ok((generation, partitions)) => {
-                        push_assigned(ctx.out.buf_mut(), &group, generation, &partitions)
-                    }
+                match ctx.broker.heartbeat_text_group(&group, member, acked) {
+                    Ok((generation, partitions)) => push_assignment(
+                        ctx.out.buf_mut(),
+                        reply::ALIVE,
+                        &group,
+                        generation,
+                        &partitions,
+                    ),
                     Err(e) => {
                         self.memberships.retain(|(g, _)| *g != group);
                         group_error(ctx, &group, e);
@@ -409,7 +413,13 @@ impl State {
                     partitions,
                 } = event
                 {
-                    push_assigned(ctx.out.buf_mut(), &group, generation, &partitions);
+                    push_assignment(
+                        ctx.out.buf_mut(),
+                        reply::ASSIGNED,
+                        &group,
+                        generation,
+                        &partitions,
+                    );
                 }
             }
             return false;
@@ -527,9 +537,16 @@ fn answer_fetch(ctx: &mut Ctx<'_>, p: PartitionId, offset: u64, max: u64) {
     }
 }
 
-/// `ASSIGNED <group> generation:<g> partitions:<p>,<p>|none`.
-fn push_assigned(buf: &mut Vec<u8>, group: &str, generation: i32, partitions: &[u32]) {
-    buf.extend_from_slice(reply::ASSIGNED);
+/// `<word><group> generation:<g> partitions:<p>,<p>|none`: an `ASSIGNED`
+/// notice, or the `ALIVE` reply to `HEARTBEAT`.
+fn push_assignment(
+    buf: &mut Vec<u8>,
+    word: &[u8],
+    group: &str,
+    generation: i32,
+    partitions: &[u32],
+) {
+    buf.extend_from_slice(word);
     buf.extend_from_slice(group.as_bytes());
     let _ = write!(buf, " generation:{generation} partitions:");
     if partitions.is_empty() {
@@ -681,6 +698,15 @@ fn stats_reply(ctx: &mut Ctx<'_>) {
     let uptime = ctx.broker.started().elapsed().as_secs();
     let topics = ctx.broker.topic_count() as u64;
     let partitions = ctx.broker.partitions();
+    let groups: Vec<(String, usize, i32)> = ctx
+        .broker
+        .list_groups()
+        .into_iter()
+        .filter_map(|(name, _)| {
+            let info = ctx.broker.describe_group(&name)?;
+            Some((name, info.members.len(), info.generation))
+        })
+        .collect();
     let buf = ctx.out.buf_mut();
     buf.extend_from_slice(b"STAT version ");
     buf.extend_from_slice(env!("CARGO_PKG_VERSION").as_bytes());
@@ -718,6 +744,14 @@ fn stats_reply(ctx: &mut Ctx<'_>) {
         stat(&format!("topic.{name}.next_offset"), p.next);
         stat(&format!("topic.{name}.log_bytes"), p.bytes);
         stat(&format!("topic.{name}.segments"), p.segments as u64);
+    }
+    stat("groups", groups.len() as u64);
+    for (name, members, generation) in groups {
+        stat(&format!("group.{name}.members"), members as u64);
+        stat(
+            &format!("group.{name}.generation"),
+            generation.max(0) as u64,
+        );
     }
     buf.extend_from_slice(reply::END);
 }
