@@ -144,8 +144,9 @@ Options:
                             (UNKNOWN_TOPIC); topics are then made with CREATE
   --max-topics N            most topics, the default one included, up to
                             1048576 [default: 1024]
-  --max-groups N            most consumer groups (coordinated or with commits),
-                            up to 1048576 [default: 10000]
+  --max-groups N            most consumer groups coordinated at once, and
+                            most group names with committed offsets, up to
+                            1048576 each [default: 10000]
   --group-initial-delay-ms N
                             a new Kafka group's first rebalance waits this
                             long for more members, as Kafka's

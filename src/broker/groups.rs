@@ -35,7 +35,7 @@ pub const MIN_SESSION_MS: i32 = 1000;
 pub const MAX_SESSION_MS: i32 = 300_000;
 /// A text member's session timeout unless its JOIN says.
 pub const DEFAULT_TEXT_SESSION_MS: u64 = 10_000;
-/// Longest a group name may be (same rules as topic names).
+/// The protocol type of groups made by the text protocol's `JOIN`.
 const PROTOCOL_TEXT: &str = "text";
 
 /// Why a group request was refused.

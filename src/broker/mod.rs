@@ -1007,7 +1007,6 @@ impl Broker {
         j: &Join<'_>,
         conn: ConnId,
     ) -> Result<Option<JoinResult>, GroupError> {
-        self.check_group_name(j.group)?;
         self.groups.join(j, conn, Instant::now(), &mut self.woken)
     }
 
@@ -1085,7 +1084,6 @@ impl Broker {
         session: Duration,
         conn: ConnId,
     ) -> Result<String, GroupError> {
-        self.check_group_name(group)?;
         let partitions = self.partition_count(topic);
         self.groups.join_text(
             group,
@@ -1133,7 +1131,10 @@ impl Broker {
 
     fn reassign_text_group(&mut self, group: &str) {
         if self.groups.protocol_type(group) == Some("text")
-            && let Some(topic) = self.groups.describe(group).and(self.group_topic(group))
+            && let Some(topic) = self
+                .groups
+                .describe(group)
+                .and(self.text_group_topic(group))
         {
             let partitions = self.partition_count(topic);
             self.groups
@@ -1141,20 +1142,14 @@ impl Broker {
         }
     }
 
-    fn group_topic(&self, group: &str) -> Option<TopicId> {
-        self.groups.text_topic(group)
+    /// `--max-groups`.
+    pub fn max_groups(&self) -> usize {
+        self.groups.max_groups()
     }
 
-    /// A new group name over `--max-groups` (counting groups coordinated
-    /// and groups with commits) is refused.
-    fn check_group_name(&self, group: &str) -> Result<(), GroupError> {
-        if self.groups.contains(group) || self.offsets.has_group(group.as_bytes()) {
-            return Ok(());
-        }
-        if self.groups.len() + self.offsets.group_count() >= self.groups.max_groups() {
-            return Err(GroupError::TooManyGroups);
-        }
-        Ok(())
+    /// The topic a text group reads, if `group` is a text group.
+    pub fn text_group_topic(&self, group: &str) -> Option<TopicId> {
+        self.groups.text_topic(group)
     }
 
     // ----- waiting --------------------------------------------------------

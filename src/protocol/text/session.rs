@@ -171,6 +171,7 @@ impl State {
         match request {
             Request::Produce(message) => match ctx.broker.append(p, message, ctx.conn) {
                 Ok(ticket) => push_ack(ctx, ticket),
+                Err(_) if !ctx.broker.live(p) => deleted(ctx, self.topic),
                 Err(e) => storage_error(ctx, &e.reason),
             },
             Request::Consume(offset) => {
@@ -271,6 +272,12 @@ impl State {
                 Ok(()) => reply_name(ctx, reply::DELETED, name),
                 Err(TopicError::Invalid) => {
                     return invalid(ctx, "the default topic cannot be deleted");
+                }
+                Err(TopicError::Unknown) => {
+                    let buf = ctx.out.buf_mut();
+                    buf.extend_from_slice(reply::UNKNOWN_TOPIC);
+                    buf.extend_from_slice(name);
+                    buf.extend_from_slice(b" does not exist\n");
                 }
                 Err(e) => topic_error(ctx, name, &e),
             },
@@ -562,16 +569,28 @@ fn push_assignment(
 }
 
 fn group_error(ctx: &mut Ctx<'_>, group: &str, e: GroupError) {
+    let text_topic = ctx
+        .broker
+        .text_group_topic(group)
+        .map(|t| String::from_utf8_lossy(ctx.broker.topic_name(t)).into_owned());
+    let max_groups = ctx.broker.max_groups();
     let buf = ctx.out.buf_mut();
     let _ = match e {
-        GroupError::InconsistentProtocol => writeln!(
-            buf,
-            "{}{group} is used by Kafka clients (or shares another topic); text clients cannot join it",
-            String::from_utf8_lossy(reply::GROUP_PROTOCOL_MISMATCH)
-        ),
+        GroupError::InconsistentProtocol => match text_topic {
+            Some(topic) => writeln!(
+                buf,
+                "{}{group} shares topic {topic}; a text group reads one topic",
+                String::from_utf8_lossy(reply::GROUP_PROTOCOL_MISMATCH)
+            ),
+            None => writeln!(
+                buf,
+                "{}{group} is used by Kafka clients; text clients cannot join it",
+                String::from_utf8_lossy(reply::GROUP_PROTOCOL_MISMATCH)
+            ),
+        },
         GroupError::TooManyGroups => writeln!(
             buf,
-            "{}the broker holds its limit of groups (--max-groups)",
+            "{}the broker holds its limit of {max_groups} groups (--max-groups)",
             String::from_utf8_lossy(reply::TOO_MANY_GROUPS)
         ),
         GroupError::GroupFull => writeln!(
