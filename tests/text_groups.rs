@@ -194,8 +194,33 @@ fn delete_ends_a_topic_for_its_users_and_frees_the_name() {
     assert_eq!(c.request("CREATE gone 2"), "CREATED gone");
     assert_eq!(c.request("USE gone/1"), "USING gone/1");
     assert_eq!(c.request("PRODUCE x"), "ACK offset:0");
+    let mut parked = broker.client();
+    let mut subscriber = broker.client();
+    assert_eq!(parked.request("USE gone/1"), "USING gone/1");
+    assert_eq!(subscriber.request("USE gone/1"), "USING gone/1");
+    parked.send("FETCH 1 10 60000\n");
+    subscriber.send("SUBSCRIBE 0\n");
+    assert_eq!(subscriber.line(), "MESSAGE offset:0 x");
     let mut other = broker.client();
+    let deadline = Instant::now() + common::TIMEOUT;
+    while other.stat("fetches_parked") != 1 {
+        assert!(Instant::now() < deadline, "the FETCH never parked");
+        std::thread::sleep(Duration::from_millis(5));
+    }
     assert_eq!(other.request("DELETE gone"), "DELETED gone");
+    // Waiting readers are told, and the stream ends.
+    assert_eq!(
+        parked.line(),
+        "UNKNOWN_TOPIC this topic was deleted; USE another"
+    );
+    assert_eq!(
+        subscriber.line(),
+        "UNKNOWN_TOPIC this topic was deleted; USE another"
+    );
+    assert_eq!(
+        subscriber.request("UNSUBSCRIBE"),
+        "INVALID_REQUEST not subscribed"
+    );
     assert_eq!(
         c.request("PRODUCE y"),
         "UNKNOWN_TOPIC gone was deleted; USE another topic"

@@ -452,6 +452,13 @@ impl State {
         if sub.waiting {
             return false;
         }
+        if !ctx.broker.live(sub.p) {
+            // The topic was deleted: the stream ends with the reason.
+            read_error(ctx, &ReadError::Deleted);
+            self.subscription = Some(sub);
+            self.end_subscription(ctx);
+            return false;
+        }
         while ctx.out.pending() < window && sub.next < ctx.broker.visible_end(sub.p) {
             let room = (window - ctx.out.pending()).min(ctx.max_output);
             let result = ctx.broker.read(sub.p, sub.next, usize::MAX, room, |o, m| {
