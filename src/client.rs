@@ -189,7 +189,12 @@ impl Connection {
     /// Authenticates (if a token is given) and selects `topic` (the
     /// default one if `None`). Selecting the topic also finds out early
     /// whether the broker wants a token, before any message is typed.
-    pub fn setup(&mut self, token: Option<&[u8]>, topic: Option<&str>) -> Result<(), ClientError> {
+    pub fn setup(
+        &mut self,
+        token: Option<&[u8]>,
+        topic: Option<&str>,
+        partition: Option<u32>,
+    ) -> Result<(), ClientError> {
         let mut line = Vec::new();
         if let Some(token) = token {
             let mut request = b"AUTH ".to_vec();
@@ -208,7 +213,10 @@ impl Connection {
             }
         }
         let topic = topic.unwrap_or(DEFAULT_TOPIC);
-        self.send(format!("USE {topic}\n").as_bytes())?;
+        match partition {
+            Some(p) => self.send(format!("USE {topic}/{p}\n").as_bytes())?,
+            None => self.send(format!("USE {topic}\n").as_bytes())?,
+        }
         self.read_line(&mut line)?;
         if line.starts_with(b"NOAUTH") {
             return Err(ClientError::Local(format!(

@@ -201,6 +201,16 @@ fn client_and_bench_errors_name_the_flag_and_value() {
     );
     assert_usage_error(
         CONSUMER,
+        &["--partition", "1", "--group", "g"],
+        r#"--partition: invalid value "1": cannot be used with --group: the group assigns the partitions"#,
+    );
+    assert_usage_error(
+        PRODUCER,
+        &["--partition", "1024"],
+        r#"--partition: invalid value "1024": must be from 0 to 1023"#,
+    );
+    assert_usage_error(
+        CONSUMER,
         &["--max-messages", "0"],
         r#"--max-messages: invalid value "0": must be at least 1"#,
     );

@@ -1201,3 +1201,54 @@ fn group_consumers_rejoin_after_a_broker_restart_and_a_new_member_resumes_from_c
 fn unique_values(got: &[Vec<(u32, u64, String)>]) -> std::collections::BTreeSet<String> {
     got.iter().flatten().map(|(_, _, v)| v.clone()).collect()
 }
+
+#[test]
+fn producer_and_consumer_address_one_partition() {
+    let (_tmp, dir) = temp_data_dir();
+    let broker = BrokerProcess::start(&dir, &[]);
+    let addr = broker.addr.to_string();
+    assert_eq!(broker.client().request("CREATE orders 3"), "CREATED orders");
+    for p in ["0", "2"] {
+        let input: String = (0..3).map(|i| format!("p{p}-{i}\n")).collect();
+        let (status, _, err) = produce(
+            &addr,
+            &["--topic", "orders", "--partition", p],
+            input.as_bytes(),
+        );
+        assert!(status.success(), "{err}");
+    }
+    let dump = |extra: &[&str]| {
+        let out = Command::new(CONSUMER)
+            .args(["--addr", &addr, "--topic", "orders", "--timeout-ms", "0"])
+            .args(["--format", "{topic} {partition} {offset} {value}"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(
+        dump(&["--partition", "2", "--from", "earliest"]),
+        "orders 2 0 p2-0\norders 2 1 p2-1\norders 2 2 p2-2\n"
+    );
+    assert_eq!(
+        dump(&[]),
+        "orders 0 0 p0-0\norders 0 1 p0-1\norders 0 2 p0-2\n"
+    );
+    assert_eq!(dump(&["--partition", "1"]), "");
+    assert_eq!(dump(&["--partition", "2", "--from", "latest"]), "");
+    let out = Command::new(CONSUMER)
+        .args(["--addr", &addr, "--topic", "orders", "--partition", "3"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("topic orders has 3 partitions (0 to 2)"),
+        "{err}"
+    );
+}

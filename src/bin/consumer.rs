@@ -13,9 +13,10 @@ use kafka_like_broker::client::{self, ClientError, Connection, DEFAULT_TOPIC};
 use kafka_like_broker::config::DEFAULT_ADDR;
 
 const USAGE: &str = "\
-Usage: consumer [--addr HOST:PORT] [--topic TOPIC] [--group NAME]
-                [--from earliest|latest|OFFSET] [--max-messages N]
-                [--timeout-ms N] [--format TEMPLATE] [--auth-token-file PATH]
+Usage: consumer [--addr HOST:PORT] [--topic TOPIC] [--partition N]
+                [--group NAME] [--from earliest|latest|OFFSET]
+                [--max-messages N] [--timeout-ms N] [--format TEMPLATE]
+                [--auth-token-file PATH]
 
 Prints 'Consumed: <message> (offset: <n>)' for every message, from the
 oldest one kept (or --from, or the group's committed offset) on, and then
@@ -23,16 +24,22 @@ each new one as it arrives. Reads a backlog in batches, long-polls when
 there is nothing new (no CPU used while idle), and if the broker goes away
 retries with backoff and resumes at the next offset it has not printed.
 
-With --group it starts from the group's committed offset and commits its
-position after printing (every 1000 messages or every second, and on
-SIGINT/SIGTERM or exit), so a restarted consumer prints nothing twice
-after a clean stop and loses nothing after a crash (at-least-once).
+Without --group it reads one partition (--partition, default 0). With
+--group NAME it joins the consumer group NAME: the broker shares the
+topic's partitions among the group's members, each reads its own from the
+group's committed offsets and commits after printing (every 1000 messages
+or every second, when a partition moves to another member, and on
+SIGINT/SIGTERM or exit). So members print disjoint messages; a stopped
+member's partitions go to the others, which print nothing twice after a
+clean stop and lose nothing after a crash or kill -9 (at-least-once: what
+was printed but not yet committed is printed again).
 
 Options:
   --addr HOST:PORT          broker address [default: localhost:9092]; a bare
                             port means localhost:PORT, a bare host HOST:9092
   --topic TOPIC             consume TOPIC [default: the default topic]
-  --group NAME              consumer group whose offset to resume and commit
+  --partition N             read partition N of the topic [default: 0]
+  --group NAME              join consumer group NAME (not with --partition)
   --from earliest|latest|OFFSET
                             where to start: the oldest message kept, the
                             next one produced, or OFFSET (overrides the
@@ -43,8 +50,9 @@ Options:
                             0 prints what is there and exits. If the
                             broker cannot be reached meanwhile, status 1
   --format TEMPLATE         print each message as TEMPLATE, a line with
-                            {value} {offset} {topic} {partition} (always 0)
-                            {key} (always empty); {{ and }} are braces. The
+                            {value} {offset} {topic} {partition} {key}
+                            (always empty: the line protocol carries values
+                            only); {{ and }} are braces. The
                             two start-up lines then go to stderr
                             [default: 'Consumed: {value} (offset: {offset})']
   --auth-token-file PATH    authenticate with the token in PATH
@@ -77,6 +85,7 @@ enum Start {
 struct Args {
     addr: String,
     topic: Option<String>,
+    partition: Option<u32>,
     start: Option<Start>,
     group: Option<String>,
     token_file: Option<PathBuf>,
@@ -93,6 +102,7 @@ fn parse_args() -> Result<Option<Args>, UsageError> {
     let mut args = Args {
         addr: DEFAULT_ADDR.to_string(),
         topic: None,
+        partition: None,
         start: None,
         group: None,
         token_file: None,
@@ -110,6 +120,7 @@ fn parse_args() -> Result<Option<Args>, UsageError> {
                     .map_err(|why| cli::invalid(parser.flag(), &addr, why))?;
             }
             Long("topic") => args.topic = Some(name(&mut parser, "topic")?),
+            Long("partition") => args.partition = Some(parser.number(0, 1023)? as u32),
             Long("group") => args.group = Some(name(&mut parser, "group")?),
             Long("from") => {
                 let from = parser.value()?;
@@ -149,6 +160,13 @@ fn parse_args() -> Result<Option<Args>, UsageError> {
             }
             _ => return Err(cli::unexpected(arg)),
         }
+    }
+    if let (Some(p), Some(_)) = (args.partition, &args.group) {
+        return Err(cli::invalid(
+            "--partition",
+            &p.to_string(),
+            "cannot be used with --group: the group assigns the partitions",
+        ));
     }
     Ok(Some(args))
 }
@@ -391,17 +409,25 @@ fn find_start(conn: &mut Connection, args: &Args, pos: &mut Position) -> Result<
             pos.committed = next;
             next
         }
-        (Some(Start::Latest), _) => topic_bounds(conn, topic)?.1,
-        (Some(Start::Earliest) | None, _) => topic_bounds(conn, topic)?.0,
+        (Some(Start::Latest), _) => topic_bounds(conn, topic, args.partition.unwrap_or(0))?.1,
+        (Some(Start::Earliest) | None, _) => {
+            topic_bounds(conn, topic, args.partition.unwrap_or(0))?.0
+        }
     };
     pos.known = true;
     Ok(())
 }
 
-/// The topic's first and next offsets, from `TOPICS`.
-fn topic_bounds(conn: &mut Connection, topic: &str) -> Result<(u64, u64), ClientError> {
+/// A partition's first and next offsets, from `TOPICS` (which lists a
+/// topic of one partition by its name, others as `topic/partition`).
+fn topic_bounds(
+    conn: &mut Connection,
+    topic: &str,
+    partition: u32,
+) -> Result<(u64, u64), ClientError> {
     conn.send(b"TOPICS\n")?;
-    let prefix = format!("TOPIC {topic} ");
+    let single = format!("TOPIC {topic} ");
+    let several = format!("TOPIC {topic}/{partition} ");
     let mut bounds = None;
     let mut line = Vec::new();
     loop {
@@ -409,7 +435,10 @@ fn topic_bounds(conn: &mut Connection, topic: &str) -> Result<(u64, u64), Client
         if line == b"END" {
             break;
         }
-        let Some(fields) = line.strip_prefix(prefix.as_bytes()) else {
+        let fields = line
+            .strip_prefix(several.as_bytes())
+            .or_else(|| (partition == 0).then(|| line.strip_prefix(single.as_bytes()))?);
+        let Some(fields) = fields else {
             if line.starts_with(b"TOPIC ") {
                 continue;
             }
@@ -439,7 +468,7 @@ fn consume(
     out: &mut impl Write,
     stop: &AtomicBool,
 ) -> Result<Done, ClientError> {
-    conn.setup(token, args.topic.as_deref())?;
+    conn.setup(token, args.topic.as_deref(), args.partition)?;
     if let Some(group) = &args.group {
         return consume_group(conn, args, group, pos, out, stop);
     }
@@ -477,7 +506,10 @@ fn consume(
         loop {
             conn.read_line(&mut line)?;
             if let Some((offset, message)) = client::parse_any_message(&line) {
-                match args.format.write(out, topic, 0, offset, &message) {
+                match args
+                    .format
+                    .write(out, topic, args.partition.unwrap_or(0), offset, &message)
+                {
                     Ok(()) => {}
                     Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
                         return Ok(Done::StdoutClosed);

@@ -22,8 +22,8 @@ use kafka_like_broker::config::DEFAULT_ADDR;
 const PROMPT: &str = "What do you want to add? (type 'exit' to quit): ";
 
 const USAGE: &str = "\
-Usage: producer [--addr HOST:PORT] [--topic TOPIC] [--auth-token-file PATH]
-                [--retry-timeout-ms N]
+Usage: producer [--addr HOST:PORT] [--topic TOPIC] [--partition N]
+                [--auth-token-file PATH] [--retry-timeout-ms N]
 
 Sends each line of stdin to the broker as a message and prints the
 broker's response.
@@ -47,6 +47,7 @@ Options:
   --bootstrap-server HOST:PORT
                             the same as --addr (Kafka's name)
   --topic TOPIC             produce to TOPIC [default: the default topic]
+  --partition N             produce to partition N of the topic [default: 0]
   --auth-token-file PATH    authenticate with the token in PATH
   --retry-timeout-ms N      how long to keep reconnecting after the broker
                             went away; 0 gives up at once [default: 60000]
@@ -67,6 +68,7 @@ const TICK: Duration = Duration::from_millis(100);
 struct Args {
     addr: String,
     topic: Option<String>,
+    partition: Option<u32>,
     token_file: Option<PathBuf>,
     retry_timeout: Duration,
 }
@@ -76,6 +78,7 @@ fn parse_args() -> Result<Option<Args>, UsageError> {
     let mut args = Args {
         addr: DEFAULT_ADDR.to_string(),
         topic: None,
+        partition: None,
         token_file: None,
         retry_timeout: Duration::from_millis(DEFAULT_RETRY_TIMEOUT_MS),
     };
@@ -94,6 +97,7 @@ fn parse_args() -> Result<Option<Args>, UsageError> {
                 }
                 args.topic = Some(topic);
             }
+            Long("partition") => args.partition = Some(parser.number(0, 1023)? as u32),
             Long("auth-token-file") => args.token_file = Some(parser.path()?),
             Long("retry-timeout-ms") => {
                 args.retry_timeout = Duration::from_millis(parser.number(0, 86_400_000)?)
@@ -161,7 +165,11 @@ struct Session<'a> {
 impl Session<'_> {
     fn connect(&self) -> Result<Connection, ClientError> {
         let mut conn = Connection::open(&self.args.addr)?;
-        conn.setup(self.token.as_deref(), self.args.topic.as_deref())?;
+        conn.setup(
+            self.token.as_deref(),
+            self.args.topic.as_deref(),
+            self.args.partition,
+        )?;
         Ok(conn)
     }
 

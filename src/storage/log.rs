@@ -575,7 +575,9 @@ impl Log {
     /// Stages a Kafka record batch (validated by the caller). A batch log
     /// stores it as received with its base offset set; a text log stores
     /// one line per record value, which must be there and hold no
-    /// newline.
+    /// newline, and refuses records with keys or headers (it could not
+    /// keep them). Timestamps are not kept: a text log reads back with
+    /// log-append times, as a Kafka topic with LogAppendTime would.
     pub fn append_batch(
         &mut self,
         bytes: &[u8],
@@ -606,6 +608,14 @@ impl Log {
                     for record in records {
                         let record =
                             record.map_err(|e| AppendBatchError::Invalid(e.to_string()))?;
+                        // A text line holds a value only: a key or
+                        // headers would be acknowledged and then lost.
+                        if record.key.is_some() || !record.headers.is_empty() {
+                            return Err(AppendBatchError::Invalid(
+                                "a text topic stores values only; this record has a key or headers"
+                                    .into(),
+                            ));
+                        }
                         let value = record.value.ok_or(AppendBatchError::Invalid(
                             "a text topic stores values; this record has none".into(),
                         ))?;

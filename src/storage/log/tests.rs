@@ -963,7 +963,14 @@ fn batch_logs_roll_index_and_recover_like_text_logs() {
 fn text_logs_take_kafka_batches_as_lines_and_serve_them_as_batches() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = open(dir.path());
-    let b = built_batch(&[b"one", b"two"], Some(b"dropped key"));
+    // A key cannot be kept in a line: refused, not silently dropped.
+    let keyed = built_batch(&[b"one", b"two"], Some(b"a key"));
+    let hk = batch::validate(&keyed).unwrap();
+    match log.append_batch(&keyed, &hk, 1 << 20) {
+        Err(AppendBatchError::Invalid(why)) => assert!(why.contains("key"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    let b = built_batch(&[b"one", b"two"], None);
     let h = batch::validate(&b).unwrap();
     assert_eq!(
         log.append_batch(&b, &h, 1 << 20).unwrap(),
