@@ -577,7 +577,7 @@ impl Log {
     /// one line per record value, which must be there and hold no
     /// newline, and refuses records with keys or headers (it could not
     /// keep them). Timestamps are not kept: a text log reads back with
-    /// log-append times, as a Kafka topic with LogAppendTime would.
+    /// timestamp -1, Kafka's "none".
     pub fn append_batch(
         &mut self,
         bytes: &[u8],

@@ -302,7 +302,9 @@ impl LazyFs {
         written.and(unmounted)
     }
 
-    /// Unmounts (retrying while the mount is busy, for up to 2 s), and
+    /// Unmounts (retrying while the mount is busy, for up to 10 s: the
+    /// kernel releases files closed just before asynchronously, late on a
+    /// loaded machine), and
     /// joins the session thread. If it cannot be unmounted, detaches it
     /// (lazy unmount), aborts its connection where that is allowed (root),
     /// and returns an error without waiting for the session thread, so
@@ -311,7 +313,7 @@ impl LazyFs {
         let Some(session) = self.session.take() else {
             return Ok(());
         };
-        let deadline = Instant::now() + Duration::from_secs(2);
+        let deadline = Instant::now() + Duration::from_secs(10);
         let result = loop {
             match unmount(&self.mountpoint, false) {
                 Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
