@@ -227,6 +227,8 @@ pub struct Broker {
     groups: Groups,
     /// The next producer id InitProducerId hands out.
     next_producer_id: i64,
+    /// The end of the block of ids reserved in broker.meta.
+    producer_ids_until: i64,
     /// Largest record batch accepted from a Kafka producer.
     max_message_bytes: usize,
     /// Scratch for reading logs.
@@ -344,7 +346,6 @@ impl Broker {
                 layout.map_or("none".to_string(), |l| l.to_string()),
                 meta::LAYOUT
             );
-            meta::write_broker(dir, &cluster_id, &topics[0].id)?;
         }
         let mut offsets = Offsets::open(dir, log_options.durable_acks)?;
         let by_name: HashMap<Box<[u8]>, TopicId> = topics
@@ -380,6 +381,19 @@ impl Broker {
                 }
             }
         }
+        // Producer ids: above every id this directory ever handed out
+        // (the reserved block in broker.meta; before that, ids came from
+        // the clock) and every id in its logs. A block is reserved in
+        // broker.meta before any of its ids is used, so a restart never
+        // repeats one, even with a clock set back (a Raspberry Pi without
+        // a real-time clock).
+        let next_producer_id = broker_meta
+            .producer_ids_from
+            .unwrap_or(0)
+            .max(clock_producer_id())
+            .max(producers.max_producer_id().map_or(0, |id| id + 1));
+        let producer_ids_until = next_producer_id + PRODUCER_ID_BLOCK;
+        meta::write_broker(dir, &cluster_id, &topics[0].id, producer_ids_until)?;
         let mut jobs: Vec<(JournalId, FileJob)> = leftovers
             .into_iter()
             .map(|d| (JournalId::Offsets, FileJob::DeleteDir(d)))
@@ -427,7 +441,8 @@ impl Broker {
                 config.max_groups,
                 Duration::from_millis(config.group_initial_delay_ms),
             ),
-            next_producer_id: first_producer_id(),
+            next_producer_id,
+            producer_ids_until,
             max_message_bytes: config.max_message_bytes,
             read_buf: Vec::new(),
             started: now,
@@ -917,11 +932,25 @@ impl Broker {
         })
     }
 
-    /// A producer id unique across restarts (InitProducerId).
-    pub fn new_producer_id(&mut self) -> i64 {
+    /// A producer id unique across restarts (InitProducerId), or `None`
+    /// if a new block of ids could not be reserved.
+    pub fn new_producer_id(&mut self) -> Option<i64> {
+        if self.next_producer_id >= self.producer_ids_until {
+            // Once per PRODUCER_ID_BLOCK ids: a small synchronous write,
+            // rare enough not to matter to the reactor.
+            let until = self.next_producer_id + PRODUCER_ID_BLOCK;
+            let default_id = self.topics[0].id;
+            if let Err(e) = meta::write_broker(&self.data_dir, &self.cluster_id, &default_id, until)
+            {
+                error!("reserving producer ids: {e}");
+                return None;
+            }
+            info!("reserved producer ids up to {until}");
+            self.producer_ids_until = until;
+        }
         let id = self.next_producer_id;
         self.next_producer_id += 1;
-        id
+        Some(id)
     }
 
     // ----- committed offsets --------------------------------------------
@@ -1624,7 +1653,12 @@ pub fn constant_time_eq(expected: &[u8], given: &[u8]) -> bool {
 
 /// The first producer id of this run: the time in seconds, shifted, so
 /// ids never repeat across restarts (a million per second of uptime).
-fn first_producer_id() -> i64 {
+/// Producer ids reserved in broker.meta at a time.
+const PRODUCER_ID_BLOCK: i64 = 1 << 20;
+
+/// Where producer ids started before they were reserved in broker.meta:
+/// the clock in seconds, times 2^20.
+fn clock_producer_id() -> i64 {
     let secs = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(1, |d| d.as_secs());
@@ -1653,6 +1687,43 @@ mod tests {
         assert!(!constant_time_eq(b"secret", b"secret2"));
         assert!(!constant_time_eq(b"secret", b"secre"));
         assert!(!constant_time_eq(b"secret", b""));
+    }
+
+    #[test]
+    fn producer_ids_never_repeat_across_restarts_whatever_the_clock() {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = Config {
+            data_dir: tmp.path().to_path_buf(),
+            ..Config::default()
+        };
+        let first = {
+            let mut b = Broker::open(&config, None).unwrap();
+            let a = b.new_producer_id().unwrap();
+            assert_eq!(b.new_producer_id(), Some(a + 1));
+            a
+        };
+        // The block reserved at that start is past every id it gave.
+        let meta = meta::read_broker(tmp.path()).unwrap();
+        let reserved = meta.producer_ids_from.unwrap();
+        assert_eq!(reserved, first + PRODUCER_ID_BLOCK);
+        let mut b = Broker::open(&config, None).unwrap();
+        assert!(b.new_producer_id().unwrap() >= reserved);
+        drop(b);
+        // A directory whose ids ran far ahead of the clock (the clock was
+        // set back since): the reservation wins.
+        let ahead = clock_producer_id() + (1 << 40);
+        let default_id = meta.default_topic_id.unwrap();
+        let cluster = meta.cluster_id.unwrap();
+        meta::write_broker(tmp.path(), &cluster, &default_id, ahead).unwrap();
+        let mut b = Broker::open(&config, None).unwrap();
+        assert_eq!(b.new_producer_id(), Some(ahead));
+        // Running out of a block reserves the next one on the spot.
+        b.next_producer_id = b.producer_ids_until;
+        assert_eq!(b.new_producer_id(), Some(ahead + PRODUCER_ID_BLOCK));
+        assert_eq!(
+            meta::read_broker(tmp.path()).unwrap().producer_ids_from,
+            Some(ahead + 2 * PRODUCER_ID_BLOCK)
+        );
     }
 
     #[test]

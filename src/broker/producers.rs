@@ -95,6 +95,11 @@ impl Producers {
         }
     }
 
+    /// The highest producer id known (from batches found at start).
+    pub fn max_producer_id(&self) -> Option<i64> {
+        self.states.keys().map(|(_, id)| *id).max()
+    }
+
     /// Records a batch that was appended (or found in the log at start).
     pub fn record(&mut self, p: PartitionId, producer_id: i64, epoch: i16, batch: Batch) {
         self.clock += 1;

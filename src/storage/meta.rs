@@ -7,6 +7,7 @@
 //! layout=2
 //! cluster_id=Qm4rzT0sSbe1R1bKq7w2jg
 //! default_topic_id=3e6b1f4c0a9d4e57b2c81f6d0e9a7b35
+//! producer_ids_from=1871265480298086400
 //! ```
 //!
 //! `key=value` lines; `#` starts a comment; unknown keys are refused (a
@@ -44,6 +45,9 @@ pub struct BrokerMeta {
     pub layout: Option<u32>,
     pub cluster_id: Option<String>,
     pub default_topic_id: Option<[u8; 16]>,
+    /// Every producer id handed out so far is below this (ids are
+    /// reserved in blocks, this written before any id of a block is used).
+    pub producer_ids_from: Option<i64>,
 }
 
 /// What a topic's `topic.meta` says.
@@ -87,6 +91,7 @@ pub fn read_broker(dir: &Path) -> Result<BrokerMeta, StorageError> {
         layout: None,
         cluster_id: None,
         default_topic_id: None,
+        producer_ids_from: None,
     };
     let Some(lines) = lines(&path)? else {
         return Ok(meta);
@@ -113,6 +118,14 @@ pub fn read_broker(dir: &Path) -> Result<BrokerMeta, StorageError> {
             "default_topic_id" => {
                 meta.default_topic_id = Some(parse_id(&v).ok_or_else(|| bad("bad id".into()))?)
             }
+            "producer_ids_from" => {
+                meta.producer_ids_from = Some(
+                    v.parse::<i64>()
+                        .ok()
+                        .filter(|n| *n >= 0)
+                        .ok_or_else(|| bad("bad producer_ids_from".into()))?,
+                )
+            }
             other => {
                 return Err(bad(format!(
                     "unknown key {other:?} (written by a newer broker?)"
@@ -135,11 +148,12 @@ pub fn write_broker(
     dir: &Path,
     cluster_id: &str,
     default_topic_id: &[u8; 16],
+    producer_ids_from: i64,
 ) -> Result<(), StorageError> {
     let path = dir.join(META_FILE);
     let text = format!(
         "# kafka-like-broker data directory; do not edit\nlayout={LAYOUT}\ncluster_id={cluster_id}\n\
-         default_topic_id={}\n",
+         default_topic_id={}\nproducer_ids_from={producer_ids_from}\n",
         hex(default_topic_id)
     );
     replace_file(&path, text.as_bytes()).map_err(|e| StorageError::io(&path, "write", e))?;
@@ -275,11 +289,12 @@ mod tests {
         let cluster = new_cluster_id();
         assert_eq!(cluster.len(), 22);
         let id = random_id();
-        write_broker(dir.path(), &cluster, &id).unwrap();
+        write_broker(dir.path(), &cluster, &id, 1 << 40).unwrap();
         let meta = read_broker(dir.path()).unwrap();
         assert_eq!(meta.layout, Some(LAYOUT));
         assert_eq!(meta.cluster_id.as_deref(), Some(cluster.as_str()));
         assert_eq!(meta.default_topic_id, Some(id));
+        assert_eq!(meta.producer_ids_from, Some(1 << 40));
         fs::write(dir.path().join(META_FILE), "layout=99\n").unwrap();
         let err = read_broker(dir.path()).unwrap_err().to_string();
         assert!(

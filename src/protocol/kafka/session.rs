@@ -805,11 +805,20 @@ fn init_producer_id(ctx: &mut Ctx<'_>, header: &RequestHeader<'_>, r: &InitProdu
             producer_epoch: -1,
         }
     } else {
-        InitProducerIdResponse {
-            throttle_time_ms: 0,
-            error_code: ErrorCode::NONE,
-            producer_id: ctx.broker.new_producer_id(),
-            producer_epoch: 0,
+        match ctx.broker.new_producer_id() {
+            Some(producer_id) => InitProducerIdResponse {
+                throttle_time_ms: 0,
+                error_code: ErrorCode::NONE,
+                producer_id,
+                producer_epoch: 0,
+            },
+            // Retriable: the client tries again, maybe once space returns.
+            None => InitProducerIdResponse {
+                throttle_time_ms: 0,
+                error_code: ErrorCode::COORDINATOR_NOT_AVAILABLE,
+                producer_id: -1,
+                producer_epoch: -1,
+            },
         }
     };
     header.respond(ctx.out.buf_mut(), |w, v| resp.encode(v, w));
