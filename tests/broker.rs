@@ -89,7 +89,7 @@ fn telnet_line_endings_and_exact_message_bytes() {
     let mut c = broker.client();
     c.send("PRODUCE with\r\n");
     assert_eq!(c.line(), "ACK offset:0");
-    c.send(b"PRODUCE  two  spaces \xff\xfe\x01 tab\there\r\n");
+    c.send(b"PRODUCE  two  spaces \xff\xef\x01\xfe tab\there\r\n");
     assert_eq!(c.line(), "ACK offset:1");
     c.send("PRODUCE inner\rcr\n");
     assert_eq!(c.line(), "ACK offset:2");
@@ -97,13 +97,47 @@ fn telnet_line_endings_and_exact_message_bytes() {
     assert_eq!(c.line(), "MESSAGE offset:0 with");
     assert_eq!(
         c.line_bytes(),
-        b"MESSAGE offset:1  two  spaces \xff\xfe\x01 tab\there"
+        b"MESSAGE offset:1  two  spaces \xff\xef\x01\xfe tab\there"
     );
     assert_eq!(c.line(), "MESSAGE offset:2 inner\rcr");
     assert_eq!(
         broker.log_bytes(),
-        b"offset:0 message:with\noffset:1 message: two  spaces \xff\xfe\x01 tab\there\noffset:2 message:inner\rcr\n"
+        b"offset:0 message:with\noffset:1 message: two  spaces \xff\xef\x01\xfe tab\there\noffset:2 message:inner\rcr\n"
     );
+}
+
+/// Ctrl-C in telnet sends IAC IP IAC DO TIMING-MARK and shows nothing
+/// until the server answers the timing mark: the broker answers it, drops
+/// the partial line, and ends a subscription.
+#[test]
+fn telnet_ctrl_c_is_answered_and_discards_the_partial_line() {
+    let (_tmp, dir) = temp_data_dir();
+    let broker = BrokerProcess::start(&dir, &[]);
+    let mut c = broker.client();
+    c.send(b"\xff\xf4\xff\xfd\x06PING\r\n");
+    assert_eq!(c.line_bytes(), b"\xff\xfb\x06PONG");
+    c.send(b"PRODUCE half a li\xff\xf4\xff\xfd\x06PRODUCE whole\r\n");
+    assert_eq!(c.line_bytes(), b"\xff\xfb\x06ACK offset:0");
+    assert_eq!(c.request("CONSUME 0"), "MESSAGE offset:0 whole");
+    c.send("SUBSCRIBE 0\r\n");
+    assert_eq!(c.line(), "MESSAGE offset:0 whole");
+    c.send(b"\xff\xf4\xff\xfd\x06");
+    assert_eq!(c.line_bytes(), b"END offset:1");
+    let mut mark = [0u8; 3];
+    c.reader.read_exact(&mut mark).unwrap();
+    assert_eq!(mark, [0xff, 0xfb, 0x06]);
+    assert_eq!(c.request("PING"), "PONG");
+    // The same through nc, as the issue reported it.
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "printf '\\377\\364\\377\\375\\006PING\\r\\n' | nc -N {} {}",
+            broker.addr.ip(),
+            broker.addr.port()
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(out.stdout, b"\xff\xfb\x06PONG\n");
 }
 
 #[test]

@@ -117,6 +117,19 @@ impl TextSession {
                     buf.push(b'\n');
                     Control::Continue
                 }
+                Some(Frame::Interrupt) => {
+                    // Ctrl-C in telnet: the partial line is gone; a
+                    // subscription ends as with UNSUBSCRIBE.
+                    debug!("peer={} telnet interrupt", ctx.peer);
+                    if let Some(next) = self.state.end_subscription(ctx) {
+                        end_offset(ctx, next);
+                    }
+                    Control::Continue
+                }
+                Some(Frame::Reply(bytes)) => {
+                    ctx.out.buf_mut().extend_from_slice(&bytes);
+                    Control::Continue
+                }
             };
             match control {
                 Control::Continue | Control::Pause => {}
