@@ -662,3 +662,66 @@ fn an_older_data_directory_is_migrated_in_place_and_a_newer_one_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("layout 3, written by a newer broker"), "{err}");
 }
+
+/// A client that sends a waiting request and hangs up frees its slot at
+/// once: before, a parked FETCH held it until its wait ended and a
+/// subscriber until something was produced, so a few hundred such
+/// clients locked everyone out.
+#[test]
+fn clients_that_hang_up_while_waiting_free_their_slots_at_once() {
+    let (_tmp, dir) = temp_data_dir();
+    let broker = InProcess::start(&dir, &["--max-connections", "20"]);
+    for i in 0..100 {
+        let mut c = broker.client();
+        assert_eq!(c.request("PING"), "PONG", "client {i} was not admitted");
+        c.send(if i % 2 == 0 {
+            "FETCH 0 10 60000\n"
+        } else {
+            "SUBSCRIBE 0\n"
+        });
+        drop(c);
+    }
+    let mut c = broker.client();
+    wait_for_stat(&mut c, "connections_current", 1);
+    wait_for_stat(&mut c, "fetches_parked", 0);
+    wait_for_stat(&mut c, "subscribers", 0);
+}
+
+/// Once a client has closed its sending side (`nc -N`), nothing waits for
+/// it: a FETCH with a wait is answered with what is there, a subscription
+/// ends once caught up, and then the connection closes.
+#[test]
+fn after_a_half_close_nothing_waits() {
+    let (_tmp, dir) = temp_data_dir();
+    let broker = InProcess::start(&dir, &[]);
+    let mut c = broker.client();
+    for (i, m) in ["a", "b", "c"].iter().enumerate() {
+        assert_eq!(
+            c.request(&format!("PRODUCE {m}")),
+            format!("ACK offset:{i}")
+        );
+    }
+    let started = Instant::now();
+    c.send("FETCH 3 10 30000\nCONSUME 0\nFETCH 3 10 30000\n");
+    c.writer.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(c.line(), "END offset:3");
+    assert_eq!(c.line(), "MESSAGE offset:0 a");
+    assert_eq!(c.line(), "END offset:3");
+    c.expect_closed();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let mut s = broker.client();
+    s.send("SUBSCRIBE 1\n");
+    s.writer.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(s.line(), "MESSAGE offset:1 b");
+    assert_eq!(s.line(), "MESSAGE offset:2 c");
+    assert_eq!(s.line(), "END offset:3");
+    s.expect_closed();
+    // A parked FETCH whose client half-closes later is answered then.
+    let mut p = broker.client();
+    p.send("FETCH 3 10 30000\n");
+    wait_for_stat(&mut broker.client(), "fetches_parked", 1);
+    p.writer.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(p.line(), "END offset:3");
+    p.expect_closed();
+    assert!(started.elapsed() < Duration::from_secs(10));
+}

@@ -112,6 +112,20 @@ impl Session {
         }
     }
 
+    /// The peer closed its sending side, so nothing may wait for it: a
+    /// text session answers a parked `FETCH` now with what is there and
+    /// ends a subscription once it has caught up; returns whether a parked
+    /// request was answered (later requests can be read). `None`: close
+    /// the connection now (a Kafka session with a parked request; Kafka
+    /// clients never half-close, and Kafka closes on end of input).
+    pub fn input_closed(&mut self, ctx: &mut Ctx<'_>) -> Option<bool> {
+        match self {
+            Session::Text(s) => Some(s.input_closed(ctx)),
+            Session::Kafka(s) if s.is_parked() => None,
+            Session::Kafka(_) | Session::Undecided(_) => Some(false),
+        }
+    }
+
     /// Whether the session waits by design (so a half-closed connection
     /// stays open for it).
     pub fn is_waiting(&self) -> bool {

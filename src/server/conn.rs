@@ -40,8 +40,11 @@ pub struct Connection {
     /// Input read from the socket but not yet processed, kept only while
     /// the connection is paused or parked (bounded by one read).
     pub stash: Vec<u8>,
-    /// The peer closed its sending side.
+    /// The peer closed its sending side (a read returned 0).
     pub eof: bool,
+    /// The poller said the peer closed its sending side (`eof` may not be
+    /// read yet: a parked connection reads nothing).
+    pub hup: bool,
     /// Queued on the server's list of connections to flush this turn.
     pub dirty: bool,
     /// The loop turn this connection was last serviced in.
@@ -61,6 +64,7 @@ impl Connection {
             state: State::Reading,
             stash: Vec::new(),
             eof: false,
+            hup: false,
             dirty: false,
             serviced_turn: 0,
             drain: true,

@@ -369,6 +369,7 @@ impl Server {
                         mark_dirty(conn, key, &mut self.dirty);
                         if event.is_read_closed() {
                             conn.drain = true;
+                            conn.hup = true;
                         }
                         if event.is_readable() || event.is_read_closed() {
                             readable.push(key);
@@ -565,8 +566,38 @@ impl Server {
             .then_some(key)
     }
 
-    /// Reads and handles a connection's requests, within a per-turn budget.
+    /// Reads and handles a connection's requests, within a per-turn
+    /// budget. Once the peer has closed its sending side, nothing waits
+    /// for it: a parked request is answered with what is there now (text)
+    /// or dropped with the connection (Kafka), and the remaining input is
+    /// read on the next turn.
     fn service(&mut self, key: usize) {
+        self.service_input(key);
+        let max_output = self.config.max_output_bytes;
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if conn.hup && conn.state == State::Parked {
+            let mut ctx = Ctx {
+                broker: &mut self.broker,
+                out: &mut conn.output,
+                conn: conn.id,
+                peer: conn.peer,
+                max_output,
+            };
+            match conn.session.input_closed(&mut ctx) {
+                Some(true) => {
+                    conn.state = State::Reading;
+                    conn.drain = true;
+                    self.ready.push(key);
+                }
+                Some(false) => {}
+                None => conn.state = State::Closed,
+            }
+        }
+    }
+
+    fn service_input(&mut self, key: usize) {
         let max_output = self.config.max_output_bytes;
         let Server {
             conns,
@@ -633,6 +664,10 @@ impl Server {
                     *eof = true;
                     if session.buffered() > 0 {
                         debug!("peer={peer} closed in the middle of a request; dropping it");
+                    }
+                    // A subscription ends once it has caught up.
+                    if session.input_closed(&mut ctx).is_none() {
+                        *state = State::Closed;
                     }
                     return;
                 }

@@ -60,6 +60,8 @@ struct State {
     subscription: Option<Subscription>,
     /// Groups joined on this connection: (group, member id).
     memberships: Vec<(String, String)>,
+    /// The client closed its sending side: nothing waits for it any more.
+    input_closed: bool,
 }
 
 impl TextSession {
@@ -74,6 +76,7 @@ impl TextSession {
                 parked: None,
                 subscription: None,
                 memberships: Vec::new(),
+                input_closed: false,
             },
         }
     }
@@ -91,6 +94,11 @@ impl TextSession {
 
     pub fn is_parked(&self) -> bool {
         self.state.parked.is_some()
+    }
+
+    /// The client closed its sending side: see [`Session::input_closed`].
+    pub fn input_closed(&mut self, ctx: &mut Ctx<'_>) -> bool {
+        self.state.input_closed(ctx)
     }
 
     /// Decodes and executes the requests in `input`. Returns how many bytes
@@ -212,7 +220,8 @@ impl State {
                 }
                 let available = offset < ctx.broker.visible_end(p);
                 match wait_ms {
-                    Some(ms) if ms > 0 && !available => {
+                    // Nothing waits for a client that closed its side.
+                    Some(ms) if ms > 0 && !available && !self.input_closed => {
                         let deadline = Instant::now() + Duration::from_millis(ms);
                         self.parked = Some(Parked { p, offset, max });
                         ctx.broker.stats.parked_fetches += 1;
@@ -422,6 +431,22 @@ impl State {
         Control::Continue
     }
 
+    fn input_closed(&mut self, ctx: &mut Ctx<'_>) -> bool {
+        self.input_closed = true;
+        if let Some(parked) = self.parked.take() {
+            ctx.broker.cancel_wait(ctx.conn);
+            ctx.broker.stats.parked_fetches -= 1;
+            answer_fetch(ctx, parked.p, parked.offset, parked.max);
+            return true;
+        }
+        if self.subscription.is_some_and(|s| s.waiting)
+            && let Some(next) = self.end_subscription(ctx)
+        {
+            end_offset(ctx, next);
+        }
+        false
+    }
+
     fn on_wake(&mut self, ctx: &mut Ctx<'_>, wake: Wake) -> bool {
         if wake == Wake::Group {
             // A group's assignment changed: tell the client, between
@@ -491,6 +516,14 @@ impl State {
             }
         }
         let more = sub.next < ctx.broker.visible_end(sub.p);
+        if !more && self.input_closed {
+            // Caught up, and the client closed its side: the stream ends.
+            self.subscription = Some(sub);
+            if let Some(next) = self.end_subscription(ctx) {
+                end_offset(ctx, next);
+            }
+            return false;
+        }
         if !more {
             // Caught up: wait for the next message (whatever is still
             // queued; no writable edge may come to ask again).
