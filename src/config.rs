@@ -29,6 +29,13 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_048_588;
 /// Most consumer groups: each costs a few hundred bytes plus its
 /// commits.
 pub const DEFAULT_MAX_GROUPS: usize = 10_000;
+/// How long a request may take to arrive once its first byte has. A
+/// person types a line before pressing Enter (nc and telnet send it
+/// whole) and programs send requests in one go; the longest legitimate
+/// case is a large Kafka produce over a slow link, which Kafka clients
+/// themselves give up on after 30 s (`request.timeout.ms`). A client
+/// dribbling bytes to hold a connection (slowloris) is cut off.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Active segments roll at this size.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
@@ -92,6 +99,12 @@ pub struct Config {
     pub max_groups: usize,
     /// How long a new Kafka group's first rebalance waits for members.
     pub group_initial_delay_ms: u64,
+    /// An unfinished request (text line or Kafka frame) older than this
+    /// closes its connection; `None`: never.
+    pub request_timeout: Option<Duration>,
+    /// A connection with no traffic for this long is closed (not while it
+    /// waits by design: a parked FETCH, a subscription); `None`: never.
+    pub idle_timeout: Option<Duration>,
 }
 
 impl Default for Config {
@@ -117,6 +130,8 @@ impl Default for Config {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             max_groups: DEFAULT_MAX_GROUPS,
             group_initial_delay_ms: 3000,
+            request_timeout: Some(DEFAULT_REQUEST_TIMEOUT),
+            idle_timeout: None,
         }
     }
 }
@@ -135,8 +150,9 @@ Options:
   --data-dir DIR            where kafka_log.txt lives [default: .]
   --max-line-bytes N        longest request line accepted, up to 1 GiB
                             [default: 1048576]
-  --max-connections N       clients served at once, up to 1048576
-                            [default: 4096]
+  --max-connections N       clients served at once, up to 1048576; when
+                            full, a client stuck in a request or idle for
+                            a second makes room for a new one [default: 4096]
   --max-output-bytes N      pending replies per client before its requests
                             stop being read; also the most message bytes
                             in one FETCH reply, up to 1 GiB [default: 1048576]
@@ -151,6 +167,11 @@ Options:
                             a new Kafka group's first rebalance waits this
                             long for more members, as Kafka's
                             group.initial.rebalance.delay.ms [default: 3000]
+  --request-timeout-ms N    close a client whose request is still unfinished
+                            N ms after its first byte; 0 = never
+                            [default: 30000]
+  --idle-timeout-secs N     close a client idle for N seconds (not while a
+                            FETCH or SUBSCRIBE waits); 0 = never [default: 0]
   --auth-token-file PATH    require AUTH <token> with the token in PATH (one
                             line); never pass a token on the command line.
                             Kafka clients use SASL/PLAIN, password = token
@@ -258,6 +279,14 @@ where
             }
             Long("max-message-bytes") => {
                 config.max_message_bytes = parser.count(64, MAX_BYTES_LIMIT)?
+            }
+            Long("request-timeout-ms") => {
+                let ms = parser.number(0, 3_600_000)?;
+                config.request_timeout = (ms > 0).then(|| Duration::from_millis(ms));
+            }
+            Long("idle-timeout-secs") => {
+                let secs = parser.number(0, 86_400 * 365)?;
+                config.idle_timeout = (secs > 0).then(|| Duration::from_secs(secs));
             }
             Short('h') | Long("help") => {
                 cli::out(USAGE);

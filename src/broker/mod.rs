@@ -72,6 +72,11 @@ pub struct Stats {
     pub connections_current: u64,
     pub connections_total: u64,
     pub connections_rejected: u64,
+    /// Closed to make room for a new client when the table was full.
+    pub connections_evicted: u64,
+    /// Closed for `--request-timeout-ms` and `--idle-timeout-secs`.
+    pub request_timeouts: u64,
+    pub idle_timeouts: u64,
     pub produced: u64,
     pub consumed: u64,
     pub bytes_in: u64,

@@ -145,6 +145,16 @@ impl Session {
         }
     }
 
+    /// Whether part of a request has been read (buffered, or being
+    /// discarded as too long).
+    pub fn in_request(&self) -> bool {
+        match self {
+            Session::Text(s) => s.in_request(),
+            Session::Kafka(s) => s.in_request(),
+            Session::Undecided(_) => false,
+        }
+    }
+
     /// Bytes of an unfinished request held.
     pub fn buffered(&self) -> usize {
         match self {

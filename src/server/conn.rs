@@ -3,6 +3,7 @@
 
 use std::io::{self, Read};
 use std::net::SocketAddr;
+use std::time::Instant;
 
 use mio::net::TcpStream;
 
@@ -51,6 +52,10 @@ pub struct Connection {
     pub serviced_turn: u64,
     /// Read until `WouldBlock` on the next service (no edge will tell).
     pub drain: bool,
+    /// The last time bytes moved either way (or the connection opened).
+    pub last_progress: Instant,
+    /// When the unfinished request now being read began (its first byte).
+    pub request_since: Option<Instant>,
 }
 
 impl Connection {
@@ -68,6 +73,8 @@ impl Connection {
             dirty: false,
             serviced_turn: 0,
             drain: true,
+            last_progress: Instant::now(),
+            request_since: None,
         }
     }
 
@@ -84,6 +91,35 @@ impl Connection {
     /// Writes queued replies until the socket would block.
     pub fn flush(&mut self) -> io::Result<usize> {
         self.output.write_to(&mut self.stream)
+    }
+
+    /// Whether the connection may be closed to make room for a new client,
+    /// and how good a choice it is: `(rank, since)`, lower first. Leaving
+    /// connections come first, then ones stuck in a request, then ones
+    /// with no traffic; each at least `min_age` old, oldest first. A
+    /// connection waiting by design with nothing to send (a parked FETCH,
+    /// a caught-up subscriber) is never chosen.
+    pub fn eviction_rank(
+        &self,
+        now: Instant,
+        min_age: std::time::Duration,
+    ) -> Option<(u8, Instant)> {
+        let old = |t: Instant| now.saturating_duration_since(t) >= min_age;
+        match self.state {
+            State::Closed => None,
+            State::Draining => Some((0, self.last_progress)),
+            State::Reading | State::Paused | State::Parked => {
+                if let Some(t) = self.request_since.filter(|&t| old(t)) {
+                    Some((1, t))
+                } else if old(self.last_progress)
+                    && !(self.session.is_waiting() && self.output.is_empty())
+                {
+                    Some((2, self.last_progress))
+                } else {
+                    None
+                }
+            }
+        }
     }
 
     /// Whether the connection has nothing more to do and can be closed.

@@ -62,6 +62,15 @@ const WARN_EVERY: Duration = Duration::from_secs(1);
 /// Rounds of delivering news (settlements, wake-ups) per turn before the
 /// rest waits for the next turn.
 const NEWS_ROUNDS: usize = 4;
+/// How often connections are checked for `--request-timeout-ms` and
+/// `--idle-timeout-secs` (so a timeout fires up to this much late).
+const SWEEP_EVERY: Duration = Duration::from_millis(250);
+/// A connection must be stuck or idle this long before it is closed to
+/// make room for a new client.
+const EVICT_MIN_AGE: Duration = Duration::from_secs(1);
+/// After finding nothing to close for a new client, how long the server
+/// turns new clients away before looking again (a scan is O(connections)).
+const EVICT_RETRY: Duration = Duration::from_millis(100);
 
 /// Why the broker could not start or stopped with an error.
 #[derive(Debug)]
@@ -158,6 +167,14 @@ pub struct Server {
     /// can still accept and turn away a client instead of spinning.
     spare_fd: Option<File>,
     last_warning: Option<Instant>,
+    /// When connections are next checked for timeouts.
+    next_sweep: Instant,
+    /// Some connection is in the middle of a request (or idle timeouts
+    /// are on): timeouts must be checked even while nothing happens.
+    sweep_armed: bool,
+    /// The table was full and no connection could be closed for a new
+    /// client: turn clients away without looking again until then.
+    no_victim_until: Option<Instant>,
     _lock: File,
 }
 
@@ -268,6 +285,9 @@ impl Server {
             accept_paused_until: None,
             spare_fd: File::open("/dev/null").ok(),
             last_warning: None,
+            next_sweep: Instant::now() + SWEEP_EVERY,
+            sweep_armed: false,
+            no_victim_until: None,
             _lock: lock,
         };
         // Index rebuilds and orphan deletions found at start.
@@ -385,7 +405,11 @@ impl Server {
                 self.accept(false);
                 self.accept(true);
             }
-            self.broker.run_timers(Instant::now());
+            let now = Instant::now();
+            self.broker.run_timers(now);
+            if now >= self.next_sweep {
+                self.sweep(now);
+            }
             for &key in &self.ready {
                 // Serviced without an event: read until WouldBlock.
                 if let Some(conn) = self.conns.get_mut(key) {
@@ -407,10 +431,13 @@ impl Server {
         if !self.ready.is_empty() {
             return Some(Duration::ZERO);
         }
-        let deadline = match (self.accept_paused_until, self.broker.next_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let sweep = (self.sweep_armed
+            || (self.config.idle_timeout.is_some() && !self.conns.is_empty()))
+        .then_some(self.next_sweep);
+        let deadline = [self.accept_paused_until, self.broker.next_deadline(), sweep]
+            .into_iter()
+            .flatten()
+            .min();
         // Round up so a timer is never found still a hair in the future.
         deadline.map(|t| t.saturating_duration_since(Instant::now()) + Duration::from_millis(1))
     }
@@ -483,7 +510,7 @@ impl Server {
     }
 
     fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr, kafka: bool) {
-        if self.conns.len() >= self.config.max_connections {
+        if self.conns.len() >= self.config.max_connections && !self.evict_for(peer) {
             self.warn_limited(&format!(
                 "max_connections={} reached; turning away peer={peer}",
                 self.config.max_connections
@@ -606,6 +633,7 @@ impl Server {
             dirty,
             ready,
             turn,
+            sweep_armed,
             ..
         } = self;
         let Some(conn) = conns.get_mut(key) else {
@@ -619,7 +647,14 @@ impl Server {
         mark_dirty(conn, key, dirty);
         match conn.state {
             State::Reading => {}
-            State::Paused => conn.state = State::Reading,
+            State::Paused => {
+                // The request timeout counts only while the connection
+                // reads: a paused one waits for its client to read.
+                conn.state = State::Reading;
+                if conn.request_since.is_some() {
+                    conn.request_since = Some(Instant::now());
+                }
+            }
             State::Parked | State::Draining | State::Closed => return,
         }
         let Connection {
@@ -631,6 +666,8 @@ impl Server {
             eof,
             id,
             peer,
+            last_progress,
+            request_since,
             ..
         } = conn;
         let mut ctx = Ctx {
@@ -673,7 +710,17 @@ impl Server {
                 }
                 Ok(n) => {
                     ctx.broker.stats.bytes_in += n as u64;
+                    let now = Instant::now();
+                    *last_progress = now;
                     let (used, control) = session.handle_input(&mut ctx, &scratch[..n]);
+                    if session.in_request() {
+                        if request_since.is_none() {
+                            *request_since = Some(now);
+                            *sweep_armed = true;
+                        }
+                    } else {
+                        *request_since = None;
+                    }
                     apply_control(state, control);
                     if *state == State::Draining {
                         return;
@@ -703,6 +750,106 @@ impl Server {
         // Budget used up; the socket may hold more, and no new edge will
         // say so.
         ready.push(key);
+    }
+
+    /// The table is full: closes the connection that can best make room
+    /// for a new client (see [`Connection::eviction_rank`]). Returns
+    /// whether one was closed.
+    fn evict_for(&mut self, peer: SocketAddr) -> bool {
+        let now = Instant::now();
+        if self.no_victim_until.is_some_and(|t| now < t) {
+            return false;
+        }
+        let victim = self
+            .conns
+            .iter()
+            .filter_map(|(key, c)| c.eviction_rank(now, EVICT_MIN_AGE).map(|r| (r, key)))
+            .min();
+        let Some((_, key)) = victim else {
+            self.no_victim_until = Some(now + EVICT_RETRY);
+            return false;
+        };
+        let message = format!(
+            "max_connections={} reached; closing idle peer={} to admit peer={peer}",
+            self.config.max_connections, self.conns[key].peer
+        );
+        self.warn_limited(&message);
+        let conn = &mut self.conns[key];
+        if matches!(conn.session, Session::Text(_)) {
+            // Best effort: the socket may be full, then the client just
+            // sees the close.
+            let _ = conn.stream.write(reply::EVICTED);
+        }
+        self.broker.stats.connections_evicted += 1;
+        self.close(key);
+        true
+    }
+
+    /// Closes connections whose request or idle timeout passed, and
+    /// re-arms the sweep if any connection is still mid-request. O(number
+    /// of connections), every [`SWEEP_EVERY`] at most.
+    fn sweep(&mut self, now: Instant) {
+        self.next_sweep = now + SWEEP_EVERY;
+        let request_timeout = self.config.request_timeout;
+        let idle_timeout = self.config.idle_timeout;
+        let mut armed = false;
+        let mut expired = Vec::new();
+        for (key, c) in self.conns.iter() {
+            if matches!(c.state, State::Closed) {
+                continue;
+            }
+            if let (Some(since), Some(limit)) = (c.request_since, request_timeout) {
+                if c.state == State::Reading && now.saturating_duration_since(since) >= limit {
+                    expired.push((key, true));
+                    continue;
+                }
+                armed = true;
+            }
+            if let Some(limit) = idle_timeout
+                && c.state == State::Reading
+                && c.request_since.is_none()
+                && now.saturating_duration_since(c.last_progress) >= limit
+                && !c.session.is_waiting()
+                && c.output.is_empty()
+            {
+                expired.push((key, false));
+            }
+        }
+        self.sweep_armed = armed;
+        for (key, request) in expired {
+            let conn = &mut self.conns[key];
+            debug!(
+                "peer={} {} timeout; closing",
+                conn.peer,
+                if request { "request" } else { "idle" }
+            );
+            if matches!(conn.session, Session::Text(_)) {
+                let line = if request {
+                    let ms = request_timeout.map_or(0, |d| d.as_millis());
+                    format!(
+                        "{}request not completed within {ms} ms (--request-timeout-ms); closing\n",
+                        String::from_utf8_lossy(reply::REQUEST_TIMEOUT)
+                    )
+                } else {
+                    let secs = idle_timeout.map_or(0, |d| d.as_secs());
+                    format!(
+                        "{}idle for {secs} s (--idle-timeout-secs); closing\n",
+                        String::from_utf8_lossy(reply::IDLE_TIMEOUT)
+                    )
+                };
+                // Queued after any replies, written once if the socket
+                // takes it; the connection closes either way.
+                conn.output.push(line.as_bytes());
+                let _ = conn.flush();
+            }
+            if request {
+                self.broker.stats.request_timeouts += 1;
+            } else {
+                self.broker.stats.idle_timeouts += 1;
+            }
+            conn.state = State::Closed;
+            self.close(key);
+        }
     }
 
     /// Hands the broker's file jobs to the helper threads.
@@ -804,7 +951,12 @@ impl Server {
             };
             if conn.output.has_sendable() {
                 match conn.flush() {
-                    Ok(n) => self.broker.stats.bytes_out += n as u64,
+                    Ok(n) => {
+                        self.broker.stats.bytes_out += n as u64;
+                        if n > 0 {
+                            conn.last_progress = Instant::now();
+                        }
+                    }
                     Err(e) => {
                         debug!("peer={} write failed: {e}", conn.peer);
                         conn.state = State::Closed;

@@ -134,6 +134,11 @@ impl KafkaSession {
         self.s.parked.is_some() || self.s.group_wait.is_some()
     }
 
+    /// Whether part of a request frame has been read.
+    pub fn in_request(&self) -> bool {
+        self.decoder.buffered() > 0 || self.decoder.is_discarding()
+    }
+
     /// Decodes and handles the requests in `input`; see
     /// `TextSession::handle_input` for what the result means.
     pub fn handle_input(&mut self, ctx: &mut Ctx<'_>, input: &[u8]) -> (usize, Control) {

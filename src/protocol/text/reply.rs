@@ -39,6 +39,10 @@ pub const INVALID_TOKEN: &[u8] = b"INVALID_TOKEN wrong token\n";
 pub const INVALID_TOKEN_CLOSING: &[u8] =
     b"INVALID_TOKEN wrong token; closing after repeated failures\n";
 pub const TOO_MANY_CONNECTIONS: &[u8] = b"TOO_MANY_CONNECTIONS\n";
+pub const EVICTED: &[u8] =
+    b"TOO_MANY_CONNECTIONS the broker is full; closing this idle connection for a new client\n";
+pub const REQUEST_TIMEOUT: &[u8] = b"REQUEST_TIMEOUT ";
+pub const IDLE_TIMEOUT: &[u8] = b"IDLE_TIMEOUT ";
 
 /// The reply to `HELP`: one line per command (80 columns at most), then
 /// `END`.

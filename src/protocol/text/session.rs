@@ -96,6 +96,11 @@ impl TextSession {
         self.state.parked.is_some()
     }
 
+    /// Whether part of a request line has been read.
+    pub fn in_request(&self) -> bool {
+        self.decoder.buffered() > 0 || self.decoder.is_discarding()
+    }
+
     /// The client closed its sending side: see [`Session::input_closed`].
     pub fn input_closed(&mut self, ctx: &mut Ctx<'_>) -> bool {
         self.state.input_closed(ctx)
@@ -795,6 +800,9 @@ fn stats_reply(ctx: &mut Ctx<'_>) {
     stat("connections_current", s.connections_current);
     stat("connections_total", s.connections_total);
     stat("connections_rejected", s.connections_rejected);
+    stat("connections_evicted", s.connections_evicted);
+    stat("request_timeouts", s.request_timeouts);
+    stat("idle_timeouts", s.idle_timeouts);
     stat("messages_produced", s.produced);
     stat("messages_consumed", s.consumed);
     stat("bytes_in", s.bytes_in);
