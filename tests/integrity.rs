@@ -439,3 +439,36 @@ fn old_segments_are_read_through_their_index() {
         "the stored bytes are never logged"
     );
 }
+
+/// Read-your-writes within a connection: under `--fsync always` a
+/// pipelined read after a PRODUCE was answered before the PRODUCE's sync,
+/// so a client got `ACK offset:0` and then `NO_MESSAGE` for offset 0, and
+/// `COMMIT g 1` was refused as past the end.
+#[test]
+fn a_pipelined_read_sees_the_writes_acknowledged_before_it() {
+    for policy in ["always", "interval", "never"] {
+        let (_tmp, dir) = temp_data_dir();
+        let broker = common::InProcess::start(&dir, &["--fsync", policy]);
+        let mut c = broker.client();
+        c.send(
+            "PRODUCE a\nCONSUME 0\nFETCH 0 5\nTOPICS\nCOMMIT g 1\nOFFSET g\n\
+             USE t\nPRODUCE b\nDELETE t\nPING\n",
+        );
+        let expected = [
+            "ACK offset:0",
+            "MESSAGE offset:0 a",
+            "MESSAGE offset:0 a",
+            "END offset:1",
+            "TOPIC default first:0 next:1 bytes:19",
+            "END",
+            "COMMITTED g 1",
+            "OFFSET g 1",
+            "USING t",
+            "ACK offset:0",
+            "DELETED t",
+            "PONG",
+        ];
+        let got: Vec<String> = expected.iter().map(|_| c.line()).collect();
+        assert_eq!(got, expected, "--fsync {policy}");
+    }
+}

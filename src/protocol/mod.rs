@@ -136,6 +136,15 @@ impl Session {
         }
     }
 
+    /// Runs a text request that waited for the connection's earlier
+    /// replies to settle; see `TextSession::run_deferred`.
+    pub fn run_deferred(&mut self, ctx: &mut Ctx<'_>) -> Option<Control> {
+        match self {
+            Session::Text(s) => s.run_deferred(ctx),
+            Session::Kafka(_) | Session::Undecided(_) => None,
+        }
+    }
+
     /// Whether a request is parked.
     pub fn is_parked(&self) -> bool {
         match self {

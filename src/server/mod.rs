@@ -906,6 +906,25 @@ impl Server {
             let conn = &mut self.conns[key];
             conn.output.settle(&s);
             mark_dirty(conn, key, &mut self.dirty);
+            if conn.state == State::Parked && !conn.output.has_pending_replies() {
+                let mut ctx = Ctx {
+                    broker: &mut self.broker,
+                    out: &mut conn.output,
+                    conn: conn.id,
+                    peer: conn.peer,
+                    max_output: self.config.max_output_bytes,
+                };
+                if let Some(control) = conn.session.run_deferred(&mut ctx) {
+                    match control {
+                        Control::Park => {}
+                        Control::Quit => conn.state = State::Draining,
+                        Control::Continue | Control::Pause => {
+                            conn.state = State::Reading;
+                            self.ready.push(key);
+                        }
+                    }
+                }
+            }
         }
         let max_output = self.config.max_output_bytes;
         for (id, wake) in self.broker.take_woken() {

@@ -58,6 +58,26 @@ pub enum Request<'a> {
     Quit,
 }
 
+impl Request<'_> {
+    /// Whether the answer depends on what earlier requests stored: a
+    /// client that pipelines `PRODUCE x` then `CONSUME`, `COMMIT` or
+    /// `TOPICS` must see its own write, so such a request waits until the
+    /// connection's earlier replies are settled.
+    pub fn reads_stored_state(&self) -> bool {
+        matches!(
+            self,
+            Request::Consume(_)
+                | Request::Fetch { .. }
+                | Request::Subscribe(_)
+                | Request::Topics
+                | Request::Delete(_)
+                | Request::Commit { .. }
+                | Request::Offset(_)
+                | Request::Stats
+        )
+    }
+}
+
 /// Why a line is not a valid request. `Display` gives the whole reply line
 /// without its newline.
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]

@@ -62,6 +62,10 @@ struct State {
     memberships: Vec<(String, String)>,
     /// The client closed its sending side: nothing waits for it any more.
     input_closed: bool,
+    /// A request that reads stored state, received while earlier replies
+    /// of this connection waited for their writes: it runs once they are
+    /// settled (read-your-writes within a connection).
+    deferred: Option<Vec<u8>>,
 }
 
 impl TextSession {
@@ -77,6 +81,7 @@ impl TextSession {
                 subscription: None,
                 memberships: Vec::new(),
                 input_closed: false,
+                deferred: None,
             },
         }
     }
@@ -93,7 +98,14 @@ impl TextSession {
     }
 
     pub fn is_parked(&self) -> bool {
-        self.state.parked.is_some()
+        self.state.parked.is_some() || self.state.deferred.is_some()
+    }
+
+    /// Runs a request deferred until the connection's earlier replies were
+    /// settled (call once they are). `None` if there was none.
+    pub fn run_deferred(&mut self, ctx: &mut Ctx<'_>) -> Option<Control> {
+        let line = self.state.deferred.take()?;
+        Some(self.state.execute(ctx, &line))
     }
 
     /// Whether part of a request line has been read.
@@ -189,6 +201,12 @@ impl State {
         {
             ctx.out.push(reply::NOAUTH);
             return Control::Continue;
+        }
+        if request.reads_stored_state() && ctx.out.has_pending_replies() {
+            // Earlier writes of this connection are not settled yet: run
+            // this once they are, so it sees them.
+            self.deferred = Some(line.to_vec());
+            return Control::Park;
         }
         let p = PartitionId {
             topic: self.topic,
@@ -438,6 +456,10 @@ impl State {
 
     fn input_closed(&mut self, ctx: &mut Ctx<'_>) -> bool {
         self.input_closed = true;
+        if self.deferred.is_some() {
+            // It runs when the writes before it settle, in order.
+            return false;
+        }
         if let Some(parked) = self.parked.take() {
             ctx.broker.cancel_wait(ctx.conn);
             ctx.broker.stats.parked_fetches -= 1;
