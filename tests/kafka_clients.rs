@@ -662,3 +662,640 @@ fn every_codec_from_kcat_reads_back_over_kafka_and_text() {
         );
     }
 }
+
+// ------------------------------------------------------------ acks
+
+/// What one producer run with `acks` reported, for the checks below.
+fn produce_with_acks(b: &str, client: &str, acks: &str, values: &[String]) {
+    let topic = format!("acks-{client}-{acks}");
+    let recs = value_records(values);
+    match client {
+        "ck" => {
+            let out = ck(
+                "produce",
+                &produce_args(b, &topic, &recs, obj([("acks", acks.into())])),
+            );
+            if acks == "0" {
+                // Nothing is answered: librdkafka reports success with no
+                // offset.
+                let delivered = out.of("delivered");
+                assert_eq!(delivered.len(), values.len(), "{out}");
+                for d in &delivered {
+                    assert!(
+                        d.get("error").is_null() && d.get("offset").is_null(),
+                        "{out}"
+                    );
+                }
+            } else {
+                assert_delivered_in_order(&out, &recs, 0, 0);
+            }
+        }
+        "kp" => {
+            let acks_json: Json = if acks == "all" {
+                "all".into()
+            } else {
+                acks.parse::<i64>().unwrap().into()
+            };
+            let out = kp(
+                "produce",
+                &produce_args(b, &topic, &recs, obj([("acks", acks_json)])),
+            );
+            if acks == "0" {
+                // kafka-python makes up a success (its offsets are its own).
+                for d in out.of("delivered") {
+                    assert!(d.get("error").is_null(), "{out}");
+                }
+            } else {
+                assert_delivered_in_order(&out, &recs, 0, 0);
+            }
+        }
+        "kjs" => {
+            let acks_n: i64 = if acks == "all" {
+                -1
+            } else {
+                acks.parse().unwrap()
+            };
+            let out = kjs(
+                "produce",
+                &obj([
+                    ("bootstrap", b.into()),
+                    ("topic", topic.as_str().into()),
+                    ("records", records_json(&recs)),
+                    ("acks", acks_n.into()),
+                ]),
+            );
+            let sent = out.of("sent");
+            if acks == "0" {
+                assert!(sent.is_empty(), "acks=0 answered: {out}");
+            } else {
+                assert_eq!(sent.len(), 1, "{out}");
+                assert_eq!(
+                    (
+                        sent[0].get("error_code").i64(),
+                        sent[0].get("base_offset").i64()
+                    ),
+                    (0, 0),
+                    "{out}"
+                );
+            }
+        }
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn acks_0_1_all_from_every_client_store_every_record() {
+    if !have("acks", &[Tool::Python, Tool::Kafkajs]) {
+        return;
+    }
+    let (_tmp, dir) = temp_data_dir();
+    let broker = start_broker(&dir, &[]);
+    let b = bootstrap(&broker);
+    let runs: Vec<(&str, &str)> = ["ck", "kp", "kjs"]
+        .into_iter()
+        .flat_map(|c| ["0", "1", "all"].map(|a| (c, a)))
+        .collect();
+    let jobs: Vec<Job<()>> = runs
+        .iter()
+        .map(|&(client, acks)| {
+            let b = b.clone();
+            let f: Job<()> = Box::new(move || {
+                let values: Vec<String> = (0..10)
+                    .map(|i| format!("{client}-acks{acks}-{i}"))
+                    .collect();
+                produce_with_acks(&b, client, acks, &values);
+                // acks=0 data arrives all the same: read until all is there.
+                let topic = format!("acks-{client}-{acks}");
+                let out = ck("consume", &consume_args(&b, &topic, &[0], values.len()));
+                let got: Vec<String> = records(&out).into_iter().map(|r| r.value).collect();
+                assert_eq!(got, values, "{topic}");
+                assert_eq!(watermarks(&out)[&0], (0, 10), "{topic}");
+            });
+            f
+        })
+        .collect();
+    parallel(jobs);
+}
+
+#[test]
+fn acks_0_produce_gets_no_response_on_the_wire() {
+    if !have("acks0_wire", PY) {
+        return;
+    }
+    let (_tmp, dir) = temp_data_dir();
+    let broker = start_broker(&dir, &[]);
+    let out = kp_wire(
+        "acks0",
+        &obj([
+            ("bootstrap", bootstrap(&broker).into()),
+            ("topic", "wire-acks0".into()),
+            ("values", vec!["x", "y"].into()),
+        ]),
+    );
+    assert_eq!(out.one("metadata").get("error_code").i64(), 0, "{out}");
+    // The Produce (correlation id 100) is not answered: the first response
+    // is the Metadata request's sent after it (101).
+    assert_eq!(
+        out.one("first_response").get("correlation_id").i64(),
+        101,
+        "{out}"
+    );
+    assert_eq!(text_values(&broker, "wire-acks0"), numbered(["x", "y"]));
+}
+
+// ------------------------------------------------------------ idempotence
+
+#[test]
+fn idempotent_retry_gets_its_original_offset_and_a_gap_is_out_of_order() {
+    if !have("idempotent", PY) {
+        return;
+    }
+    let (_tmp, dir) = temp_data_dir();
+    let mut broker = start_broker(&dir, &[]);
+    let topic = "idem";
+    let out = kp_wire(
+        "idempotent",
+        &obj([
+            ("bootstrap", bootstrap(&broker).into()),
+            ("topic", topic.into()),
+        ]),
+    );
+    assert_eq!(out.one("metadata").get("error_code").i64(), 0, "{out}");
+    let init = out.one("init");
+    assert_eq!(init.get("error_code").i64(), 0, "{out}");
+    assert!(init.get("producer_id").i64() >= 0, "{out}");
+    assert_eq!(init.get("epoch").i64(), 0, "{out}");
+    let steps: Vec<(String, i64, i64)> = out
+        .of("produce")
+        .iter()
+        .map(|p| {
+            (
+                p.get("step").str().to_string(),
+                p.get("error_code").i64(),
+                p.get("base_offset").i64(),
+            )
+        })
+        .collect();
+    let s = |name: &str, code: i64, offset: i64| (name.to_string(), code, offset);
+    assert_eq!(
+        steps,
+        vec![
+            s("first", 0, 0),
+            s("second", 0, 3),
+            // The exact same request again: success with the original
+            // offset, nothing appended.
+            s("first_again", 0, 0),
+            s("second_again", 0, 3),
+            // Sequence 10 when 5 is next: OUT_OF_ORDER_SEQUENCE_NUMBER.
+            s("gap", 45, -1),
+            s("third", 0, 5),
+        ],
+        "{out}"
+    );
+    let want = ["a0", "a1", "a2", "b0", "b1", "c0"];
+    let check_log = |broker: &BrokerProcess| {
+        assert_eq!(text_values(broker, topic), numbered(want));
+        // Three batches, each stored once.
+        let raw = kp_wire(
+            "batches",
+            &obj([
+                ("bootstrap", bootstrap(broker).into()),
+                ("topic", topic.into()),
+            ]),
+        );
+        let bases: Vec<i64> = raw
+            .of("batch")
+            .iter()
+            .map(|b| b.get("base_offset").i64())
+            .collect();
+        assert_eq!(bases, vec![0, 3, 5], "{raw}");
+        assert_eq!(raw.one("fetch").get("high_watermark").i64(), 6, "{raw}");
+    };
+    check_log(&broker);
+
+    // After a restart the producer state comes back from the log: the
+    // same batches are still recognised as duplicates.
+    let (status, _) = broker.signal_and_wait("TERM");
+    assert!(status.success(), "{status:?}");
+    let broker = start_broker(&dir, &[]);
+    let out = kp_wire(
+        "replay",
+        &obj([
+            ("bootstrap", bootstrap(&broker).into()),
+            ("topic", topic.into()),
+            ("producer_id", init.get("producer_id").clone()),
+            ("epoch", init.get("epoch").clone()),
+        ]),
+    );
+    let steps: Vec<(String, i64, i64)> = out
+        .of("produce")
+        .iter()
+        .map(|p| {
+            (
+                p.get("step").str().to_string(),
+                p.get("error_code").i64(),
+                p.get("base_offset").i64(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        vec![
+            s("first_again", 0, 0),
+            s("third_again", 0, 5),
+            s("fourth", 0, 6)
+        ],
+        "{out}"
+    );
+    assert_eq!(
+        text_values(&broker, topic),
+        numbered(["a0", "a1", "a2", "b0", "b1", "c0", "d0"])
+    );
+}
+
+// ------------------------------------------------------------ admin
+
+#[test]
+fn confluent_admin_creates_3_partitions_and_an_explicit_partition_reads_back_alone() {
+    if !have("admin_confluent", PY) {
+        return;
+    }
+    let (_tmp, dir) = temp_data_dir();
+    let broker = start_broker(&dir, &[]);
+    let b = bootstrap(&broker);
+    let topic = |name: &str, partitions: i64, rf: i64| {
+        obj([
+            ("name", name.into()),
+            ("partitions", partitions.into()),
+            ("replication_factor", rf.into()),
+        ])
+    };
+    let create = |topics: Vec<Json>| {
+        ck(
+            "create_topics",
+            &obj([
+                ("bootstrap", b.as_str().into()),
+                ("topics", Json::Arr(topics)),
+            ]),
+        )
+    };
+    let out = create(vec![topic("adm3", 3, 1), topic("adm-rf3", 1, 3)]);
+    let created: BTreeMap<String, Option<String>> = out
+        .of("created")
+        .iter()
+        .map(|c| {
+            let err = c.get("error");
+            (
+                c.get("topic").str().to_string(),
+                (!err.is_null()).then(|| err.get("name").str().to_string()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        created,
+        BTreeMap::from([
+            ("adm3".to_string(), None),
+            (
+                "adm-rf3".to_string(),
+                Some("INVALID_REPLICATION_FACTOR".to_string())
+            ),
+        ]),
+        "{out}"
+    );
+    let partitions: BTreeMap<String, Json> = out
+        .of("metadata")
+        .iter()
+        .map(|m| {
+            (
+                m.get("topic").str().to_string(),
+                m.get("partitions").clone(),
+            )
+        })
+        .collect();
+    assert_eq!(partitions["adm3"], Json::from(vec![0, 1, 2]), "{out}");
+    assert!(partitions["adm-rf3"].is_null(), "created anyway: {out}");
+
+    let again = create(vec![topic("adm3", 3, 1)]);
+    let err = again.one("created").get("error").clone();
+    assert_eq!(
+        (err.get("name").str(), err.get("code").i64()),
+        ("TOPIC_ALREADY_EXISTS", 36),
+        "{again}"
+    );
+
+    let recs: Vec<NewRec> = ["p2-a", "p2-b", "p2-c"]
+        .iter()
+        .map(|v| NewRec {
+            key: Some(format!("key-{v}")),
+            partition: Some(2),
+            timestamp: Some(1_700_000_000_000),
+            ..NewRec::value(v)
+        })
+        .collect();
+    let out = ck("produce", &produce_args(&b, "adm3", &recs, obj([])));
+    assert_delivered_in_order(&out, &recs, 2, 0);
+    let out = ck("consume", &consume_args(&b, "adm3", &[0, 1, 2], 3));
+    assert_eq!(records(&out), expected(&recs, 2, 0), "{out}");
+    assert_eq!(
+        watermarks(&out),
+        BTreeMap::from([(0, (0, 0)), (1, (0, 0)), (2, (0, 3))]),
+        "{out}"
+    );
+    // The text protocol addresses the partition as `topic/2`.
+    let (messages, end) = text_fetch(&broker, "adm3/2", 10);
+    assert_eq!(end, 3);
+    assert_eq!(
+        messages,
+        vec![
+            (0, b"p2-a".to_vec()),
+            (1, b"p2-b".to_vec()),
+            (2, b"p2-c".to_vec())
+        ]
+    );
+    assert_eq!(text_fetch(&broker, "adm3/1", 10), (vec![], 0));
+    assert_eq!(text_fetch(&broker, "adm3", 10), (vec![], 0), "partition 0");
+}
+
+#[test]
+fn kafkajs_admin_creates_3_partitions_and_an_explicit_partition_reads_back_alone() {
+    if !have("admin_kafkajs", &[Tool::Python, Tool::Kafkajs]) {
+        return;
+    }
+    let (_tmp, dir) = temp_data_dir();
+    let broker = start_broker(&dir, &[]);
+    let b = bootstrap(&broker);
+    let topic = |name: &str, partitions: i64, rf: i64| {
+        obj([
+            ("name", name.into()),
+            ("partitions", partitions.into()),
+            ("replication_factor", rf.into()),
+        ])
+    };
+    let out = kjs(
+        "admin",
+        &obj([
+            ("bootstrap", b.as_str().into()),
+            (
+                "topics",
+                Json::Arr(vec![
+                    topic("kjs3", 3, 1),
+                    topic("kjs3", 3, 1),
+                    topic("kjs-rf3", 1, 3),
+                ]),
+            ),
+        ]),
+    );
+    let created = out.of("created");
+    assert_eq!(created.len(), 3, "{out}");
+    // kafkajs resolves true for a new topic and false (not an error) for
+    // one that exists: TOPIC_ALREADY_EXISTS.
+    assert_eq!(created[0].get("result"), &Json::Bool(true), "{out}");
+    assert_eq!(created[1].get("result"), &Json::Bool(false), "{out}");
+    assert!(created[1].get("error").is_null(), "{out}");
+    assert_eq!(
+        created[2].get("error").get("type").str(),
+        "INVALID_REPLICATION_FACTOR",
+        "{out}"
+    );
+    let metadata = out.of("metadata");
+    assert_eq!(
+        metadata[0].get("partitions"),
+        &Json::from(vec![0, 1, 2]),
+        "{out}"
+    );
+    assert!(metadata[2].get("partitions").is_null(), "{out}");
+
+    let recs: Vec<NewRec> = ["p1-a", "p1-b"]
+        .iter()
+        .map(|v| NewRec {
+            partition: Some(1),
+            timestamp: Some(1_700_000_000_000),
+            ..NewRec::value(v)
+        })
+        .collect();
+    let out = kjs(
+        "produce",
+        &obj([
+            ("bootstrap", b.as_str().into()),
+            ("topic", "kjs3".into()),
+            ("records", records_json(&recs)),
+        ]),
+    );
+    let sent = out.one("sent");
+    assert_eq!(
+        (
+            sent.get("partition").i64(),
+            sent.get("error_code").i64(),
+            sent.get("base_offset").i64()
+        ),
+        (1, 0, 0),
+        "{out}"
+    );
+    let out = kjs(
+        "admin",
+        &obj([
+            ("bootstrap", b.as_str().into()),
+            ("topics", Json::Arr(vec![])),
+            ("offsets_topic", "kjs3".into()),
+        ]),
+    );
+    assert_eq!(
+        watermarks(&out),
+        BTreeMap::from([(0, (0, 0)), (1, (0, 2)), (2, (0, 0))]),
+        "{out}"
+    );
+    let out = ck("consume", &consume_args(&b, "kjs3", &[0, 1, 2], 2));
+    assert_eq!(records(&out), expected(&recs, 1, 0), "{out}");
+}
+
+// ------------------------------------------------------------ ListOffsets
+
+#[test]
+fn list_offsets_earliest_latest_and_by_timestamp() {
+    if !have("list_offsets", PY) {
+        return;
+    }
+    let (_tmp, dir) = temp_data_dir();
+    let broker = start_broker(&dir, &[]);
+    let b = bootstrap(&broker);
+    const T0: i64 = 1_650_000_000_000;
+    // Ten records one second apart, each in its own batch (flushed one at
+    // a time would be slow; a linger of 0 and distinct timestamps suffice
+    // for the by-time lookup, which works within batches too).
+    let recs: Vec<NewRec> = (0..10)
+        .map(|i| NewRec {
+            timestamp: Some(T0 + 1000 * i),
+            partition: Some(0),
+            ..NewRec::value(&format!("t{i}"))
+        })
+        .collect();
+    let out = ck("produce", &produce_args(&b, "lo", &recs, obj([])));
+    assert_delivered_in_order(&out, &recs, 0, 0);
+    let times = vec![T0 - 5000, T0, T0 + 1, T0 + 4500, T0 + 9000, T0 + 9001];
+    // The first offset whose timestamp is >= the one asked for.
+    let want = [0, 0, 1, 5, 9];
+    let args = obj([
+        ("bootstrap", b.as_str().into()),
+        ("topic", "lo".into()),
+        ("times", times.clone().into()),
+    ]);
+    let (by_ck, by_kp) = {
+        let args2 = args.clone();
+        let mut r = parallel(vec![
+            Box::new(move || ck("offsets", &args)) as Job<_>,
+            Box::new(move || kp("offsets", &args2)),
+        ]);
+        let kp_out = r.pop().unwrap();
+        (r.pop().unwrap(), kp_out)
+    };
+    for out in [&by_ck, &by_kp] {
+        assert_eq!(watermarks(out), BTreeMap::from([(0, (0, 10))]), "{out}");
+    }
+    let ck_offsets: Vec<i64> = by_ck
+        .of("for_time")
+        .iter()
+        .map(|f| {
+            assert!(f.get("error").is_null(), "{by_ck}");
+            f.get("offset").i64()
+        })
+        .collect();
+    // librdkafka reports "none that late" as -1 (OFFSET_END).
+    let mut ck_want = want.to_vec();
+    ck_want.push(-1);
+    assert_eq!(ck_offsets, ck_want, "{by_ck}");
+    let kp_found: Vec<(Option<i64>, Option<i64>)> = by_kp
+        .of("for_time")
+        .iter()
+        .map(|f| {
+            let o = f.get("offset");
+            let t = f.get("found_timestamp");
+            (
+                (!o.is_null()).then(|| o.i64()),
+                (!t.is_null()).then(|| t.i64()),
+            )
+        })
+        .collect();
+    let mut kp_want: Vec<(Option<i64>, Option<i64>)> = want
+        .iter()
+        .map(|&o| (Some(o), Some(T0 + 1000 * o)))
+        .collect();
+    // kafka-python reports None when no record is that late.
+    kp_want.push((None, None));
+    assert_eq!(kp_found, kp_want, "{by_kp}");
+}
+
+// ------------------------------------------------------------ offset reset
+
+#[test]
+fn assigned_past_the_end_with_earliest_reads_everything() {
+    if !have("reset_earliest", PY) {
+        return;
+    }
+    let (_tmp, dir) = temp_data_dir();
+    let broker = start_broker(&dir, &[]);
+    let b = bootstrap(&broker);
+    let recs: Vec<NewRec> = (0..5)
+        .map(|i| NewRec {
+            partition: Some(0),
+            timestamp: Some(1_700_000_000_000 + i),
+            ..NewRec::value(&format!("old-{i}"))
+        })
+        .collect();
+    let out = ck("produce", &produce_args(&b, "reset", &recs, obj([])));
+    assert_delivered_in_order(&out, &recs, 0, 0);
+    let mut ck_args = consume_args(&b, "reset", &[0], 5);
+    let mut kp_args = ck_args.clone();
+    if let Json::Obj(m) = &mut ck_args {
+        m.push(("offset".into(), 1000.into()));
+        m.push((
+            "config".into(),
+            obj([("auto.offset.reset", "earliest".into())]),
+        ));
+    }
+    if let Json::Obj(m) = &mut kp_args {
+        m.push(("offset".into(), 1000.into()));
+        m.push((
+            "config".into(),
+            obj([("auto_offset_reset", "earliest".into())]),
+        ));
+    }
+    let outs = parallel(vec![
+        Box::new(move || ck("consume", &ck_args)) as Job<_>,
+        Box::new(move || kp("consume", &kp_args)),
+    ]);
+    for out in outs {
+        assert_eq!(records(&out), expected(&recs, 0, 0), "{out}");
+    }
+}
+
+#[test]
+fn assigned_past_the_end_with_latest_reads_only_new_records() {
+    if !have("reset_latest", PY) {
+        return;
+    }
+    let (_tmp, dir) = temp_data_dir();
+    let broker = start_broker(&dir, &[]);
+    let b = bootstrap(&broker);
+    let jobs: Vec<Job<()>> = ["ck", "kp"]
+        .into_iter()
+        .map(|client| {
+            let b = b.clone();
+            let f: Job<()> = Box::new(move || {
+                let topic = format!("latest-{client}");
+                let old: Vec<NewRec> = (0..5)
+                    .map(|i| NewRec {
+                        partition: Some(0),
+                        ..NewRec::value(&format!("old-{i}"))
+                    })
+                    .collect();
+                let out = ck("produce", &produce_args(&b, &topic, &old, obj([])));
+                assert_delivered_in_order(&out, &old, 0, 0);
+                let mut args = obj([
+                    ("bootstrap", b.as_str().into()),
+                    ("topic", topic.as_str().into()),
+                    ("offset", 1000.into()),
+                ]);
+                if client == "ck"
+                    && let Json::Obj(m) = &mut args
+                {
+                    m.push((
+                        "config".into(),
+                        obj([("auto.offset.reset", "latest".into())]),
+                    ));
+                }
+                let out = if client == "ck" {
+                    ck("reset_latest", &args)
+                } else {
+                    kp("reset_latest", &args)
+                };
+                // The script produced new-0, new-1, ... one at a time until
+                // the consumer got one: it must get no old record, and what
+                // it got must be the last new ones, at their offsets.
+                let produced: Vec<String> = out
+                    .of("produced")
+                    .iter()
+                    .map(|p| p.str().to_string())
+                    .collect();
+                let got = records(&out);
+                assert!(!got.is_empty(), "nothing received: {out}");
+                assert!(got.len() <= produced.len(), "{out}");
+                let skipped = produced.len() - got.len();
+                let want: Vec<(i64, String)> = produced[skipped..]
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| (5 + (skipped + i) as i64, v.clone()))
+                    .collect();
+                let got: Vec<(i64, String)> =
+                    got.into_iter().map(|r| (r.offset, r.value)).collect();
+                assert_eq!(got, want, "{out}");
+                assert_eq!(
+                    out.one("done").get("high").i64(),
+                    5 + produced.len() as i64,
+                    "{out}"
+                );
+            });
+            f
+        })
+        .collect();
+    parallel(jobs);
+}

@@ -243,6 +243,8 @@ def metadata(a):
         md = p.list_topics(timeout=a.get("timeout_s", 5))
         out({"metadata": {"brokers": len(md.brokers), "topics": sorted(md.topics)}})
     except KafkaException as e:
+        # Serve the error callbacks (the authentication error comes there).
+        p.poll(1.0)
         out({"metadata_error": err_json(e.args[0])})
         out({"done": {}})
         return

@@ -136,6 +136,22 @@ def idempotent(a):
     out({"done": {}})
 
 
+def replay(a):
+    """After a restart: the first and third batches of `idempotent` again
+    (same producer id, epoch and sequences), then the next in order."""
+    conn = Conn(a["bootstrap"])
+    topic = a["topic"]
+    pid, epoch = a["producer_id"], a["epoch"]
+    steps = [
+        ("first_again", batch(pid, epoch, 0, ["a0", "a1", "a2"])),
+        ("third_again", batch(pid, epoch, 5, ["c0"])),
+        ("fourth", batch(pid, epoch, 6, ["d0"])),
+    ]
+    for name, records in steps:
+        out({"produce": dict(step=name, **produce(conn, topic, records))})
+    out({"done": {}})
+
+
 def acks0(a):
     """A Produce with acks=0 (correlation id 100) followed by a Metadata
     request (101): the first response on the connection must be 101's."""
@@ -192,7 +208,7 @@ def batches(a):
 
 CODECS = {0: "none", 1: "gzip", 2: "snappy", 3: "lz4", 4: "zstd"}
 
-COMMANDS = {"idempotent": idempotent, "acks0": acks0, "batches": batches}
+COMMANDS = {"idempotent": idempotent, "replay": replay, "acks0": acks0, "batches": batches}
 
 if __name__ == "__main__":
     out({"version": {"kafka_python": kafka.__version__}})
