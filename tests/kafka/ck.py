@@ -73,7 +73,13 @@ def produce(a):
             }
         )
 
-    for r in a["records"]:
+    records = a.get("records", [])
+    if "generate" in a:
+        # Many records without a long command line: `m-<i>` for i in
+        # start..end, record i to partition i % partitions.
+        g = a["generate"]
+        records = [{"value": "m-%d" % i, "partition": i % g["partitions"]} for i in range(g["start"], g["end"])]
+    for r in records:
         kwargs = {"value": enc(r["value"]), "on_delivery": delivered}
         if r.get("key") is not None:
             kwargs["key"] = enc(r["key"])
@@ -257,7 +263,71 @@ def metadata(a):
     out({"done": {}})
 
 
+def stdin_closer():
+    """An event set when stdin says `close` or ends."""
+    import threading
+
+    stop = threading.Event()
+
+    def watch():
+        for line in sys.stdin:
+            if line.strip() == "close":
+                break
+        stop.set()
+
+    threading.Thread(target=watch, daemon=True).start()
+    return stop
+
+
+def group(a):
+    """A group member subscribed to `topic`: prints its assignment at each
+    rebalance, every record, and the offsets it commits (synchronously,
+    after each batch, so everything printed is committed before the next
+    poll); `close` on stdin (or its end) closes it, leaving the group."""
+    conf = base_config(a)
+    conf.update(
+        {
+            "group.id": a["group"],
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": a.get("session_timeout_ms", 6000),
+            "heartbeat.interval.ms": 500,
+            "error_cb": on_error,
+        }
+    )
+    c = Consumer(conf)
+    stop = stdin_closer()
+
+    def on_assign(consumer, parts):
+        out({"assigned": sorted(p.partition for p in parts)})
+
+    def on_revoke(consumer, parts):
+        out({"revoked": sorted(p.partition for p in parts)})
+
+    c.subscribe([a["topic"]], on_assign=on_assign, on_revoke=on_revoke)
+    deadline = time.monotonic() + a.get("max_s", 90)
+    while not stop.is_set() and time.monotonic() < deadline:
+        msgs = c.consume(num_messages=500, timeout=0.2)
+        got = False
+        for m in msgs:
+            if m.error():
+                if m.error().code() != confluent_kafka.KafkaError._PARTITION_EOF:
+                    out({"consume_error": err_json(m.error())})
+                continue
+            out({"record": record_json(m)})
+            got = True
+        if got:
+            try:
+                parts = c.commit(asynchronous=False)
+                out({"committed": sorted([p.partition, p.offset] for p in parts)})
+            except KafkaException as e:
+                out({"commit_error": err_json(e.args[0])})
+    c.close()
+    out({"closed": {}})
+
+
 COMMANDS = {
+    "group": group,
     "produce": produce,
     "consume": consume,
     "offsets": offsets,

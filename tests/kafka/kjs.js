@@ -98,14 +98,77 @@ async function admin (a) {
   out({ done: {} })
 }
 
-const COMMANDS = { produce, admin }
+// A group member subscribed to `topic`: prints its assignment at each
+// join, every record, and the offsets it commits after each batch;
+// `close` on stdin (or its end) disconnects it, leaving the group.
+async function group (a) {
+  const consumer = client(a, 'kjs-group').consumer({
+    groupId: a.group,
+    sessionTimeout: a.session_timeout_ms || 6000,
+    heartbeatInterval: 500,
+    maxWaitTimeInMs: 200
+  })
+  let closing = null
+  const close = () => {
+    if (!closing) {
+      closing = consumer.disconnect().then(() => {
+        out({ closed: {} })
+        process.exit(0)
+      })
+    }
+  }
+  process.stdin.setEncoding('utf8')
+  let buffered = ''
+  process.stdin.on('data', chunk => {
+    buffered += chunk
+    if (buffered.split('\n').some(l => l.trim() === 'close')) close()
+  })
+  process.stdin.on('end', close)
+  setTimeout(close, (a.max_s || 90) * 1000)
+  consumer.on(consumer.events.GROUP_JOIN, e => {
+    const parts = (e.payload.memberAssignment[a.topic] || []).slice().sort((x, y) => x - y)
+    out({ assigned: parts })
+  })
+  consumer.on(consumer.events.REBALANCING, () => out({ rebalancing: {} }))
+  await consumer.connect()
+  await consumer.subscribe({ topic: a.topic, fromBeginning: true })
+  await consumer.run({
+    autoCommit: false,
+    eachBatch: async ({ batch, resolveOffset, heartbeat }) => {
+      if (batch.messages.length === 0) return
+      for (const m of batch.messages) {
+        out({
+          record: {
+            topic: batch.topic,
+            partition: batch.partition,
+            offset: Number(m.offset),
+            key: m.key == null ? null : m.key.toString(),
+            value: m.value.toString(),
+            headers: Object.entries(m.headers || {}).map(([k, v]) => [k, v.toString()]),
+            timestamp: Number(m.timestamp),
+            timestamp_type: 0
+          }
+        })
+        resolveOffset(m.offset)
+      }
+      const next = (Number(batch.lastOffset()) + 1).toString()
+      await consumer.commitOffsets([{ topic: batch.topic, partition: batch.partition, offset: next }])
+      out({ committed: [[batch.partition, Number(next)]] })
+      await heartbeat()
+    }
+  })
+  // Runs until `close`.
+  await new Promise(() => {})
+}
+
+const COMMANDS = { produce, admin, group }
 
 async function main () {
   out({ version: { kafkajs: version } })
   const timeout = setTimeout(() => {
     out({ timeout: {} })
     process.exit(3)
-  }, 25000)
+  }, process.argv[2] === 'group' ? 120000 : 25000)
   await COMMANDS[process.argv[2]](JSON.parse(process.argv[3]))
   clearTimeout(timeout)
 }

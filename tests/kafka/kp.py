@@ -153,7 +153,59 @@ def reset_latest(a):
     out({"done": {"high": high}})
 
 
+def group(a):
+    """Like ck.py group, with kafka-python's KafkaConsumer.subscribe."""
+    import threading
+
+    from kafka import ConsumerRebalanceListener
+
+    stop = threading.Event()
+
+    def watch():
+        for line in sys.stdin:
+            if line.strip() == "close":
+                break
+        stop.set()
+
+    threading.Thread(target=watch, daemon=True).start()
+
+    class Listener(ConsumerRebalanceListener):
+        def on_partitions_revoked(self, revoked):
+            out({"revoked": sorted(tp.partition for tp in revoked)})
+
+        def on_partitions_assigned(self, assigned):
+            out({"assigned": sorted(tp.partition for tp in assigned)})
+
+    c = KafkaConsumer(
+        bootstrap_servers=a["bootstrap"],
+        group_id=a["group"],
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=a.get("session_timeout_ms", 6000),
+        heartbeat_interval_ms=500,
+        request_timeout_ms=30000,
+    )
+    c.subscribe([a["topic"]], listener=Listener())
+    deadline = time.monotonic() + a.get("max_s", 90)
+    while not stop.is_set() and time.monotonic() < deadline:
+        batch = c.poll(timeout_ms=200, max_records=500)
+        got = False
+        for _tp, records in batch.items():
+            for r in records:
+                out({"record": record_json(r)})
+                got = True
+        if got:
+            try:
+                c.commit()
+                out({"committed": sorted([tp.partition, c.position(tp)] for tp in c.assignment())})
+            except Exception as e:  # printed for the test to see
+                out({"commit_error": {"name": type(e).__name__, "str": str(e)}})
+    c.close()
+    out({"closed": {}})
+
+
 COMMANDS = {
+    "group": group,
     "produce": produce,
     "consume": consume,
     "offsets": offsets,
