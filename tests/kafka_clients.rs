@@ -1303,7 +1303,7 @@ fn assigned_past_the_end_with_latest_reads_only_new_records() {
 // ------------------------------------------------------------ cross-protocol
 
 #[test]
-fn text_produce_is_read_exactly_by_kcat_and_confluent_kafka() {
+fn text_produce_is_read_exactly_by_kcat_confluent_kafka_and_kafka_python() {
     if !have("text_to_kafka", &[Tool::Python, Tool::Kcat]) {
         return;
     }
@@ -1741,4 +1741,160 @@ fn sasl_plain_with_the_token_works_and_anything_else_is_refused() {
         kafka_support::text_fetch_with(&mut c, "secured", 10),
         (vec![(0, b"good".to_vec())], 1)
     );
+}
+
+// ------------------------------------------------------------ flags
+
+#[test]
+fn small_segments_survive_kill_9_and_lookups_by_time_cross_them() {
+    if !have("segments", PY) {
+        return;
+    }
+    let (_tmp, dir) = temp_data_dir();
+    let mut broker = start_broker(&dir, &["--segment-bytes", "4096"]);
+    let b = bootstrap(&broker);
+    const T0: i64 = 1_000_000;
+    // 250 records of ~110 bytes in batches of at most 7: many segments.
+    let recs: Vec<NewRec> = (0..250)
+        .map(|i| NewRec {
+            partition: Some(0),
+            timestamp: Some(T0 + 10 * i),
+            key: Some(format!("k{i}")),
+            ..NewRec::value(&format!("s{i} {}", "x".repeat(100)))
+        })
+        .collect();
+    let config = obj([("linger.ms", 0.into()), ("batch.num.messages", 7.into())]);
+    let out = ck("produce", &produce_args(&b, "seg", &recs, config));
+    assert_delivered_in_order(&out, &recs, 0, 0);
+    let segments = std::fs::read_dir(dir.join("topics"))
+        .unwrap()
+        .flatten()
+        .flat_map(|t| std::fs::read_dir(t.path()).unwrap().flatten())
+        .filter(|f| f.file_name().to_string_lossy().ends_with(".index"))
+        .count();
+    assert!(segments >= 5, "only {segments} sealed segments");
+    let times = vec![T0, T0 + 555, T0 + 1000, T0 + 2490, T0 + 2500];
+    let lookups = |b: &str| {
+        let out = ck(
+            "offsets",
+            &obj([
+                ("bootstrap", b.into()),
+                ("topic", "seg".into()),
+                ("times", times.clone().into()),
+            ]),
+        );
+        assert_eq!(watermarks(&out), BTreeMap::from([(0, (0, 250))]), "{out}");
+        out.of("for_time")
+            .iter()
+            .map(|f| f.get("offset").i64())
+            .collect::<Vec<i64>>()
+    };
+    assert_eq!(lookups(&b), vec![0, 56, 100, 249, -1]);
+    broker.kill9();
+    let broker = start_broker(&dir, &["--segment-bytes", "4096"]);
+    let b = bootstrap(&broker);
+    assert_eq!(lookups(&b), vec![0, 56, 100, 249, -1]);
+    let out = ck("consume", &consume_args(&b, "seg", &[0], 250));
+    assert_eq!(records(&out), expected(&recs, 0, 0));
+    let text = text_values(&broker, "seg");
+    assert_eq!(text.len(), 250);
+    assert_eq!(text[123], (123, format!("s123 {}", "x".repeat(100))));
+}
+
+#[test]
+fn a_batch_over_max_message_bytes_gets_message_too_large() {
+    if !have("max_message_bytes", PY) {
+        return;
+    }
+    let (_tmp, dir) = temp_data_dir();
+    let broker = start_broker(&dir, &["--max-message-bytes", "3000"]);
+    let b = bootstrap(&broker);
+    let big = NewRec {
+        partition: Some(0),
+        ..NewRec::value(&"y".repeat(5000))
+    };
+    let small = NewRec {
+        partition: Some(0),
+        ..NewRec::value(&"s".repeat(1000))
+    };
+    let out = ck(
+        "produce",
+        &produce_args(&b, "big", std::slice::from_ref(&big), obj([])),
+    );
+    let err = out.one("delivered").get("error").clone();
+    assert_eq!(
+        (err.get("name").str(), err.get("code").i64()),
+        ("MSG_SIZE_TOO_LARGE", 10),
+        "{out}"
+    );
+    let out = kp(
+        "produce",
+        &produce_args(&b, "big", &[big], obj([("retries", 0.into())])),
+    );
+    assert_eq!(
+        out.one("delivered").get("error").get("name").str(),
+        "MessageSizeTooLargeError",
+        "{out}"
+    );
+    let out = ck(
+        "produce",
+        &produce_args(&b, "big", std::slice::from_ref(&small), obj([])),
+    );
+    assert_delivered_in_order(&out, &[small], 0, 0);
+    assert_eq!(text_values(&broker, "big"), numbered([&*"s".repeat(1000)]));
+}
+
+#[test]
+fn producers_auto_create_topics_librdkafka_consumers_and_no_auto_create_do_not() {
+    if !have("auto_create", &[Tool::Python, Tool::Kcat]) {
+        return;
+    }
+    let (_tmp, dir) = temp_data_dir();
+    let broker = start_broker(&dir, &[]);
+    let b = bootstrap(&broker);
+    let topics = |broker: &BrokerProcess| {
+        let mut c = broker.client();
+        c.send("TOPICS\n");
+        c.lines_until("END")
+            .iter()
+            .filter_map(|l| l.strip_prefix("TOPIC "))
+            .map(|l| l.split(' ').next().unwrap().to_string())
+            .collect::<Vec<String>>()
+    };
+    // A librdkafka consumer asks Metadata not to create: nothing read,
+    // nothing created.
+    let out = ck(
+        "consume",
+        &obj([
+            ("bootstrap", b.as_str().into()),
+            ("topic", "ghost".into()),
+            ("count", 1.into()),
+            ("timeout_s", 2.into()),
+        ]),
+    );
+    assert!(records(&out).is_empty(), "{out}");
+    assert!(!topics(&broker).contains(&"ghost".to_string()), "{out}");
+    // A producer (kcat) creates it.
+    kcat(&["-b", &b, "-P", "-t", "made-by-kcat"], b"one\n");
+    assert!(topics(&broker).contains(&"made-by-kcat".to_string()));
+    drop(broker);
+
+    let (_tmp, dir) = temp_data_dir();
+    let broker = start_broker(&dir, &["--no-auto-create"]);
+    let b = bootstrap(&broker);
+    let out = ck(
+        "produce",
+        &produce_args(
+            &b,
+            "refused",
+            &[NewRec::value("x")],
+            obj([("message.timeout.ms", 2000.into())]),
+        ),
+    );
+    let d = out.one("delivered");
+    assert!(
+        !d.get("error").is_null(),
+        "delivered to a topic never created: {out}"
+    );
+    assert_eq!(topics(&broker), vec!["default".to_string()]);
 }

@@ -131,8 +131,11 @@ def consume(a):
         out({"record": record_json(m)})
         got += 1
     for p in parts:
-        low, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-        out({"watermarks": {"partition": p, "low": low, "high": high}})
+        try:
+            low, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            out({"watermarks": {"partition": p, "low": low, "high": high}})
+        except KafkaException as e:
+            out({"watermarks_error": dict(partition=p, **err_json(e.args[0]))})
     c.close()
     out({"done": {"count": got}})
 

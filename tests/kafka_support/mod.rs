@@ -866,8 +866,10 @@ pub fn watermarks(out: &Output) -> BTreeMap<i64, (i64, i64)> {
 }
 
 /// Reads a topic's partition over the text protocol: `USE topic[/p]`
-/// then `FETCH 0 max`; returns (offset, value bytes) with `MESSAGE64`
-/// lines decoded, and the `END` offset.
+/// then `FETCH <next> max` until a reply carries no message (a reply may
+/// stop early: at `--max-output-bytes`, or at a segment's end); returns
+/// (offset, value bytes) with `MESSAGE64` lines decoded, and the last
+/// `END` offset.
 pub fn text_fetch(broker: &BrokerProcess, topic: &str, max: usize) -> (Vec<(u64, Vec<u8>)>, u64) {
     let mut c = broker.client();
     text_fetch_with(&mut c, topic, max)
@@ -875,7 +877,22 @@ pub fn text_fetch(broker: &BrokerProcess, topic: &str, max: usize) -> (Vec<(u64,
 
 pub fn text_fetch_with(c: &mut Client, topic: &str, max: usize) -> (Vec<(u64, Vec<u8>)>, u64) {
     assert_eq!(c.request(&format!("USE {topic}")), format!("USING {topic}"));
-    c.send(format!("FETCH 0 {max}\n"));
+    let mut messages = Vec::new();
+    let mut next = 0;
+    loop {
+        let (batch, end) = fetch_once(c, next, max - messages.len());
+        let done = batch.is_empty() || messages.len() + batch.len() >= max;
+        messages.extend(batch);
+        next = end;
+        if done {
+            return (messages, next);
+        }
+    }
+}
+
+/// One `FETCH offset max` and its reply.
+fn fetch_once(c: &mut Client, offset: u64, max: usize) -> (Vec<(u64, Vec<u8>)>, u64) {
+    c.send(format!("FETCH {offset} {max}\n"));
     let mut messages = Vec::new();
     loop {
         let line = c.line_bytes();
