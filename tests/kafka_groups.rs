@@ -60,6 +60,8 @@ struct Member {
     parsed: usize,
     records: Vec<Rec>,
     assignments: Vec<Vec<i64>>,
+    /// The latest committed offset (the next to read) per partition.
+    committed: BTreeMap<i64, i64>,
     closed: bool,
 }
 
@@ -78,6 +80,7 @@ impl Member {
             parsed: 0,
             records: Vec::new(),
             assignments: Vec::new(),
+            committed: BTreeMap::new(),
             closed: false,
         }
     }
@@ -92,11 +95,33 @@ impl Member {
             } else if j.has("assigned") {
                 self.assignments
                     .push(j.get("assigned").arr().iter().map(Json::i64).collect());
+            } else if j.has("committed") {
+                // confluent-kafka lists partitions it had nothing new
+                // for with -1001 (no offset).
+                for pair in j.get("committed").arr() {
+                    let (p, offset) = (pair.arr()[0].i64(), pair.arr()[1].i64());
+                    if offset >= 0 {
+                        let c = self.committed.entry(p).or_insert(offset);
+                        *c = (*c).max(offset);
+                    }
+                }
             } else if j.has("closed") {
                 self.closed = true;
             }
         }
         self.parsed = self.live.seen.len();
+    }
+
+    /// Whether everything this member read is committed: a member killed
+    /// before its commit lands rightly has its records read again.
+    fn all_committed(&self) -> bool {
+        let mut read: BTreeMap<i64, i64> = BTreeMap::new();
+        for r in &self.records {
+            let next = read.entry(r.partition).or_default();
+            *next = (*next).max(r.offset + 1);
+        }
+        read.iter()
+            .all(|(p, next)| self.committed.get(p).is_some_and(|c| c >= next))
     }
 
     fn assignment(&self) -> Vec<i64> {
@@ -332,9 +357,12 @@ fn expire_a_killed_member(client: Client) {
     let mut victim = Member::start(client, "member B", &b, group, topic);
     wait_split(&mut [&mut a, &mut victim]);
     let first = produce(&b, topic, 0..400);
-    wait_until(&mut [&mut a, &mut victim], WAIT, "400 read", |ms| {
-        total(ms) >= first.len()
-    });
+    wait_until(
+        &mut [&mut a, &mut victim],
+        WAIT,
+        "400 read and committed",
+        |ms| total(ms) >= first.len() && ms.iter().all(|m| m.all_committed()),
+    );
 
     let killed_at = Instant::now();
     victim.live.kill9();
@@ -382,9 +410,12 @@ fn survive_a_broker_restart(client: Client) {
     let mut c = Member::start(client, "member B", &b, group, topic);
     wait_split(&mut [&mut a, &mut c]);
     let first = produce(&b, topic, 0..2000);
-    wait_until(&mut [&mut a, &mut c], WAIT, "2,000 read", |ms| {
-        total(ms) >= first.len()
-    });
+    wait_until(
+        &mut [&mut a, &mut c],
+        WAIT,
+        "2,000 read and committed",
+        |ms| total(ms) >= first.len() && ms.iter().all(|m| m.all_committed()),
+    );
     let (a_before, c_before) = (a.records.len(), c.records.len());
 
     let (status, _) = broker.signal_and_wait("TERM");
