@@ -459,55 +459,46 @@ fn restart_on(dir: &Path, addr: SocketAddr) -> BrokerProcess {
 }
 
 #[test]
-#[ignore = "needs consumer groups (issue 10)"]
 fn confluent_kafka_members_share_the_work_and_resume_from_commits() {
     share_the_work(Client::Confluent);
 }
 
 #[test]
-#[ignore = "needs consumer groups (issue 10)"]
 fn kafka_python_members_share_the_work_and_resume_from_commits() {
     share_the_work(Client::KafkaPython);
 }
 
 #[test]
-#[ignore = "needs consumer groups (issue 10)"]
 fn kafkajs_members_share_the_work_and_resume_from_commits() {
     share_the_work(Client::Kafkajs);
 }
 
 #[test]
-#[ignore = "needs consumer groups (issue 10)"]
 fn confluent_kafka_member_killed_with_sigkill_is_expired_after_its_session_timeout() {
     expire_a_killed_member(Client::Confluent);
 }
 
 #[test]
-#[ignore = "needs consumer groups (issue 10)"]
 fn kafka_python_member_killed_with_sigkill_is_expired_after_its_session_timeout() {
     expire_a_killed_member(Client::KafkaPython);
 }
 
 #[test]
-#[ignore = "needs consumer groups (issue 10)"]
 fn kafkajs_member_killed_with_sigkill_is_expired_after_its_session_timeout() {
     expire_a_killed_member(Client::Kafkajs);
 }
 
 #[test]
-#[ignore = "needs consumer groups (issue 10)"]
 fn confluent_kafka_members_rejoin_after_a_broker_restart_and_resume_from_commits() {
     survive_a_broker_restart(Client::Confluent);
 }
 
 #[test]
-#[ignore = "needs consumer groups (issue 10)"]
 fn kafka_python_members_rejoin_after_a_broker_restart_and_resume_from_commits() {
     survive_a_broker_restart(Client::KafkaPython);
 }
 
 #[test]
-#[ignore = "needs consumer groups (issue 10)"]
 fn kafkajs_members_rejoin_after_a_broker_restart_and_resume_from_commits() {
     survive_a_broker_restart(Client::Kafkajs);
 }
@@ -516,7 +507,6 @@ fn kafkajs_members_rejoin_after_a_broker_restart_and_resume_from_commits() {
 /// commits on exit, and a second run of the same group reads only what
 /// was produced since.
 #[test]
-#[ignore = "needs consumer groups (issue 10)"]
 fn kcat_balanced_consumer_reads_everything_then_only_what_is_new() {
     if !have("kcat -G", &[Tool::Python, Tool::Kcat]) {
         return;

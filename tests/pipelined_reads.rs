@@ -13,7 +13,6 @@ use common::{BrokerProcess, temp_data_dir};
 /// main's 4dc04d9 existing topics lag the same way (`PRODUCE two` acked at
 /// offset 1, then `TOPICS` says `next:1`).
 #[test]
-#[ignore = "broker bug: TOPICS after an ACKed pipelined PRODUCE shows the topic without it"]
 fn topics_after_an_acknowledged_produce_counts_it() {
     let (_tmp, dir) = temp_data_dir();
     let broker = BrokerProcess::start(&dir, &[]);

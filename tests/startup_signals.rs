@@ -20,7 +20,6 @@ use common::{BROKER, read_first_line, temp_data_dir};
 /// 10 minutes later). tests/cli.rs `no_command_line_makes_a_binary_panic`
 /// fails now and then for the same reason (`unix_wait_status(15)`).
 #[test]
-#[ignore = "broker bug: SIGTERM right after 'Broker started on' kills the broker uncleanly (handlers installed after the line is printed)"]
 fn sigterm_right_after_the_start_line_is_a_clean_stop() {
     let mut outcomes = Vec::new();
     for _ in 0..100 {

@@ -13,13 +13,18 @@ fn main() -> ExitCode {
         Ok(None) => return ExitCode::SUCCESS,
         Err(e) => return cli::usage_error("broker", &e),
     };
-    let broker = match Server::bind(config) {
+    let mut broker = match Server::bind(config) {
         Ok(broker) => broker,
         Err(e) => {
             cli::err(format!("broker: {e}\n"));
             return ExitCode::FAILURE;
         }
     };
+    // Before the start line: whoever reads it may send SIGTERM at once.
+    if let Err(e) = broker.handle_signals() {
+        cli::err(format!("broker: {e}\n"));
+        return ExitCode::FAILURE;
+    }
     // The one line on stdout: scripts and tests read the real port here.
     // A closed stdout is ignored: the broker serves on.
     cli::out(format!("Broker started on {}\n", broker.display_addr()));

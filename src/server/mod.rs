@@ -318,6 +318,18 @@ impl Server {
     /// do not stop it: the first becomes a `STORAGE_ERROR`, the second is
     /// ignored (log to a file with your service manager).
     pub fn run(mut self) -> Result<(), BrokerError> {
+        self.handle_signals()?;
+        self.serve()
+    }
+
+    /// Installs the signal handling [`run`](Self::run) uses. Call it
+    /// before telling anyone the broker is up (a SIGTERM sent on reading
+    /// the start line must be a clean stop, not the default action);
+    /// `run` calls it if it was not called.
+    pub fn handle_signals(&mut self) -> Result<(), BrokerError> {
+        if self.signals.is_some() {
+            return Ok(());
+        }
         ignore_signal(libc::SIGXFSZ);
         ignore_signal(libc::SIGHUP);
         let mut signals = Signals::new([SIGINT, SIGTERM]).map_err(BrokerError::Poll)?;
@@ -325,8 +337,12 @@ impl Server {
             .registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)
             .map_err(BrokerError::Poll)?;
+        // A signal that came in between is not lost: it is pending here.
+        if signals.pending().next().is_some() {
+            self.stop.store(true, Ordering::SeqCst);
+        }
         self.signals = Some(signals);
-        self.serve()
+        Ok(())
     }
 
     /// Serves until a [`ShutdownHandle`] says stop (no signal handling).
@@ -335,11 +351,12 @@ impl Server {
         let mut readable = Vec::new();
         loop {
             let sync_wanted = self.broker.sync_wanted();
-            let timeout = if sync_wanted || self.broker.has_news() {
-                Some(Duration::ZERO)
-            } else {
-                self.poll_timeout()
-            };
+            let timeout =
+                if sync_wanted || self.broker.has_news() || self.stop.load(Ordering::SeqCst) {
+                    Some(Duration::ZERO)
+                } else {
+                    self.poll_timeout()
+                };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
