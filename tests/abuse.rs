@@ -153,3 +153,48 @@ fn idle_clients_are_closed_after_the_idle_timeout_but_waiting_ones_stay() {
     assert_eq!(read_until_closed(&mut silent), b"");
     assert!(talker.stat("idle_timeouts") >= 2);
 }
+
+/// Clients that send FETCHes and never read their replies: each holds at
+/// most `--max-output-bytes` (plus one message) in the broker, whatever
+/// the message sizes. Before, a FETCH capped only message bytes and the
+/// cap was checked before each reply, so tiny messages (line overhead)
+/// and a reply started just under the bound held 2.2 MiB per client.
+#[test]
+fn clients_that_never_read_hold_at_most_the_output_bound() {
+    let (_tmp, dir) = temp_data_dir();
+    let broker = common::BrokerProcess::start(&dir, &[]);
+    let mut c = broker.client();
+    // Tiny messages: the lines are mostly overhead.
+    let mut batch = String::new();
+    for i in 0..100_000 {
+        batch.push_str(&format!("PRODUCE {}\n", i % 10));
+    }
+    c.send(&batch);
+    for _ in 0..100_000 {
+        c.line();
+    }
+    let baseline = broker.rss_kib();
+    const CLIENTS: u64 = 40;
+    let stalled: Vec<TcpStream> = (0..CLIENTS)
+        .map(|_| {
+            let mut s = TcpStream::connect(broker.addr).unwrap();
+            s.write_all("FETCH 0 100000\n".repeat(20).as_bytes())
+                .unwrap();
+            s
+        })
+        .collect();
+    let mut admin = broker.client();
+    let deadline = Instant::now() + TIMEOUT;
+    while admin.stat("connections_paused") < CLIENTS {
+        assert!(Instant::now() < deadline, "the clients never all paused");
+        thread::sleep(Duration::from_millis(10));
+    }
+    let grown = broker.rss_kib().saturating_sub(baseline);
+    // 1 MiB of queued replies each, and some allocator slack.
+    assert!(
+        grown < CLIENTS * 1300,
+        "RSS grew by {grown} KiB for {CLIENTS} stalled clients"
+    );
+    assert_eq!(admin.request("PING"), "PONG");
+    drop(stalled);
+}

@@ -74,6 +74,9 @@ pub struct Stats {
     pub connections_rejected: u64,
     /// Closed to make room for a new client when the table was full.
     pub connections_evicted: u64,
+    /// Clients whose requests are not read because their replies pile up
+    /// (`--max-output-bytes`).
+    pub connections_paused: u64,
     /// Closed for `--request-timeout-ms` and `--idle-timeout-secs`.
     pub request_timeouts: u64,
     pub idle_timeouts: u64,
@@ -779,7 +782,8 @@ impl Broker {
     }
 
     /// Reads up to `max_count` messages from `from`, up to `max_bytes` of
-    /// them (at least one), calling `emit(offset, message)` for each.
+    /// them (at least one), calling `emit(offset, message)` for each until
+    /// it returns false (that message was not taken).
     /// Returns the offset after the last one.
     pub fn read(
         &mut self,
@@ -787,7 +791,7 @@ impl Broker {
         from: u64,
         max_count: usize,
         max_bytes: usize,
-        mut emit: impl FnMut(u64, &[u8]),
+        mut emit: impl FnMut(u64, &[u8]) -> bool,
     ) -> Result<u64, ReadError> {
         if !self.live(p) {
             return Err(ReadError::Deleted);
@@ -807,8 +811,9 @@ impl Broker {
         let end = log.durable().offset;
         let mut count = 0u64;
         let result = log.read(from, end, max_count, max_bytes, read_buf, |o, m| {
-            count += 1;
-            emit(o, m);
+            let taken = emit(o, m);
+            count += u64::from(taken);
+            taken
         });
         stats.consumed += count;
         result.map_err(|e| {

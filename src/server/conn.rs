@@ -56,6 +56,9 @@ pub struct Connection {
     pub last_progress: Instant,
     /// When the unfinished request now being read began (its first byte).
     pub request_since: Option<Instant>,
+    /// Counted in `connections_paused` (kept in step at the end of each
+    /// turn it was touched in, and when it closes).
+    pub counted_paused: bool,
 }
 
 impl Connection {
@@ -75,6 +78,7 @@ impl Connection {
             drain: true,
             last_progress: Instant::now(),
             request_since: None,
+            counted_paused: false,
         }
     }
 

@@ -896,6 +896,15 @@ impl Server {
                 continue;
             };
             conn.dirty = false;
+            let paused = conn.state == State::Paused;
+            if paused != conn.counted_paused {
+                conn.counted_paused = paused;
+                if paused {
+                    self.broker.stats.connections_paused += 1;
+                } else {
+                    self.broker.stats.connections_paused -= 1;
+                }
+            }
             if conn.state != State::Closed && self.send(key) {
                 // The subscriber's socket took everything and more is
                 // ready: continue next turn rather than hog this one.
@@ -1019,6 +1028,9 @@ impl Server {
         };
         conn.session.close(&mut ctx);
         self.broker.stats.connections_current -= 1;
+        if conn.counted_paused {
+            self.broker.stats.connections_paused -= 1;
+        }
         if let Err(e) = self.poll.registry().deregister(&mut conn.stream) {
             debug!("peer={} deregister: {e}", conn.peer);
         }

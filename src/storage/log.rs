@@ -1129,7 +1129,8 @@ impl Log {
     /// calling `emit(offset, value)` for each, and returns the offset
     /// after the last one emitted (`from` if none). Stops at the end of a
     /// segment, and before a message that would take the total past
-    /// `max_bytes` (but always emits at least one if there is one). `buf`
+    /// `max_bytes` (but always emits at least one if there is one), or
+    /// when `emit` returns false (that message was not taken). `buf`
     /// is scratch space, reused between calls. In a batch log, each record
     /// is one message (its value; a null value is empty); compressed
     /// batches are decompressed, control batches skipped.
@@ -1140,7 +1141,7 @@ impl Log {
         max_count: usize,
         max_bytes: usize,
         buf: &mut Vec<u8>,
-        mut emit: impl FnMut(u64, &[u8]),
+        mut emit: impl FnMut(u64, &[u8]) -> bool,
     ) -> Result<u64, StorageError> {
         let format = self.options.format;
         let (mut next, mut count, mut bytes) = (from, 0usize, 0usize);
@@ -1161,7 +1162,9 @@ impl Log {
                     if count > 0 && bytes + message.len() > max_bytes {
                         return Ok(false);
                     }
-                    emit(first, message);
+                    if !emit(first, message) {
+                        return Ok(false);
+                    }
                     count += 1;
                     bytes += message.len();
                     next = first + 1;
@@ -1191,7 +1194,9 @@ impl Log {
                         if count == max_count || (count > 0 && bytes + value.len() > max_bytes) {
                             return Ok(false);
                         }
-                        emit(offset, value);
+                        if !emit(offset, value) {
+                            return Ok(false);
+                        }
                         count += 1;
                         bytes += value.len();
                         next = offset + 1;
@@ -1249,7 +1254,8 @@ impl Log {
         // One batch per read: a whole segment's worth at most.
         let mut messages: Vec<(u64, Vec<u8>)> = Vec::new();
         let next = self.read(from, end, MAX_SYNTHESIZED, max_bytes, buf, |o, m| {
-            messages.push((o, m.to_vec()))
+            messages.push((o, m.to_vec()));
+            true
         })?;
         if let Some(&(first, _)) = messages.first() {
             let mut b = BatchBuilder::new(out, first as i64, 0);

@@ -598,6 +598,12 @@ impl State {
     /// until data arrives or its deadline.
     fn answer_or_park(&mut self, ctx: &mut Ctx<'_>, f: ParkedFetch, force: bool) -> Control {
         let mut data = Vec::new();
+        // The response stays within what is left of --max-output-bytes for
+        // this connection, whatever the client allows (librdkafka asks for
+        // up to 50 MiB); the first batch is always sent.
+        let max_bytes = f
+            .max_bytes
+            .min(ctx.max_output.saturating_sub(ctx.out.pending()));
         // (topic, [(partition, error, hw, log start, records range)])
         let mut results: Vec<(String, Vec<FetchedPartition>)> = Vec::new();
         let mut waits = Vec::new();
@@ -630,7 +636,7 @@ impl State {
                 }
                 let offset = offset as u64;
                 let before = data.len();
-                let room = f.max_bytes.saturating_sub(before);
+                let room = max_bytes.saturating_sub(before);
                 if offset < hw && (room > 0 || before == 0) {
                     let limit = partition_max.min(room.max(1));
                     match ctx.broker.read_batches(p, offset, limit, &mut data) {

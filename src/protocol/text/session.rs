@@ -219,8 +219,9 @@ impl State {
                 Err(e) => storage_error(ctx, &e.reason),
             },
             Request::Consume(offset) => {
-                match ctx.broker.read(p, offset, 1, ctx.max_output, |o, m| {
-                    push_message(ctx.out.buf_mut(), o, m)
+                match ctx.broker.read(p, offset, 1, usize::MAX, |o, m| {
+                    push_message(ctx.out.buf_mut(), o, m);
+                    true
                 }) {
                     Ok(next) if next == offset => ctx.out.push(reply::NO_MESSAGE),
                     Ok(_) => {}
@@ -526,9 +527,7 @@ impl State {
         }
         while ctx.out.pending() < window && sub.next < ctx.broker.visible_end(sub.p) {
             let room = (window - ctx.out.pending()).min(ctx.max_output);
-            let result = ctx.broker.read(sub.p, sub.next, usize::MAX, room, |o, m| {
-                push_message(ctx.out.buf_mut(), o, m)
-            });
+            let result = read_bounded(ctx, sub.p, sub.next, usize::MAX, room);
             match result {
                 Ok(next) if next == sub.next => break,
                 Ok(next) => sub.next = next,
@@ -611,13 +610,37 @@ fn push_message(buf: &mut Vec<u8>, offset: u64, message: &[u8]) {
     buf.push(b'\n');
 }
 
-/// Answers a `FETCH` with what is there now.
+/// Renders up to `max` messages from `offset` as `MESSAGE` lines, at
+/// most `room` bytes of lines (at least one line if there is a message).
+/// Returns the offset after the last one rendered.
+fn read_bounded(
+    ctx: &mut Ctx<'_>,
+    p: PartitionId,
+    offset: u64,
+    max: usize,
+    room: usize,
+) -> Result<u64, ReadError> {
+    let start = ctx.out.buf_mut().len();
+    let Ctx { broker, out, .. } = ctx;
+    broker.read(p, offset, max, usize::MAX, |o, m| {
+        let buf = out.buf_mut();
+        let before = buf.len();
+        push_message(buf, o, m);
+        if before > start && buf.len() - start > room {
+            // Over the bound: this line waits for the next reply.
+            buf.truncate(before);
+            return false;
+        }
+        true
+    })
+}
+
+/// Answers a `FETCH` with what is there now: as many messages as fit in
+/// what is left of `--max-output-bytes` for this connection (at least
+/// one), so its queued output stays within the bound.
 fn answer_fetch(ctx: &mut Ctx<'_>, p: PartitionId, offset: u64, max: u64) {
-    let result = ctx
-        .broker
-        .read(p, offset, max as usize, ctx.max_output, |o, m| {
-            push_message(ctx.out.buf_mut(), o, m)
-        });
+    let room = ctx.max_output.saturating_sub(ctx.out.pending());
+    let result = read_bounded(ctx, p, offset, max as usize, room);
     match result {
         Ok(next) => end_offset(ctx, next),
         Err(e) => read_error(ctx, &e),
@@ -823,6 +846,7 @@ fn stats_reply(ctx: &mut Ctx<'_>) {
     stat("connections_total", s.connections_total);
     stat("connections_rejected", s.connections_rejected);
     stat("connections_evicted", s.connections_evicted);
+    stat("connections_paused", s.connections_paused);
     stat("request_timeouts", s.request_timeouts);
     stat("idle_timeouts", s.idle_timeouts);
     stat("messages_produced", s.produced);

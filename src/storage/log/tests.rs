@@ -56,7 +56,10 @@ fn read_all(log: &mut Log, from: u64, max: usize) -> Vec<(u64, Vec<u8>)> {
                 max - out.len(),
                 usize::MAX,
                 &mut buf,
-                |o, m| out.push((o, m.to_vec())),
+                |o, m| {
+                    out.push((o, m.to_vec()));
+                    true
+                },
             )
             .unwrap();
         if next == at {
@@ -105,8 +108,11 @@ fn append_read_and_exact_file_bytes() {
     let mut buf = Vec::new();
     let mut n = 0;
     assert_eq!(
-        log.read(0, 1, 10, usize::MAX, &mut buf, |_, _| n += 1)
-            .unwrap(),
+        log.read(0, 1, 10, usize::MAX, &mut buf, |_, _| {
+            n += 1;
+            true
+        })
+        .unwrap(),
         1,
         "end bound"
     );
@@ -164,22 +170,31 @@ fn read_respects_count_and_bytes() {
     let mut buf = Vec::new();
     let mut n = 0;
     assert_eq!(
-        log.read(2, u64::MAX, 3, usize::MAX, &mut buf, |_, _| n += 1)
-            .unwrap(),
+        log.read(2, u64::MAX, 3, usize::MAX, &mut buf, |_, _| {
+            n += 1;
+            true
+        })
+        .unwrap(),
         5
     );
     assert_eq!(n, 3);
     n = 0;
     assert_eq!(
-        log.read(0, u64::MAX, 100, 25, &mut buf, |_, _| n += 1)
-            .unwrap(),
+        log.read(0, u64::MAX, 100, 25, &mut buf, |_, _| {
+            n += 1;
+            true
+        })
+        .unwrap(),
         2
     );
     assert_eq!(n, 2);
     n = 0;
     assert_eq!(
-        log.read(0, u64::MAX, 100, 1, &mut buf, |_, _| n += 1)
-            .unwrap(),
+        log.read(0, u64::MAX, 100, 1, &mut buf, |_, _| {
+            n += 1;
+            true
+        })
+        .unwrap(),
         1,
         "at least one"
     );
@@ -416,12 +431,12 @@ fn a_flipped_byte_in_a_rolled_segment_is_reported_not_served() {
     assert_eq!(read_all(&mut log, 0, 10).len(), 10);
     // The damaged interval: an error naming the file and an offset.
     let err = log
-        .read(0, u64::MAX, 10_000, usize::MAX, &mut buf, |_, _| {})
+        .read(0, u64::MAX, 10_000, usize::MAX, &mut buf, |_, _| true)
         .map(|_| ())
         .and_then(|()| {
             let mut at = 0;
             loop {
-                let next = log.read(at, u64::MAX, 10_000, usize::MAX, &mut buf, |_, _| {})?;
+                let next = log.read(at, u64::MAX, 10_000, usize::MAX, &mut buf, |_, _| true)?;
                 if next == at {
                     return Ok(());
                 }
@@ -452,7 +467,7 @@ fn a_flipped_newline_in_a_rolled_segment_is_reported() {
     let mut log = open_small(dir.path(), 200);
     let mut buf = Vec::new();
     assert!(
-        log.read(0, u64::MAX, 100, usize::MAX, &mut buf, |_, _| {})
+        log.read(0, u64::MAX, 100, usize::MAX, &mut buf, |_, _| true)
             .is_err()
     );
 }
@@ -687,7 +702,7 @@ fn retention_drops_oldest_whole_segments_in_order_and_a_crash_midway_recovers() 
     assert_eq!(log.first_offset(), first);
     let mut buf = Vec::new();
     assert_eq!(
-        log.read(0, u64::MAX, 1, usize::MAX, &mut buf, |_, _| {})
+        log.read(0, u64::MAX, 1, usize::MAX, &mut buf, |_, _| true)
             .unwrap(),
         0,
         "below first: nothing"
