@@ -242,6 +242,9 @@ pub struct Broker {
     /// Scratch for reading logs.
     read_buf: Vec<u8>,
     started: Instant,
+    /// Message bytes read from logs for clients this loop turn; see
+    /// [`over_read_budget`](Self::over_read_budget).
+    turn_read_bytes: usize,
 }
 
 impl Broker {
@@ -454,6 +457,7 @@ impl Broker {
             max_message_bytes: config.max_message_bytes,
             read_buf: Vec::new(),
             started: now,
+            turn_read_bytes: 0,
         })
     }
 
@@ -781,6 +785,20 @@ impl Broker {
         }
     }
 
+    /// A new loop turn: the read budget is full again.
+    pub fn begin_turn(&mut self) {
+        self.turn_read_bytes = 0;
+    }
+
+    /// Whether this turn has read its share from the logs
+    /// ([`config::READ_BUDGET_PER_TURN`]): further large reads (a text
+    /// `FETCH`, a subscription's refill) wait for the next turn, so that
+    /// one turn stays short and other clients' small requests are
+    /// answered within milliseconds however many readers are busy.
+    pub fn over_read_budget(&self) -> bool {
+        self.turn_read_bytes >= config::READ_BUDGET_PER_TURN
+    }
+
     /// Reads up to `max_count` messages from `from`, up to `max_bytes` of
     /// them (at least one), calling `emit(offset, message)` for each until
     /// it returns false (that message was not taken).
@@ -805,6 +823,7 @@ impl Broker {
             topics,
             read_buf,
             stats,
+            turn_read_bytes,
             ..
         } = self;
         let log = &mut topics[p.topic as usize].partitions[p.partition as usize].log;
@@ -812,7 +831,10 @@ impl Broker {
         let mut count = 0u64;
         let result = log.read(from, end, max_count, max_bytes, read_buf, |o, m| {
             let taken = emit(o, m);
-            count += u64::from(taken);
+            if taken {
+                count += 1;
+                *turn_read_bytes += m.len();
+            }
             taken
         });
         stats.consumed += count;
@@ -928,14 +950,19 @@ impl Broker {
             return Err(ReadError::OutOfRange { first });
         }
         let Broker {
-            topics, read_buf, ..
+            topics,
+            read_buf,
+            turn_read_bytes,
+            ..
         } = self;
         let log = &mut topics[p.topic as usize].partitions[p.partition as usize].log;
         let end = log.durable().offset;
+        let before = out.len();
         let result = match log.format() {
             Format::Batch => log.read_raw(from, end, max_bytes, read_buf, out),
             Format::Text => log.read_as_batches(from, end, max_bytes, read_buf, out),
         };
+        *turn_read_bytes += out.len().saturating_sub(before);
         result.map_err(|e| {
             error!("read failed: {e}");
             ReadError::Storage(e.client_reason())

@@ -166,7 +166,7 @@ impl KafkaSession {
             };
             match control {
                 Control::Continue | Control::Pause => {}
-                Control::Park => return (used, Control::Park),
+                Control::Park | Control::Yield => return (used, control),
                 Control::Quit => return (input.len(), Control::Quit),
             }
         }
