@@ -1180,9 +1180,17 @@ impl Log {
             }
             match format {
                 Format::Text => {
-                    // The walk checked the line: the message follows its
-                    // header.
-                    let message = &entry[text::header_len(first)..entry.len() - 1];
+                    // The walk checked the line, or its interval's CRC: the
+                    // message follows its header. A line shorter than its
+                    // header passed a CRC only if the segment and its index
+                    // were both replaced: damaged, never a panic.
+                    let Some(message) = entry.get(text::header_len(first)..entry.len() - 1) else {
+                        return Err(StorageError::corrupt(
+                            &path,
+                            Location::Offset(first),
+                            "a line shorter than its header".to_string(),
+                        ));
+                    };
                     if count > 0 && bytes + message.len() > max_bytes {
                         return Ok(false);
                     }
