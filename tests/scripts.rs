@@ -286,6 +286,7 @@ fn soak_script_passes_briefly() {
     );
     run.assert_success();
     let summary = run.stdout.lines().next().unwrap_or_default();
+    eprintln!("{summary}");
     assert!(summary.starts_with("soak: OK in "), "{}", run.describe());
     for part in [
         "messages acknowledged",
