@@ -263,16 +263,20 @@ impl Log {
         };
         let mut rebuilt = Vec::new();
         let mut rolled = VecDeque::new();
-        let mut skipped_bad = 0;
+        // Segments dropped by --skip-corrupt-segments: set aside before
+        // serving, so that no later start reads them as something else
+        // (a segment without an index, after the layout's migration, would
+        // be taken for an unsealed one and everything after it set aside).
+        let mut skipped: Vec<PathBuf> = Vec::new();
         for (seg, header) in found.segments[..strict_until].iter().zip(&headers) {
             match check_segment(options.format, seg, header.clone(), &mut rebuilt) {
                 Ok(r) => rolled.push_back(r),
                 Err(e) if options.skip_corrupt => {
-                    let older: Vec<String> = rolled
-                        .drain(..)
-                        .map(|r: Rolled| r.path.display().to_string())
-                        .collect();
-                    skipped_bad += older.len() + 1;
+                    let older: Vec<PathBuf> = rolled.drain(..).map(|r: Rolled| r.path).collect();
+                    skipped.extend(older.iter().cloned());
+                    skipped.push(seg.path.clone());
+                    let older: Vec<String> =
+                        older.iter().map(|p| p.display().to_string()).collect();
                     warn!(
                         "{e}; skipping (--skip-corrupt-segments) it and {} older segments{}{}",
                         older.len(),
@@ -331,8 +335,13 @@ impl Log {
             }
         };
         let active_base = active_scan.as_ref().and_then(|s| s.base);
-        let skipped =
-            skipped_bad + check_chain(&path, &mut rolled, active_base, options.skip_corrupt)?;
+        check_chain(
+            &path,
+            &mut rolled,
+            active_base,
+            options.skip_corrupt,
+            &mut skipped,
+        )?;
         let base = active_base.unwrap_or_else(|| rolled.back().map_or(0, |r| r.end));
         let count = active_scan.as_ref().map_or(0, |s| s.count);
         let next = base + count;
@@ -382,6 +391,22 @@ impl Log {
                 .map_err(|e| StorageError::io(file, format!("rename to {}", aside.display()), e))?;
             let _ = fs::remove_file(index_path(file));
         }
+        for file in &skipped {
+            for file in [file.clone(), index_path(file)] {
+                if !file.exists() {
+                    continue;
+                }
+                let aside = aside_path(&file);
+                warn!(
+                    "{}: skipped (--skip-corrupt-segments); moved to {}",
+                    file.display(),
+                    aside.display()
+                );
+                fs::rename(&file, &aside).map_err(|e| {
+                    StorageError::io(&file, format!("rename to {}", aside.display()), e)
+                })?;
+            }
+        }
         let created = active_scan.is_none();
         let mut scan = active_scan.unwrap_or_default();
         let file = OpenOptions::new()
@@ -428,8 +453,8 @@ impl Log {
             rolled.front().map_or(base, |r| r.base),
             scan.len,
             rolled.len(),
-            if skipped > 0 {
-                format!(" skipped_segments={skipped}")
+            if !skipped.is_empty() {
+                format!(" skipped_segments={}", skipped.len())
             } else {
                 String::new()
             }
@@ -1156,9 +1181,17 @@ impl Log {
             }
             match format {
                 Format::Text => {
-                    // The walk checked the line: the message follows its
-                    // header.
-                    let message = &entry[text::header_len(first)..entry.len() - 1];
+                    // The walk checked the line, or its interval's CRC: the
+                    // message follows its header. A line shorter than its
+                    // header passed a CRC only if the segment and its index
+                    // were both replaced: damaged, never a panic.
+                    let Some(message) = entry.get(text::header_len(first)..entry.len() - 1) else {
+                        return Err(StorageError::corrupt(
+                            &path,
+                            Location::Offset(first),
+                            "a line shorter than its header".to_string(),
+                        ));
+                    };
                     if count > 0 && bytes + message.len() > max_bytes {
                         return Ok(false);
                     }
@@ -1841,14 +1874,14 @@ fn check_segment(
 /// Checks that rolled segments chain into each other and into the active
 /// segment (whose first offset is `active_base`, if it has lines). A break
 /// is refused, or with `skip` the segments before it are dropped from the
-/// log (their files stay on disk). Returns how many were skipped.
+/// log and their paths added to `skipped`.
 fn check_chain(
     active: &Path,
     rolled: &mut VecDeque<Rolled>,
     active_base: Option<u64>,
     skip: bool,
-) -> Result<usize, StorageError> {
-    let mut skipped = 0;
+    skipped: &mut Vec<PathBuf>,
+) -> Result<(), StorageError> {
     let mut i = 0;
     while i < rolled.len() {
         let next_base = rolled.get(i + 1).map(|r| r.base).or(active_base);
@@ -1868,11 +1901,9 @@ fn check_chain(
             if !skip {
                 return Err(err);
             }
-            let dropped: Vec<String> = rolled
-                .drain(..=i)
-                .map(|r| r.path.display().to_string())
-                .collect();
-            skipped += dropped.len();
+            let dropped: Vec<PathBuf> = rolled.drain(..=i).map(|r| r.path).collect();
+            skipped.extend(dropped.iter().cloned());
+            let dropped: Vec<String> = dropped.iter().map(|p| p.display().to_string()).collect();
             warn!(
                 "{err}; skipping (--skip-corrupt-segments) {}",
                 dropped.join(", ")
@@ -1882,7 +1913,7 @@ fn check_chain(
         }
         i += 1;
     }
-    Ok(skipped)
+    Ok(())
 }
 
 /// What a scan of a segment found.
