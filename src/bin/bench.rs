@@ -1409,17 +1409,9 @@ mod kafka {
     /// ApiVersions v2, checking the versions this run needs are offered.
     fn api_versions(s: &mut StdStream, id: i32, needs: &[(ApiKey, i16)]) -> Result<(), String> {
         let mut req = Vec::new();
-        let start = begin(&mut req, ApiKey::ApiVersions, API_VERSIONS_VERSION, id);
-        finish(&mut req, start);
+        encode_api_versions(&mut req, id);
         let body = call(s, &req, id, "ApiVersions")?;
-        let (code, ranges) = (|| -> Result<_, DecodeError> {
-            let mut r = Reader::new(&body);
-            let code = ErrorCode(r.i16()?);
-            let ranges = r.array(6, |r| Ok((r.i16()?, r.i16()?, r.i16()?)))?;
-            r.i32()?; // throttle time
-            Ok((code, ranges))
-        })()
-        .map_err(malformed("ApiVersions"))?;
+        let (code, ranges) = decode_api_versions(&body).map_err(malformed("ApiVersions"))?;
         if !code.is_none() {
             return Err(format!("ApiVersions: {code}"));
         }
@@ -1437,6 +1429,21 @@ mod kafka {
         Ok(())
     }
 
+    fn encode_api_versions(out: &mut Vec<u8>, id: i32) {
+        let start = begin(out, ApiKey::ApiVersions, API_VERSIONS_VERSION, id);
+        finish(out, start);
+    }
+
+    /// ApiVersions v2: the error and the (key, min, max) rows.
+    #[allow(clippy::type_complexity)]
+    fn decode_api_versions(body: &[u8]) -> Result<(ErrorCode, Vec<(i16, i16, i16)>), DecodeError> {
+        let mut r = Reader::new(body);
+        let code = ErrorCode(r.i16()?);
+        let ranges = r.array(6, |r| Ok((r.i16()?, r.i16()?, r.i16()?)))?;
+        r.i32()?; // throttle time
+        Ok((code, ranges))
+    }
+
     /// Metadata v8 for `topic` (auto-creation allowed), repeated until
     /// partitions 0..`partitions` all have a leader.
     fn wait_for_leaders(
@@ -1450,14 +1457,7 @@ mod kafka {
             let id = *next_id;
             *next_id += 1;
             let mut req = Vec::new();
-            let start = begin(&mut req, ApiKey::Metadata, METADATA_VERSION, id);
-            let mut w = Writer::new(&mut req);
-            w.array_len(1);
-            w.string(topic);
-            w.bool(true); // allow auto topic creation
-            w.bool(false);
-            w.bool(false);
-            finish(&mut req, start);
+            encode_metadata(&mut req, id, topic);
             let body = call(s, &req, id, "Metadata")?;
             let topics = decode_metadata(&body).map_err(malformed("Metadata"))?;
             let Some((code, leaders)) = topics
@@ -1498,6 +1498,17 @@ mod kafka {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    fn encode_metadata(out: &mut Vec<u8>, id: i32, topic: &str) {
+        let start = begin(out, ApiKey::Metadata, METADATA_VERSION, id);
+        let mut w = Writer::new(out);
+        w.array_len(1);
+        w.string(topic);
+        w.bool(true); // allow auto topic creation
+        w.bool(false); // include cluster authorized operations
+        w.bool(false); // include topic authorized operations
+        finish(out, start);
     }
 
     /// Metadata v8: (topic, error, [(partition, error, leader)]).
@@ -1545,37 +1556,9 @@ mod kafka {
         let id = *next_id;
         *next_id += 1;
         let mut req = Vec::new();
-        let start = begin(&mut req, ApiKey::ListOffsets, LIST_OFFSETS_VERSION, id);
-        let mut w = Writer::new(&mut req);
-        w.i32(-1); // replica id
-        w.i8(0); // read uncommitted
-        w.array_len(1);
-        w.string(topic);
-        w.array_len(partitions as usize);
-        for p in 0..partitions as i32 {
-            w.i32(p);
-            w.i32(-1); // current leader epoch
-            w.i64(LATEST);
-        }
-        finish(&mut req, start);
+        encode_list_offsets(&mut req, id, topic, partitions);
         let body = call(s, &req, id, "ListOffsets")?;
-        let topics = (|| -> Result<_, DecodeError> {
-            let mut r = Reader::new(&body);
-            r.i32()?; // throttle time
-            r.array(6, |r| {
-                let name = r.string()?.to_string();
-                let parts = r.array(26, |r| {
-                    let index = r.i32()?;
-                    let code = ErrorCode(r.i16()?);
-                    r.i64()?; // timestamp
-                    let offset = r.i64()?;
-                    r.i32()?; // leader epoch
-                    Ok((index, code, offset))
-                })?;
-                Ok((name, parts))
-            })
-        })()
-        .map_err(malformed("ListOffsets"))?;
+        let topics = decode_list_offsets(&body).map_err(malformed("ListOffsets"))?;
         let parts = topics
             .iter()
             .find(|(name, _)| name == topic)
@@ -1590,6 +1573,43 @@ mod kafka {
                 None => Err(format!("ListOffsets did not list {topic} partition {p}")),
             })
             .collect()
+    }
+
+    fn encode_list_offsets(out: &mut Vec<u8>, id: i32, topic: &str, partitions: u32) {
+        let start = begin(out, ApiKey::ListOffsets, LIST_OFFSETS_VERSION, id);
+        let mut w = Writer::new(out);
+        w.i32(-1); // replica id
+        w.i8(0); // read uncommitted
+        w.array_len(1);
+        w.string(topic);
+        w.array_len(partitions as usize);
+        for p in 0..partitions as i32 {
+            w.i32(p);
+            w.i32(-1); // current leader epoch
+            w.i64(LATEST);
+        }
+        finish(out, start);
+    }
+
+    /// ListOffsets v5: (topic, [(partition, error, offset)]).
+    #[allow(clippy::type_complexity)]
+    fn decode_list_offsets(
+        body: &[u8],
+    ) -> Result<Vec<(String, Vec<(i32, ErrorCode, i64)>)>, DecodeError> {
+        let mut r = Reader::new(body);
+        r.i32()?; // throttle time
+        r.array(6, |r| {
+            let name = r.string()?.to_string();
+            let parts = r.array(26, |r| {
+                let index = r.i32()?;
+                let code = ErrorCode(r.i16()?);
+                r.i64()?; // timestamp
+                let offset = r.i64()?;
+                r.i32()?; // leader epoch
+                Ok((index, code, offset))
+            })?;
+            Ok((name, parts))
+        })
     }
 
     // ----- the run ------------------------------------------------------
@@ -1981,7 +2001,9 @@ mod kafka {
         r.i32()?; // session id
         let topics = r.array(6, |r| {
             let name = r.string()?;
-            let parts = r.array(46, |r| {
+            // Partition index to preferred read replica, then null
+            // aborted transactions and records: 42 bytes at least.
+            let parts = r.array(42, |r| {
                 let partition = r.i32()?;
                 let error = ErrorCode(r.i16()?);
                 let high_watermark = r.i64()?;
@@ -2177,6 +2199,372 @@ mod kafka {
                 ));
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The client side written here against the library's server side:
+    /// requests must decode with its decoders, its encoded responses
+    /// must decode here, and the consume checks must catch what they are
+    /// for.
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use kafka_like_broker::protocol::kafka::api::{
+            FetchPartitionResponse, FetchResponse, FetchTopicResponse,
+            ListOffsetsPartitionResponse, ListOffsetsResponse, ListOffsetsTopicResponse,
+            MetadataBroker, MetadataPartition, MetadataResponse, MetadataTopic,
+            ProducePartitionResponse, ProduceResponse, ProduceTopicResponse,
+        };
+        use kafka_like_broker::protocol::kafka::{ApiVersionsResponse, Request, RequestHeader};
+
+        /// The frame's body, after checking its size prefix.
+        fn body_of(frame: &[u8]) -> &[u8] {
+            let size = i32::from_be_bytes(frame[..4].try_into().unwrap());
+            assert_eq!(size as usize, frame.len() - 4);
+            &frame[4..]
+        }
+
+        fn encoded(f: impl FnOnce(&mut Writer<'_>)) -> Vec<u8> {
+            let mut out = Vec::new();
+            f(&mut Writer::new(&mut out));
+            out
+        }
+
+        #[test]
+        fn requests_decode_with_the_library() {
+            let mut records = Vec::new();
+            build_batch(&mut records, 3, b"abc");
+            let h = batch::validate(&records).unwrap();
+            assert_eq!((h.record_count, h.base_offset), (3, 0));
+            let mut scratch = Vec::new();
+            for r in batch::records(&records, 1 << 20, &mut scratch).unwrap() {
+                assert_eq!(r.unwrap().value, Some(&b"abc"[..]));
+            }
+
+            let mut out = Vec::new();
+            encode_produce(&mut out, 42, -1, "t", 2, &records);
+            let (h, rest) = RequestHeader::decode(body_of(&out)).unwrap();
+            assert_eq!(
+                (h.api_key, h.api_version, h.correlation_id, h.client_id),
+                (0, 7, 42, Some("bench"))
+            );
+            let Ok(Request::Produce(r)) = Request::decode(&h, rest) else {
+                panic!("not a produce");
+            };
+            assert_eq!(
+                (r.acks, r.timeout_ms, r.transactional_id),
+                (-1, 30_000, None)
+            );
+            assert_eq!(r.topics.len(), 1);
+            assert_eq!(r.topics[0].name, "t");
+            assert_eq!(r.topics[0].partitions.len(), 1);
+            assert_eq!(r.topics[0].partitions[0].index, 2);
+            assert_eq!(r.topics[0].partitions[0].records, Some(&records[..]));
+
+            out.clear();
+            encode_fetch(&mut out, 7, "t", 1, 12_345, 4096);
+            let (h, rest) = RequestHeader::decode(body_of(&out)).unwrap();
+            assert_eq!((h.api_key, h.api_version), (1, 11));
+            let Ok(Request::Fetch(r)) = Request::decode(&h, rest) else {
+                panic!("not a fetch");
+            };
+            assert_eq!(
+                (r.replica_id, r.max_wait_ms, r.min_bytes, r.max_bytes),
+                (-1, 500, 1, 8 << 20)
+            );
+            assert_eq!(
+                (r.isolation_level, r.session_id, r.session_epoch),
+                (0, 0, -1)
+            );
+            assert_eq!(r.topics.len(), 1);
+            assert_eq!(r.topics[0].topic, "t");
+            let p = &r.topics[0].partitions[0];
+            assert_eq!(
+                (p.partition, p.fetch_offset, p.partition_max_bytes),
+                (1, 12_345, 4096)
+            );
+            assert!(r.forgotten_topics_data.is_empty());
+            assert_eq!(r.rack_id, "");
+
+            out.clear();
+            encode_metadata(&mut out, 8, "t");
+            let (h, rest) = RequestHeader::decode(body_of(&out)).unwrap();
+            let Ok(Request::Metadata(r)) = Request::decode(&h, rest) else {
+                panic!("not a metadata");
+            };
+            assert_eq!(r.topics, Some(vec!["t"]));
+            assert!(r.allow_auto_topic_creation);
+
+            out.clear();
+            encode_list_offsets(&mut out, 9, "t", 3);
+            let (h, rest) = RequestHeader::decode(body_of(&out)).unwrap();
+            let Ok(Request::ListOffsets(r)) = Request::decode(&h, rest) else {
+                panic!("not a list offsets");
+            };
+            assert_eq!(r.topics[0].name, "t");
+            let asked: Vec<(i32, i64)> = r.topics[0]
+                .partitions
+                .iter()
+                .map(|p| (p.partition_index, p.timestamp))
+                .collect();
+            assert_eq!(asked, [(0, -1), (1, -1), (2, -1)]);
+
+            out.clear();
+            encode_api_versions(&mut out, 10);
+            let (h, rest) = RequestHeader::decode(body_of(&out)).unwrap();
+            assert!(matches!(
+                Request::decode(&h, rest),
+                Ok(Request::ApiVersions(_))
+            ));
+        }
+
+        #[test]
+        fn library_responses_decode_here() {
+            let body = encoded(|w| ApiVersionsResponse::supported().encode(2, w));
+            let (code, ranges) = decode_api_versions(&body).unwrap();
+            assert!(code.is_none());
+            assert!(ranges.contains(&(0, 0, 7)));
+
+            let resp = ProduceResponse {
+                responses: vec![ProduceTopicResponse {
+                    name: "t",
+                    partitions: vec![ProducePartitionResponse {
+                        index: 2,
+                        error_code: ErrorCode::NONE,
+                        base_offset: 77,
+                        log_append_time_ms: -1,
+                        log_start_offset: 0,
+                    }],
+                }],
+                throttle_time_ms: 0,
+            };
+            let body = encoded(|w| resp.encode(7, w));
+            assert_eq!(
+                decode_produce(&body).unwrap(),
+                vec![("t", vec![(2, ErrorCode::NONE, 77)])]
+            );
+
+            let resp = MetadataResponse {
+                throttle_time_ms: 0,
+                brokers: vec![MetadataBroker {
+                    node_id: 0,
+                    host: "127.0.0.1",
+                    port: 9092,
+                    rack: None,
+                }],
+                cluster_id: Some("c"),
+                controller_id: 0,
+                topics: vec![MetadataTopic {
+                    error_code: ErrorCode::NONE,
+                    name: "t",
+                    is_internal: false,
+                    partitions: vec![MetadataPartition {
+                        error_code: ErrorCode::NONE,
+                        partition_index: 0,
+                        leader_id: 0,
+                        leader_epoch: 0,
+                        replica_nodes: &[0],
+                        isr_nodes: &[0],
+                        offline_replicas: &[],
+                    }],
+                    topic_authorized_operations: i32::MIN,
+                }],
+                cluster_authorized_operations: i32::MIN,
+            };
+            let body = encoded(|w| resp.encode(8, w));
+            assert_eq!(
+                decode_metadata(&body).unwrap(),
+                vec![(
+                    "t".to_string(),
+                    ErrorCode::NONE,
+                    vec![(0, ErrorCode::NONE, 0)]
+                )]
+            );
+
+            let resp = ListOffsetsResponse {
+                throttle_time_ms: 0,
+                topics: vec![ListOffsetsTopicResponse {
+                    name: "t",
+                    partitions: vec![ListOffsetsPartitionResponse {
+                        partition_index: 0,
+                        error_code: ErrorCode::NONE,
+                        timestamp: -1,
+                        offset: 1234,
+                        leader_epoch: 0,
+                    }],
+                }],
+            };
+            let body = encoded(|w| resp.encode(5, w));
+            assert_eq!(
+                decode_list_offsets(&body).unwrap(),
+                vec![("t".to_string(), vec![(0, ErrorCode::NONE, 1234)])]
+            );
+
+            // Records, no records (the shortest partition answer) and null.
+            let part = |partition, records| FetchPartitionResponse {
+                partition_index: partition,
+                error_code: ErrorCode::NONE,
+                high_watermark: 10,
+                last_stable_offset: 10,
+                log_start_offset: 0,
+                aborted_transactions: None,
+                preferred_read_replica: -1,
+                records,
+            };
+            let resp = FetchResponse {
+                throttle_time_ms: 0,
+                error_code: ErrorCode::NONE,
+                session_id: 0,
+                responses: vec![FetchTopicResponse {
+                    topic: "t",
+                    partitions: vec![
+                        part(0, Some(&b"xyz"[..])),
+                        part(1, None),
+                        part(2, Some(&[])),
+                    ],
+                }],
+            };
+            let body = encoded(|w| resp.encode(11, w));
+            let answer = decode_fetch(&body).unwrap();
+            assert!(answer.error.is_none());
+            let (name, parts) = &answer.topics[0];
+            assert_eq!(*name, "t");
+            let got: Vec<(i32, i64, &[u8])> = parts
+                .iter()
+                .map(|p| (p.partition, p.high_watermark, p.records))
+                .collect();
+            assert_eq!(
+                got,
+                [(0, 10, &b"xyz"[..]), (1, 10, &[][..]), (2, 10, &[][..])]
+            );
+        }
+
+        fn args() -> Args {
+            Args {
+                mode: Mode::Consume,
+                target: super::super::Target::Broker,
+                addr: None,
+                conns: 1,
+                depth: 1,
+                messages: 0,
+                size: 3,
+                topic: None,
+                batch: 1000,
+                from: 0,
+                seconds: 0.0,
+                protocol: super::super::Protocol::Kafka,
+                acks: -1,
+                partitions: 1,
+                partition_max_bytes: 1 << 20,
+            }
+        }
+
+        /// Answers one fetch of offsets `next..end` with `records` (high
+        /// watermark `hw`); returns the records counted and where the
+        /// range goes on.
+        fn fetch(next: u64, end: u64, hw: i64, records: &[u8]) -> Result<(u64, u64), String> {
+            let args = args();
+            let mut ctx = Ctx {
+                args: &args,
+                topic: "t",
+                partitions: 1,
+                hist: Histogram::new(3).unwrap(),
+                completed: 0,
+                acks: Vec::new(),
+                sent: vec![0],
+                batches: 0,
+                batch_records: 0,
+                wire_bytes: 0,
+                templates: Templates::new(1, 1),
+                close_hint: String::new(),
+            };
+            let mut st = ConnState {
+                index: 0,
+                in_flight: VecDeque::new(),
+                next_id: 1,
+                to_send: 0,
+                rr: 0,
+                last: vec![None],
+                streams: vec![Range {
+                    partition: 0,
+                    next,
+                    end,
+                    busy: true,
+                    empty: 0,
+                }],
+                cursor: 0,
+                done: false,
+            };
+            let resp = FetchResponse {
+                throttle_time_ms: 0,
+                error_code: ErrorCode::NONE,
+                session_id: 0,
+                responses: vec![FetchTopicResponse {
+                    topic: "t",
+                    partitions: vec![FetchPartitionResponse {
+                        partition_index: 0,
+                        error_code: ErrorCode::NONE,
+                        high_watermark: hw,
+                        last_stable_offset: hw,
+                        log_start_offset: 0,
+                        aborted_transactions: None,
+                        preferred_read_replica: -1,
+                        records: Some(records),
+                    }],
+                }],
+            };
+            let body = encoded(|w| resp.encode(11, w));
+            let pending = Pending {
+                correlation_id: 1,
+                sent: Instant::now(),
+                partition: 0,
+                records: 0,
+                range: 0,
+            };
+            on_fetch(&mut ctx, &mut st, &pending, &body)?;
+            Ok((ctx.completed, st.streams[0].next))
+        }
+
+        /// Batches of `count` records at each base offset, concatenated.
+        fn batches(at: &[(i64, u64)]) -> Vec<u8> {
+            let mut out = Vec::new();
+            for &(base, count) in at {
+                let mut one = Vec::new();
+                build_batch(&mut one, count, b"abc");
+                batch::set_base_offset(&mut one, base);
+                out.extend_from_slice(&one);
+            }
+            out
+        }
+
+        #[test]
+        fn fetch_answers_are_counted_within_the_range() {
+            let two = batches(&[(0, 10), (10, 10)]);
+            assert_eq!(fetch(0, 15, 20, &two), Ok((15, 20)));
+            // The fetch offset inside the first batch.
+            assert_eq!(fetch(4, 100, 20, &two), Ok((16, 20)));
+            // A batch cut short at the end is skipped.
+            assert_eq!(fetch(0, 100, 20, &two[..two.len() - 5]), Ok((10, 10)));
+        }
+
+        #[test]
+        fn fetch_answers_with_gaps_repeats_or_damage_fail() {
+            let err = |r: Result<(u64, u64), String>| r.unwrap_err();
+            let gap = batches(&[(3, 10)]);
+            assert!(err(fetch(0, 100, 20, &gap)).contains("a gap"));
+            let gap = batches(&[(0, 10), (11, 10)]);
+            assert!(err(fetch(0, 100, 21, &gap)).contains("a gap"));
+            let repeat = batches(&[(0, 10), (5, 10)]);
+            assert!(err(fetch(0, 100, 20, &repeat)).contains("a repeat"));
+            let before = batches(&[(0, 10)]);
+            assert!(err(fetch(10, 100, 20, &before)).contains("a repeat"));
+            let mut damaged = batches(&[(0, 10)]);
+            let last = damaged.len() - 1;
+            damaged[last] ^= 1;
+            assert!(err(fetch(0, 100, 10, &damaged)).contains("invalid"));
+            assert!(err(fetch(10, 100, 10, &[])).contains("nothing stored at offset 10"));
+            let whole = batches(&[(0, 10)]);
+            assert!(err(fetch(0, 100, 10, &whole[..20])).contains("no whole batch"));
         }
     }
 }
