@@ -593,6 +593,7 @@ fn read_all(broker: &mut Broker, p: PartitionId) -> u64 {
         let result = broker.read(p, from, 1000, 64 << 10, |o, _| {
             assert!(o >= from && o < end, "offset {o} served for {from}..{end}");
             messages += 1;
+            true
         });
         at = match result {
             Ok(next) if next > from => {
@@ -668,7 +669,10 @@ pub fn storage_recovery(data: &[u8]) -> Result<Recovered, String> {
             continue; // the append failed (STORAGE_ERROR to its producer)
         }
         let mut got = Vec::new();
-        let result = broker.read(p, offset, 1, 1 << 10, |o, m| got.push((o, m.to_vec())));
+        let result = broker.read(p, offset, 1, 1 << 10, |o, m| {
+            got.push((o, m.to_vec()));
+            true
+        });
         assert!(result.is_ok(), "reading back {p:?} at {offset}: {result:?}");
         assert_eq!(got, vec![(offset, b"fuzz".to_vec())], "{p:?} at {offset}");
     }

@@ -1766,13 +1766,25 @@ fn small_segments_survive_kill_9_and_lookups_by_time_cross_them() {
     let config = obj([("linger.ms", 0.into()), ("batch.num.messages", 7.into())]);
     let out = ck("produce", &produce_args(&b, "seg", &recs, config));
     assert_delivered_in_order(&out, &recs, 0, 0);
-    let segments = std::fs::read_dir(dir.join("topics"))
-        .unwrap()
-        .flatten()
-        .flat_map(|t| std::fs::read_dir(t.path()).unwrap().flatten())
-        .filter(|f| f.file_name().to_string_lossy().ends_with(".index"))
-        .count();
-    assert!(segments >= 5, "only {segments} sealed segments");
+    // A rolled segment's index is written by a helper thread once its
+    // data is synced, so the files appear a little after the acks.
+    let sealed = || {
+        std::fs::read_dir(dir.join("topics"))
+            .unwrap()
+            .flatten()
+            .flat_map(|t| std::fs::read_dir(t.path()).unwrap().flatten())
+            .filter(|f| f.file_name().to_string_lossy().ends_with(".index"))
+            .count()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while sealed() < 5 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} sealed segments",
+            sealed()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let times = vec![T0, T0 + 555, T0 + 1000, T0 + 2490, T0 + 2500];
     let lookups = |b: &str| {
         let out = ck(

@@ -1107,7 +1107,7 @@ fn a_short_line_behind_a_matching_index_is_damage_not_a_panic() {
     let mut log = open(dir.path());
     let mut buf = Vec::new();
     let err = log
-        .read(0, u64::MAX, 10, usize::MAX, &mut buf, |_, _| {})
+        .read(0, u64::MAX, 10, usize::MAX, &mut buf, |_, _| true)
         .unwrap_err();
     assert!(err.to_string().contains("shorter than its header"), "{err}");
     assert_eq!(read_all(&mut log, 1, 10), vec![(1, b"y".to_vec())]);
