@@ -803,6 +803,30 @@ fn acks_0_produce_gets_no_response_on_the_wire() {
     assert_eq!(text_values(&broker, "wire-acks0"), numbered(["x", "y"]));
 }
 
+/// With acks=0 nothing is answered, so a refused batch closes the
+/// connection, as Kafka does; a dropped batch would vanish without a sign.
+#[test]
+fn a_refused_acks_0_batch_closes_the_connection() {
+    if !have("acks0_refused", PY) {
+        return;
+    }
+    let (_tmp, dir) = temp_data_dir();
+    let broker = start_broker(&dir, &["--max-message-bytes", "200"]);
+    let big = "v".repeat(500);
+    let out = kp_wire(
+        "acks0",
+        &obj([
+            ("bootstrap", bootstrap(&broker).into()),
+            ("topic", "wire-acks0-big".into()),
+            ("values", vec![big.as_str()].into()),
+        ]),
+    );
+    assert_eq!(out.one("metadata").get("error_code").i64(), 0, "{out}");
+    assert!(out.of("first_response").is_empty(), "{out}");
+    assert_eq!(out.of("closed").len(), 1, "{out}");
+    assert!(text_values(&broker, "wire-acks0-big").is_empty());
+}
+
 // ------------------------------------------------------------ idempotence
 
 #[test]
