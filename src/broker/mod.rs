@@ -566,7 +566,7 @@ impl Broker {
         })();
         let logs = opened.map_err(|e| {
             error!("creating topic {}: {e}", String::from_utf8_lossy(name));
-            if !existed && let Err(rm) = fs::remove_dir_all(&tdir) {
+            if !existed && let Err(rm) = remove_new_topic_dir(&tdir, partitions, format) {
                 error!("cannot remove {}: {rm}", tdir.display());
             }
             TopicError::Storage(e.client_reason())
@@ -1676,6 +1676,39 @@ pub fn partition_path(
         Format::Batch => TOPIC_BATCH_FILE,
     };
     (dir, file)
+}
+
+/// Removes the directory of a topic whose creation failed. Creation can
+/// fail for want of a file descriptor, and `remove_dir_all` needs one per
+/// directory level to list it; so the names a new topic can hold are
+/// unlinked by path first (which needs none), and only a directory that
+/// still holds something unexpected is listed.
+fn remove_new_topic_dir(tdir: &Path, partitions: u32, format: Format) -> std::io::Result<()> {
+    fn gone(r: std::io::Result<()>) -> std::io::Result<()> {
+        match r {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            r => r,
+        }
+    }
+    let log = match format {
+        Format::Text => TOPIC_LOG_FILE,
+        Format::Batch => TOPIC_BATCH_FILE,
+    };
+    let meta = meta::TOPIC_META_FILE;
+    for name in [meta.to_string(), format!("{meta}.tmp"), log.to_string()] {
+        gone(fs::remove_file(tdir.join(name)))?;
+    }
+    for p in 1..partitions {
+        let pdir = tdir.join(format!("partition-{p}"));
+        gone(fs::remove_file(pdir.join(log)))?;
+        if gone(fs::remove_dir(&pdir)).is_err() {
+            gone(fs::remove_dir_all(&pdir))?;
+        }
+    }
+    if gone(fs::remove_dir(tdir)).is_err() {
+        gone(fs::remove_dir_all(tdir))?;
+    }
+    Ok(())
 }
 
 /// Compares a secret in time that depends only on its length, not on where
