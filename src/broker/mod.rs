@@ -1037,7 +1037,7 @@ impl Broker {
 
     /// The first offset whose record has a timestamp at or after `ts`, and
     /// that timestamp (ListOffsets by time); `None` if there is none (text
-    /// partitions store no timestamps).
+    /// partitions answer at index-interval granularity, never late).
     pub fn offset_for_time(
         &mut self,
         p: PartitionId,
