@@ -1447,6 +1447,10 @@ fn text_topics_answer_list_offsets_by_log_append_time() {
             format!("ACK offset:{i}")
         );
     }
+    // Records 0-49 were written at or before `last`, so strictly before
+    // `mid`; records 50-59 strictly after it.
+    let last = now_ms();
+    wait_past(last);
     let mid = now_ms();
     wait_past(mid);
     for i in 50..60 {
