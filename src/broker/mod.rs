@@ -1032,6 +1032,12 @@ impl Broker {
         })
     }
 
+    /// Every committed position, in no particular order: (topic,
+    /// partition, group, offset). For metrics.
+    pub fn committed_offsets(&self) -> impl Iterator<Item = (&[u8], u32, &[u8], u64)> {
+        self.offsets.entries()
+    }
+
     /// `group`'s committed position in a partition.
     pub fn committed(&self, p: PartitionId, group: &[u8]) -> Option<u64> {
         if !self.live(p) {
