@@ -58,6 +58,12 @@ pub enum FsyncPolicy {
 pub const READ_CHUNK: usize = 64 * 1024;
 /// Reads per connection per loop turn before others get their turn.
 pub const READS_PER_TURN: usize = 16;
+/// Message bytes one loop turn reads from logs for clients before large
+/// reads wait for the next turn (see `Broker::over_read_budget`). About a
+/// millisecond of work: a fresh request waits at most a turn or two
+/// behind a hundred busy readers, while one reader still gets a full
+/// `--max-output-bytes` reply per turn.
+pub const READ_BUDGET_PER_TURN: usize = 2 << 20;
 /// Staged log bytes that force a write before the end of the loop turn.
 pub const MAX_BATCH_BYTES: usize = 4 << 20;
 

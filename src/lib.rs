@@ -11,12 +11,15 @@
 //! - [`server`]: the poll loop that owns the listener and clients;
 //! - [`config`]: defaults, limits and the broker's command line;
 //! - [`cli`]: command-line parsing shared by the binaries;
+//! - [`fuzzing`]: entry points for the text-protocol and storage fuzz
+//!   targets (`fuzz/`);
 //! - [`client`]: blocking helpers for the bundled clients.
 
 pub mod broker;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod fuzzing;
 pub mod protocol;
 pub mod server;
 pub mod storage;

@@ -303,7 +303,17 @@ fn a_damaged_rolled_segment_is_refused_unless_skipped() {
         format!("MESSAGE offset:{first} m{first:02}")
     );
     assert!(broker.stderr().contains("skipping"), "{}", broker.stderr());
-    assert!(victim.exists(), "files are left for the operator");
+    // Left for the operator, under a name no later start reads.
+    assert!(!victim.exists());
+    let aside = format!("{}.aside-", names[2]);
+    assert!(
+        std::fs::read_dir(&dir).unwrap().any(|e| e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with(&aside)),
+        "the skipped segment is set aside"
+    );
     drop(tmp);
 }
 

@@ -803,6 +803,30 @@ fn acks_0_produce_gets_no_response_on_the_wire() {
     assert_eq!(text_values(&broker, "wire-acks0"), numbered(["x", "y"]));
 }
 
+/// With acks=0 nothing is answered, so a refused batch closes the
+/// connection, as Kafka does; a dropped batch would vanish without a sign.
+#[test]
+fn a_refused_acks_0_batch_closes_the_connection() {
+    if !have("acks0_refused", PY) {
+        return;
+    }
+    let (_tmp, dir) = temp_data_dir();
+    let broker = start_broker(&dir, &["--max-message-bytes", "200"]);
+    let big = "v".repeat(500);
+    let out = kp_wire(
+        "acks0",
+        &obj([
+            ("bootstrap", bootstrap(&broker).into()),
+            ("topic", "wire-acks0-big".into()),
+            ("values", vec![big.as_str()].into()),
+        ]),
+    );
+    assert_eq!(out.one("metadata").get("error_code").i64(), 0, "{out}");
+    assert!(out.of("first_response").is_empty(), "{out}");
+    assert_eq!(out.of("closed").len(), 1, "{out}");
+    assert!(text_values(&broker, "wire-acks0-big").is_empty());
+}
+
 // ------------------------------------------------------------ idempotence
 
 #[test]
@@ -1366,9 +1390,8 @@ fn text_produce_is_read_exactly_by_kcat_confluent_kafka_and_kafka_python() {
 /// Issue 9: "a Kafka consumer of a text topic gets synthesized batches
 /// (value = the message, no key, timestamps as stored or log-append time)".
 /// Text topics store no timestamp, so Kafka readers must see the log-append
-/// time; they get -1 (no timestamp), which e.g. Kafka Streams rejects.
+/// time (not -1, "no timestamp", which e.g. Kafka Streams rejects).
 #[test]
-#[ignore = "broker bug: text-produced records reach Kafka readers with timestamp -1, not log-append time"]
 fn text_produced_records_carry_a_log_append_timestamp_for_kafka_readers() {
     if !have("text_timestamps", &[Tool::Python, Tool::Kcat]) {
         return;
@@ -1391,6 +1414,80 @@ fn text_produced_records_carry_a_log_append_timestamp_for_kafka_readers() {
             "{client}: timestamp {} not within [{before}, {after}]",
             got[0].timestamp
         );
+    }
+}
+
+/// Text records get the log-append time of their index interval (the
+/// index has an entry per ~4 KiB of log), as LogAppendTime, and
+/// ListOffsets by time answers from it: the first interval written at or
+/// after the time asked for, so never a record late.
+#[test]
+fn text_topics_answer_list_offsets_by_log_append_time() {
+    if !have("text_list_offsets", PY) {
+        return;
+    }
+    let (_tmp, dir) = temp_data_dir();
+    let broker = start_broker(&dir, &[]);
+    let b = bootstrap(&broker);
+    let wait_past = |t: i64| {
+        while now_ms() <= t {
+            std::thread::yield_now();
+        }
+    };
+    let before = now_ms();
+    wait_past(before);
+    let mut c = broker.client();
+    assert_eq!(c.request("USE tt"), "USING tt");
+    let value = "v".repeat(100);
+    // Lines of 118 bytes (offsets 0-9) and 119: offset 35 is the first to
+    // start past 4096 bytes, so it opens the second interval.
+    for i in 0..50 {
+        assert_eq!(
+            c.request(&format!("PRODUCE {value}")),
+            format!("ACK offset:{i}")
+        );
+    }
+    let mid = now_ms();
+    wait_past(mid);
+    for i in 50..60 {
+        assert_eq!(
+            c.request(&format!("PRODUCE {value}")),
+            format!("ACK offset:{i}")
+        );
+    }
+    let after = now_ms();
+    wait_past(after);
+    let out = ck(
+        "offsets",
+        &obj([
+            ("bootstrap", b.as_str().into()),
+            ("topic", "tt".into()),
+            ("times", vec![before, mid, mid + 1, now_ms()].into()),
+        ]),
+    );
+    let found: Vec<i64> = out
+        .of("for_time")
+        .iter()
+        .map(|f| f.get("offset").i64())
+        .collect();
+    // The second interval was last written after `mid`: records 35-49,
+    // written before it, come with it rather than be skipped. Nothing
+    // was written at or after the last time asked (-1, OFFSET_END).
+    assert_eq!(found, vec![0, 35, 35, -1], "{out}");
+    let out = ck("consume", &consume_args(&b, "tt", &[0], 60));
+    let recs = records(&out);
+    assert_eq!(recs.len(), 60, "{out}");
+    let t1 = recs[0].timestamp;
+    let t2 = recs[35].timestamp;
+    assert!((before..mid + 1).contains(&t1), "{t1} {before} {mid}");
+    assert!((mid + 1..=after).contains(&t2), "{t2} {mid} {after}");
+    for r in &recs {
+        let want = if r.offset < 35 { t1 } else { t2 };
+        assert_eq!(r.timestamp, want, "offset {}", r.offset);
+    }
+    for r in out.of("record") {
+        // confluent-kafka's TIMESTAMP_LOG_APPEND_TIME
+        assert_eq!(r.get("timestamp_type").i64(), 2, "{out}");
     }
 }
 
@@ -1766,13 +1863,25 @@ fn small_segments_survive_kill_9_and_lookups_by_time_cross_them() {
     let config = obj([("linger.ms", 0.into()), ("batch.num.messages", 7.into())]);
     let out = ck("produce", &produce_args(&b, "seg", &recs, config));
     assert_delivered_in_order(&out, &recs, 0, 0);
-    let segments = std::fs::read_dir(dir.join("topics"))
-        .unwrap()
-        .flatten()
-        .flat_map(|t| std::fs::read_dir(t.path()).unwrap().flatten())
-        .filter(|f| f.file_name().to_string_lossy().ends_with(".index"))
-        .count();
-    assert!(segments >= 5, "only {segments} sealed segments");
+    // A rolled segment's index is written by a helper thread once its
+    // data is synced, so the files appear a little after the acks.
+    let sealed = || {
+        std::fs::read_dir(dir.join("topics"))
+            .unwrap()
+            .flatten()
+            .flat_map(|t| std::fs::read_dir(t.path()).unwrap().flatten())
+            .filter(|f| f.file_name().to_string_lossy().ends_with(".index"))
+            .count()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while sealed() < 5 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} sealed segments",
+            sealed()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let times = vec![T0, T0 + 555, T0 + 1000, T0 + 2490, T0 + 2500];
     let lookups = |b: &str| {
         let out = ck(

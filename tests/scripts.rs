@@ -100,6 +100,11 @@ fn wait_group_gone(pgid: libc::pid_t, timeout: Duration) -> bool {
 /// process group. Fails the test if it runs over `SCRIPT_TIMEOUT`, leaves
 /// processes running, or leaves anything in its `TMPDIR`.
 fn run_script(name: &str, args: &[&str]) -> Run {
+    run_script_with(name, args, &[])
+}
+
+/// [`run_script`] with more environment variables.
+fn run_script_with(name: &str, args: &[&str], envs: &[(&str, &str)]) -> Run {
     let tmp = tempfile::tempdir().expect("tempdir");
     let scratch = tmp.path().join("tmp");
     fs::create_dir(&scratch).expect("create TMPDIR");
@@ -111,6 +116,7 @@ fn run_script(name: &str, args: &[&str]) -> Run {
         .current_dir(tmp.path())
         .env("BROKER", BROKER)
         .env("TMPDIR", &scratch)
+        .envs(envs.iter().copied())
         .stdin(Stdio::null())
         .stdout(File::create(&stdout_path).expect("create stdout file"))
         .stderr(File::create(&stderr_path).expect("create stderr file"))
@@ -243,7 +249,7 @@ fn scripts_fail_when_no_broker_answers() {
 
 #[test]
 fn scripts_print_usage_and_reject_bad_arguments() {
-    for name in ["smoke.sh", "load.sh"] {
+    for name in ["smoke.sh", "load.sh", "soak.sh"] {
         let help = run_script(name, &["-h"]);
         help.assert_success();
         assert!(
@@ -264,4 +270,61 @@ fn scripts_print_usage_and_reject_bad_arguments() {
         run.assert_code(2);
         assert!(run.stderr.contains("Try "), "{}", run.describe());
     }
+}
+
+/// The soak test, briefly: a broker under producers, readers, committers,
+/// slow and abusive clients and 3 restarts (SIGTERM, kill -9, both fsync
+/// policies), checked against its model; then a final kill -9 and check.
+/// The PING bound is looser than the script's default because this runs
+/// the debug build, beside the other tests.
+#[test]
+fn soak_script_passes_briefly() {
+    let run = run_script_with(
+        "soak.sh",
+        &["--seconds", "8", "--max-ping-p99-ms", "250"],
+        &[("SOAK", env!("CARGO_BIN_EXE_soak"))],
+    );
+    run.assert_success();
+    let summary = run.stdout.lines().next().unwrap_or_default();
+    eprintln!("{summary}");
+    assert!(summary.starts_with("soak: OK in "), "{}", run.describe());
+    for part in [
+        "messages acknowledged",
+        "4 restarts (",
+        "PING p50 ",
+        "max RSS ",
+    ] {
+        assert!(summary.contains(part), "{part}: {}", run.describe());
+    }
+    assert_eq!(run.stdout.lines().count(), 1, "{}", run.describe());
+}
+
+/// A bound the broker cannot meet (1 MiB of RSS) fails the soak with exit
+/// status 1, names the violation and keeps the directory for a look.
+#[test]
+fn soak_fails_on_a_violation() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(env!("CARGO_BIN_EXE_soak"))
+        .args(["--broker", BROKER, "--seconds", "1", "--max-rss-mib", "1"])
+        .env("TMPDIR", tmp.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run soak");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stdout.starts_with("soak: FAILED in "), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("soak: violation: broker RSS "),
+        "{stdout}{stderr}"
+    );
+    let kept: Vec<_> = fs::read_dir(tmp.path())
+        .expect("read TMPDIR")
+        .map(|e| e.expect("dir entry").file_name())
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(
+        stderr.contains(&kept[0].to_string_lossy().into_owned()),
+        "{stderr}"
+    );
 }

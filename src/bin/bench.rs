@@ -5,6 +5,9 @@
 //! `--depth` requests in flight per connection, so the client costs little
 //! CPU next to the server it measures on the same machine. Every reply is
 //! checked; an error reply or a wrong offset fails the run.
+//!
+//! `--protocol kafka` speaks the Kafka wire protocol to the broker instead
+//! of the text one (see the `kafka` module at the end of this file).
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -42,13 +45,39 @@ Options:
                             100000 [default: 1000]
   --from OFFSET             consume from this offset (broker) [default: 0]
   --seconds S               how long idle holds its connections [default: 10]
+  --protocol text|kafka     the broker's text protocol or the Kafka wire
+                            protocol (target broker only) [default: text]
   -h, --help
+
+With --protocol kafka (the topic defaults to bench, auto-created):
+  produce   ApiVersions and Metadata on each connection, then Produce v7
+            requests of one RecordBatch of --batch records (up to 100000)
+            of --size bytes each; every answer is checked (error 0, base
+            offsets contiguous per partition)
+  consume   Fetch v11 from --from until --messages records arrived; every
+            batch is validated (CRC, counts) and offsets must be contiguous.
+            The offsets are split into --conns x --depth disjoint ranges;
+            each connection keeps one fetch in flight per range it owns
+  --acks 0|1|-1|all         Produce acks [default: -1]; with 0 the broker
+                            answers nothing: the run is timed by the bytes
+                            written, then ListOffsets must show every record
+                            (waited for up to 30 s, 3 s without growth);
+                            --depth is then the
+                            requests queued ahead of the socket
+  --partitions N            spread produce batches round-robin over
+                            partitions 0..N (consume: --messages split evenly
+                            over them); the topic needs N partitions (broker
+                            --partitions N) [default: 1]
+  --partition-max-bytes B   Fetch partition_max_bytes [default: 1048576]
 
 Prints one summary line on stdout (wrapped here):
   bench produce target=broker conns=4 depth=256 messages=2000000 size=100
   seconds=0.95 msg_per_s=2105263 mb_per_s=210.5 p50_us=410 p99_us=1210
   p999_us=2100
-and a progress line on stderr every 2 s for longer runs.
+and a progress line on stderr every 2 s for longer runs. Kafka runs add
+protocol=kafka after target= and batch= after size= (consume: the mean
+records per batch received), and a detail line on stderr (acks,
+partitions, bytes on the wire).
 ";
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -56,6 +85,12 @@ enum Mode {
     Produce,
     Consume,
     Idle,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Protocol {
+    Text,
+    Kafka,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -87,6 +122,13 @@ struct Args {
     batch: u64,
     from: u64,
     seconds: f64,
+    protocol: Protocol,
+    /// Kafka produce `acks`: 0, 1 or -1.
+    acks: i16,
+    /// Kafka: partitions 0..N to spread over.
+    partitions: u32,
+    /// Kafka Fetch `partition_max_bytes`.
+    partition_max_bytes: i32,
 }
 
 fn parse_args() -> Result<Option<Args>, UsageError> {
@@ -104,9 +146,18 @@ fn parse_args() -> Result<Option<Args>, UsageError> {
         batch: 1000,
         from: 0,
         seconds: 10.0,
+        protocol: Protocol::Text,
+        acks: -1,
+        partitions: 1,
+        partition_max_bytes: 1 << 20,
     };
     let mut mode = None;
+    // A Kafka-only option given without --protocol kafka.
+    let mut kafka_only: Option<String> = None;
     while let Some(arg) = parser.next()? {
+        if let Long(name @ ("acks" | "partitions" | "partition-max-bytes")) = arg {
+            kafka_only = Some(format!("--{name}"));
+        }
         match arg {
             Value(v) if mode.is_none() => {
                 mode = Some(match v.to_str() {
@@ -137,6 +188,23 @@ fn parse_args() -> Result<Option<Args>, UsageError> {
             Long("batch") => args.batch = parser.number(1, 100_000)?,
             Long("from") => args.from = parser.number(0, u64::MAX)?,
             Long("seconds") => args.seconds = parser.float_from_zero(86_400.0, "seconds")?,
+            Long("protocol") => {
+                args.protocol = match parser.choice(&["text", "kafka"])? {
+                    "kafka" => Protocol::Kafka,
+                    _ => Protocol::Text,
+                }
+            }
+            Long("acks") => {
+                args.acks = match parser.choice(&["0", "1", "-1", "all"])? {
+                    "0" => 0,
+                    "1" => 1,
+                    _ => -1,
+                }
+            }
+            Long("partitions") => args.partitions = parser.number(1, 1024)? as u32,
+            Long("partition-max-bytes") => {
+                args.partition_max_bytes = parser.number(1, i32::MAX as u64)? as i32
+            }
             Short('h') | Long("help") => {
                 cli::out(USAGE);
                 return Ok(None);
@@ -145,6 +213,15 @@ fn parse_args() -> Result<Option<Args>, UsageError> {
         }
     }
     args.mode = mode.ok_or_else(|| UsageError("give a mode: produce, consume or idle".into()))?;
+    if let Some(flag) = kafka_only.filter(|_| args.protocol == Protocol::Text) {
+        return Err(UsageError(format!("{flag} needs --protocol kafka")));
+    }
+    if args.protocol == Protocol::Kafka && args.target != Target::Broker {
+        return Err(UsageError(format!(
+            "--protocol kafka needs --target broker, not {}",
+            args.target.name()
+        )));
+    }
     Ok(Some(args))
 }
 
@@ -219,6 +296,9 @@ fn run(args: &Args) -> Result<(), String> {
         .clone()
         .unwrap_or_else(|| default_addr(args.target).to_string());
     let addr = resolve(&addr_text)?;
+    if args.protocol == Protocol::Kafka {
+        return kafka::run(args, addr, &addr_text);
+    }
     let mut poll = Poll::new().map_err(|e| e.to_string())?;
     let mut conns = Vec::with_capacity(args.conns);
     for i in 0..args.conns {
@@ -781,4 +861,1732 @@ fn idle(args: &Args, poll: &mut Poll, conns: &mut [Conn]) -> Result<(), String> 
     let _ = io::stdout().flush();
     std::thread::sleep(Duration::from_secs_f64(args.seconds.max(0.0)));
     Ok(())
+}
+
+/// `--protocol kafka`: the same load over the Kafka wire protocol, with
+/// the library's codecs (the request side is written here: the library
+/// decodes requests and encodes responses, a client does the opposite).
+///
+/// Setup is blocking and sequential: each connection sends ApiVersions
+/// (and must be offered the versions used below); the first then sends
+/// Metadata for the topic (auto-creation allowed) until every partition
+/// used has a leader, and ListOffsets (latest) for where the run starts.
+/// The sockets are then made non-blocking and driven by one `mio::Poll`.
+///
+/// Produce: each request carries one RecordBatch of `--batch` records for
+/// one partition, round-robin over `--partitions`. The batch is built with
+/// the library's `BatchBuilder` once and reused (rebuilt each second so
+/// timestamps stay current): the client must cost little CPU next to the
+/// broker. Each answer must be error 0 for the one partition asked, its
+/// base offset above the previous one of this connection (equal to
+/// previous + count with one connection); at the end the acknowledged
+/// ranges of each partition must tile it exactly from the offset
+/// ListOffsets gave at the start. With `acks=0` nothing comes back: the
+/// run is timed until the last byte is written, then ListOffsets is asked
+/// (on a new connection) until every record is counted, for up to 30 s
+/// (3 s without any growth).
+///
+/// Consume: a connection answers its requests in order, and where the
+/// next fetch of a sequence starts is only known once the previous answer
+/// is parsed (the broker returns whole batches). So the offsets
+/// `--from .. --from + --messages` (per partition) are split into
+/// `--conns x --depth` disjoint ranges, dealt round-robin to the
+/// connections; each connection keeps one fetch in flight per range it
+/// owns, the next fetch of a range starting where the previous answer's
+/// last batch ended. A fetch never asks for much more than its range still
+/// needs. Every whole batch is checked with `batch::validate` (size, CRC,
+/// record count); within a range the first batch of an answer must hold
+/// the fetch offset and each next batch must start where the previous
+/// ended, so a gap or a repeat fails the run. Records outside a range (the
+/// batch that straddles two ranges is fetched by both) are not counted.
+/// A batch cut short at the end of an answer is skipped, as clients do.
+mod kafka {
+    use std::collections::VecDeque;
+    use std::io::{self, Read, Write};
+    use std::net::{SocketAddr, TcpStream as StdStream};
+    use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+    use hdrhistogram::Histogram;
+    use mio::net::TcpStream;
+    use mio::{Events, Interest, Poll, Token};
+
+    use kafka_like_broker::cli;
+    use kafka_like_broker::protocol::kafka::batch::{self, BatchBuilder, BatchError};
+    use kafka_like_broker::protocol::kafka::{
+        ApiKey, DEFAULT_MAX_REQUEST_BYTES, DecodeError, ErrorCode, Reader, Writer,
+    };
+
+    use super::{Args, Mode};
+
+    const CLIENT_ID: &str = "bench";
+    const API_VERSIONS_VERSION: i16 = 2;
+    const METADATA_VERSION: i16 = 8;
+    const LIST_OFFSETS_VERSION: i16 = 5;
+    const PRODUCE_VERSION: i16 = 7;
+    const FETCH_VERSION: i16 = 11;
+    const PRODUCE_TIMEOUT_MS: i32 = 30_000;
+    const FETCH_MAX_WAIT_MS: i32 = 500;
+    /// Fetch `max_bytes` (raised to `--partition-max-bytes` if that is
+    /// larger).
+    const FETCH_MAX_BYTES: i32 = 8 << 20;
+    /// A response larger than this means the stream is not what we think.
+    const MAX_RESPONSE: usize = 256 << 20;
+    /// The largest produce batch bench builds (the broker takes 1 MiB by
+    /// default).
+    const MAX_BATCH_BYTES: u64 = 1 << 30;
+    /// ListOffsets `timestamp` asking for the latest offset.
+    const LATEST: i64 = -1;
+    const DEFAULT_TOPIC: &str = "bench";
+    /// Any one blocking request/response of the setup.
+    const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+    /// How long Metadata may take to show the topic's leaders.
+    const METADATA_WAIT: Duration = Duration::from_secs(5);
+    /// acks=0: how long ListOffsets may take to count every record.
+    const CONFIRM_WAIT: Duration = Duration::from_secs(30);
+    /// acks=0: ... or for this long without any partition growing.
+    const CONFIRM_STALL: Duration = Duration::from_secs(3);
+    /// The run fails when no socket event comes for this long.
+    const NO_PROGRESS: Duration = Duration::from_secs(10);
+    /// Consume: empty answers in a row below the high watermark before
+    /// the run fails.
+    const MAX_EMPTY_FETCHES: u32 = 20;
+
+    pub fn run(args: &Args, addr: SocketAddr, addr_text: &str) -> Result<(), String> {
+        let topic = args.topic.as_deref().unwrap_or(DEFAULT_TOPIC);
+        let needs: &[(ApiKey, i16)] = match args.mode {
+            Mode::Produce => &[
+                (ApiKey::Metadata, METADATA_VERSION),
+                (ApiKey::ListOffsets, LIST_OFFSETS_VERSION),
+                (ApiKey::Produce, PRODUCE_VERSION),
+            ],
+            Mode::Consume => &[
+                (ApiKey::Metadata, METADATA_VERSION),
+                (ApiKey::ListOffsets, LIST_OFFSETS_VERSION),
+                (ApiKey::Fetch, FETCH_VERSION),
+            ],
+            Mode::Idle => &[],
+        };
+        let batch_bytes = (args.size as u64 + 16).saturating_mul(args.batch);
+        if args.mode == Mode::Produce && batch_bytes > MAX_BATCH_BYTES {
+            return Err(format!(
+                "a batch of {} records of {} bytes is over {MAX_BATCH_BYTES} bytes: lower --batch or --size",
+                args.batch, args.size
+            ));
+        }
+        let mut std_conns = Vec::with_capacity(args.conns);
+        let mut next_id = 1;
+        for _ in 0..args.conns {
+            let mut s = connect(addr, addr_text)?;
+            api_versions(&mut s, next_id, needs)?;
+            std_conns.push(s);
+        }
+        next_id += 1;
+        if args.mode == Mode::Idle {
+            cli::out(format!(
+                "bench idle target=broker protocol=kafka conns={} ready\n",
+                args.conns
+            ));
+            std::thread::sleep(Duration::from_secs_f64(args.seconds.max(0.0)));
+            return Ok(());
+        }
+        let partitions = args.partitions;
+        let Some(first) = std_conns.first_mut() else {
+            return Err("no connection".into());
+        };
+        wait_for_leaders(first, &mut next_id, topic, partitions)?;
+        let start = list_offsets(first, &mut next_id, topic, partitions)?;
+
+        let mut poll = Poll::new().map_err(|e| e.to_string())?;
+        let mut conns = Vec::with_capacity(args.conns);
+        for (i, s) in std_conns.into_iter().enumerate() {
+            s.set_nonblocking(true).map_err(|e| e.to_string())?;
+            let mut stream = TcpStream::from_std(s);
+            poll.registry()
+                .register(
+                    &mut stream,
+                    Token(i),
+                    Interest::READABLE | Interest::WRITABLE,
+                )
+                .map_err(|e| e.to_string())?;
+            conns.push(Conn {
+                stream,
+                out: Vec::with_capacity(256 * 1024),
+                sent: 0,
+                input: InBuf::new(if args.mode == Mode::Consume {
+                    4 << 20
+                } else {
+                    64 * 1024
+                }),
+                st: ConnState {
+                    index: i,
+                    in_flight: VecDeque::new(),
+                    next_id,
+                    to_send: 0,
+                    rr: 0,
+                    last: vec![None; partitions as usize],
+                    streams: Vec::new(),
+                    cursor: 0,
+                    done: false,
+                },
+            });
+        }
+
+        let mut ctx = Ctx {
+            args,
+            topic,
+            partitions,
+            hist: Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?,
+            completed: 0,
+            acks: Vec::new(),
+            sent: vec![0; partitions as usize],
+            batches: 0,
+            batch_records: 0,
+            wire_bytes: 0,
+            // Consume sends no batches.
+            templates: Templates::new(
+                args.size,
+                if args.mode == Mode::Produce {
+                    args.batch
+                } else {
+                    0
+                },
+            ),
+            close_hint: String::new(),
+        };
+        let request = ctx.templates.full.len() + 64 + topic.len();
+        if args.mode == Mode::Produce && request > DEFAULT_MAX_REQUEST_BYTES {
+            ctx.close_hint = format!(
+                " (each Produce request is about {request} bytes, over the broker's default --max-request-bytes of {DEFAULT_MAX_REQUEST_BYTES}: lower --batch or --size)"
+            );
+        }
+        match args.mode {
+            Mode::Produce => split_produce(args, &mut conns),
+            Mode::Consume => split_consume(args, &start, &mut conns)?,
+            Mode::Idle => {}
+        }
+
+        let started = Instant::now();
+        drive(&mut ctx, &mut poll, &mut conns, started)?;
+        let secs = started.elapsed().as_secs_f64();
+
+        let mut note = String::new();
+        if args.mode == Mode::Produce {
+            if args.acks == 0 {
+                let waited = confirm(addr, addr_text, topic, &start, &ctx.sent)?;
+                note = format!(
+                    ", every record counted by ListOffsets {waited:.3} s after the last write"
+                );
+            } else {
+                check_tiling(&mut ctx.acks, &start, &ctx.sent)?;
+            }
+        }
+        let batch_field = match args.mode {
+            Mode::Consume => ctx.batch_records.checked_div(ctx.batches).unwrap_or(0),
+            _ => args.batch,
+        };
+        cli::err(format!(
+            "bench: kafka {} partitions={} topic={} wire_mb_per_s={:.1}{note}\n",
+            if args.mode == Mode::Produce {
+                format!("produce acks={}", args.acks)
+            } else {
+                "consume".to_string()
+            },
+            partitions,
+            topic,
+            ctx.wire_bytes as f64 / secs / 1e6,
+        ));
+        cli::out(format!(
+            "bench {} target=broker protocol=kafka conns={} depth={} messages={} size={} batch={} seconds={:.3} msg_per_s={:.0} mb_per_s={:.1} p50_us={} p99_us={} p999_us={}\n",
+            if args.mode == Mode::Produce {
+                "produce"
+            } else {
+                "consume"
+            },
+            args.conns,
+            args.depth,
+            ctx.completed,
+            args.size,
+            batch_field,
+            secs,
+            ctx.completed as f64 / secs,
+            ctx.completed as f64 * args.size as f64 / secs / 1e6,
+            ctx.hist.value_at_quantile(0.5),
+            ctx.hist.value_at_quantile(0.99),
+            ctx.hist.value_at_quantile(0.999),
+        ));
+        Ok(())
+    }
+
+    /// What the whole run shares.
+    struct Ctx<'a> {
+        args: &'a Args,
+        topic: &'a str,
+        partitions: u32,
+        hist: Histogram<u64>,
+        /// Records acknowledged (produce) or received in range (consume).
+        completed: u64,
+        /// Produce: (partition, base offset, records) of every answer.
+        acks: Vec<(u32, u64, u64)>,
+        /// Produce: records sent per partition.
+        sent: Vec<u64>,
+        /// Consume: whole batches received, and the records in them.
+        batches: u64,
+        batch_records: u64,
+        /// Request bytes written (produce) or record bytes received
+        /// (consume).
+        wire_bytes: u64,
+        templates: Templates,
+        /// Said when the broker closes a connection: why it may have.
+        close_hint: String,
+    }
+
+    struct Conn {
+        stream: TcpStream,
+        out: Vec<u8>,
+        sent: usize,
+        input: InBuf,
+        st: ConnState,
+    }
+
+    struct ConnState {
+        index: usize,
+        in_flight: VecDeque<Pending>,
+        next_id: i32,
+        /// Produce: records still to send.
+        to_send: u64,
+        /// Produce: batches sent, for the round-robin over partitions.
+        rr: u64,
+        /// Produce: (base offset, records) of this connection's last
+        /// answer, per partition.
+        last: Vec<Option<(u64, u64)>>,
+        /// Consume: the offset ranges this connection reads.
+        streams: Vec<Range>,
+        cursor: usize,
+        done: bool,
+    }
+
+    /// A request in flight.
+    struct Pending {
+        correlation_id: i32,
+        sent: Instant,
+        partition: u32,
+        /// Produce: records in its batch.
+        records: u64,
+        /// Consume: which of the connection's ranges it reads.
+        range: usize,
+    }
+
+    /// Consume: offsets `next..end` of a partition still to receive.
+    struct Range {
+        partition: u32,
+        next: u64,
+        end: u64,
+        busy: bool,
+        /// Empty answers in a row.
+        empty: u32,
+    }
+
+    /// The produce batches: one of `--batch` records, rebuilt each second
+    /// for fresh timestamps (or less often, so that rebuilding a big batch
+    /// takes at most 1% of the time), and one of any other size (a
+    /// connection's last, shorter batch), built when needed.
+    struct Templates {
+        payload: Vec<u8>,
+        batch: u64,
+        full: Vec<u8>,
+        built: Instant,
+        rebuild_every: Duration,
+        other: Vec<u8>,
+        other_count: u64,
+    }
+
+    impl Templates {
+        fn new(size: usize, batch: u64) -> Self {
+            let payload = vec![b'x'; size];
+            let mut full = Vec::new();
+            let began = Instant::now();
+            build_batch(&mut full, batch, &payload);
+            Templates {
+                payload,
+                batch,
+                full,
+                built: Instant::now(),
+                rebuild_every: Duration::from_secs(1).max(began.elapsed() * 100),
+                other: Vec::new(),
+                other_count: 0,
+            }
+        }
+
+        fn get(&mut self, records: u64) -> &[u8] {
+            if records == self.batch {
+                if self.built.elapsed() >= self.rebuild_every {
+                    build_batch(&mut self.full, records, &self.payload);
+                    self.built = Instant::now();
+                }
+                return &self.full;
+            }
+            if self.other_count != records || self.other.is_empty() {
+                build_batch(&mut self.other, records, &self.payload);
+                self.other_count = records;
+            }
+            &self.other
+        }
+    }
+
+    fn build_batch(out: &mut Vec<u8>, records: u64, payload: &[u8]) {
+        out.clear();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        // Producers send base offset 0 and leader epoch -1; the broker
+        // patches both.
+        let mut b = BatchBuilder::new(out, 0, -1);
+        for _ in 0..records {
+            b.push(now, None, Some(payload), &[]);
+        }
+        b.finish();
+    }
+
+    /// Received bytes: frames are parsed in place, the buffer grows to
+    /// hold the largest frame and is compacted when full.
+    struct InBuf {
+        buf: Vec<u8>,
+        lo: usize,
+        hi: usize,
+    }
+
+    impl InBuf {
+        fn new(capacity: usize) -> Self {
+            InBuf {
+                buf: vec![0; capacity],
+                lo: 0,
+                hi: 0,
+            }
+        }
+
+        /// Room to read into (never empty).
+        fn space(&mut self) -> &mut [u8] {
+            if self.lo == self.hi {
+                self.lo = 0;
+                self.hi = 0;
+            }
+            if self.hi == self.buf.len() {
+                if self.lo > 0 {
+                    self.buf.copy_within(self.lo..self.hi, 0);
+                    self.hi -= self.lo;
+                    self.lo = 0;
+                } else {
+                    let grown = self.buf.len() * 2;
+                    self.buf.resize(grown, 0);
+                }
+            }
+            &mut self.buf[self.hi..]
+        }
+
+        /// Where the next complete frame's body is, if one is there.
+        fn next_frame(&mut self) -> Result<Option<std::ops::Range<usize>>, String> {
+            let avail = &self.buf[self.lo..self.hi];
+            let Some(prefix) = avail.get(..4) else {
+                return Ok(None);
+            };
+            let size = i32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]);
+            let len = usize::try_from(size)
+                .ok()
+                .filter(|&n| n <= MAX_RESPONSE)
+                .ok_or_else(|| format!("a response frame of size {size}: not a Kafka answer"))?;
+            if avail.len() < 4 + len {
+                return Ok(None);
+            }
+            let body = self.lo + 4..self.lo + 4 + len;
+            self.lo = body.end;
+            Ok(Some(body))
+        }
+    }
+
+    // ----- requests -----------------------------------------------------
+
+    /// Starts a request frame (size patched by `finish`) with header v1.
+    fn begin(out: &mut Vec<u8>, api: ApiKey, version: i16, correlation_id: i32) -> usize {
+        let start = out.len();
+        let mut w = Writer::new(out);
+        w.i32(0);
+        w.i16(api as i16);
+        w.i16(version);
+        w.i32(correlation_id);
+        w.nullable_string(Some(CLIENT_ID));
+        start
+    }
+
+    fn finish(out: &mut [u8], start: usize) {
+        let size = i32::try_from(out.len() - start - 4).unwrap_or(i32::MAX);
+        if let Some(prefix) = out.get_mut(start..start + 4) {
+            prefix.copy_from_slice(&size.to_be_bytes());
+        }
+    }
+
+    fn encode_produce(
+        out: &mut Vec<u8>,
+        id: i32,
+        acks: i16,
+        topic: &str,
+        partition: u32,
+        records: &[u8],
+    ) {
+        let start = begin(out, ApiKey::Produce, PRODUCE_VERSION, id);
+        let mut w = Writer::new(out);
+        w.nullable_string(None); // transactional id
+        w.i16(acks);
+        w.i32(PRODUCE_TIMEOUT_MS);
+        w.array_len(1);
+        w.string(topic);
+        w.array_len(1);
+        w.i32(partition as i32);
+        w.nullable_bytes(Some(records));
+        finish(out, start);
+    }
+
+    fn encode_fetch(
+        out: &mut Vec<u8>,
+        id: i32,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        partition_max_bytes: i32,
+    ) {
+        let start = begin(out, ApiKey::Fetch, FETCH_VERSION, id);
+        let mut w = Writer::new(out);
+        w.i32(-1); // replica id: a consumer
+        w.i32(FETCH_MAX_WAIT_MS);
+        w.i32(1); // min bytes
+        w.i32(FETCH_MAX_BYTES.max(partition_max_bytes));
+        w.i8(0); // read uncommitted
+        w.i32(0); // no fetch session
+        w.i32(-1);
+        w.array_len(1);
+        w.string(topic);
+        w.array_len(1);
+        w.i32(partition as i32);
+        w.i32(-1); // current leader epoch: unknown
+        w.i64(offset as i64);
+        w.i64(-1); // log start offset: followers only
+        w.i32(partition_max_bytes);
+        w.array_len(0); // forgotten topics
+        w.string(""); // rack id
+        finish(out, start);
+    }
+
+    // ----- blocking setup calls -------------------------------------------
+
+    fn connect(addr: SocketAddr, addr_text: &str) -> Result<StdStream, String> {
+        let s =
+            StdStream::connect(addr).map_err(|e| format!("cannot connect to {addr_text}: {e}"))?;
+        s.set_nodelay(true).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(CALL_TIMEOUT))
+            .map_err(|e| e.to_string())?;
+        s.set_write_timeout(Some(CALL_TIMEOUT))
+            .map_err(|e| e.to_string())?;
+        Ok(s)
+    }
+
+    /// Sends one request and returns its response body (after the
+    /// correlation id: every version used here has response header v0).
+    fn call(s: &mut StdStream, request: &[u8], id: i32, what: &str) -> Result<Vec<u8>, String> {
+        let failed = |e: io::Error| match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
+                format!("no answer to {what} in {} s", CALL_TIMEOUT.as_secs())
+            }
+            io::ErrorKind::UnexpectedEof => {
+                format!("the broker closed the connection instead of answering {what}")
+            }
+            _ => format!("{what}: {e}"),
+        };
+        s.write_all(request).map_err(failed)?;
+        let mut prefix = [0u8; 4];
+        s.read_exact(&mut prefix).map_err(failed)?;
+        let size = i32::from_be_bytes(prefix);
+        let len = usize::try_from(size)
+            .ok()
+            .filter(|&n| (4..=MAX_RESPONSE).contains(&n))
+            .ok_or_else(|| {
+                format!(
+                    "not a Kafka answer to {what} (frame size {size}, bytes {prefix:02x?}): is this the broker's port?"
+                )
+            })?;
+        let mut body = vec![0u8; len];
+        s.read_exact(&mut body).map_err(failed)?;
+        let got = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
+        if got != id {
+            return Err(format!(
+                "{what} answered with correlation id {got}, expected {id}"
+            ));
+        }
+        body.drain(..4);
+        Ok(body)
+    }
+
+    fn malformed(what: &'static str) -> impl Fn(DecodeError) -> String {
+        move |e| format!("malformed {what} response: {e}")
+    }
+
+    /// ApiVersions v2, checking the versions this run needs are offered.
+    fn api_versions(s: &mut StdStream, id: i32, needs: &[(ApiKey, i16)]) -> Result<(), String> {
+        let mut req = Vec::new();
+        encode_api_versions(&mut req, id);
+        let body = call(s, &req, id, "ApiVersions")?;
+        let (code, ranges) = decode_api_versions(&body).map_err(malformed("ApiVersions"))?;
+        if !code.is_none() {
+            return Err(format!("ApiVersions: {code}"));
+        }
+        for &(api, version) in needs {
+            match ranges.iter().find(|r| r.0 == api as i16) {
+                Some(&(_, min, max)) if (min..=max).contains(&version) => {}
+                Some(&(_, min, max)) => {
+                    return Err(format!(
+                        "the broker offers {api:?} v{min}-v{max}; bench needs v{version}"
+                    ));
+                }
+                None => return Err(format!("the broker does not offer {api:?}")),
+            }
+        }
+        Ok(())
+    }
+
+    fn encode_api_versions(out: &mut Vec<u8>, id: i32) {
+        let start = begin(out, ApiKey::ApiVersions, API_VERSIONS_VERSION, id);
+        finish(out, start);
+    }
+
+    /// ApiVersions v2: the error and the (key, min, max) rows.
+    #[allow(clippy::type_complexity)]
+    fn decode_api_versions(body: &[u8]) -> Result<(ErrorCode, Vec<(i16, i16, i16)>), DecodeError> {
+        let mut r = Reader::new(body);
+        let code = ErrorCode(r.i16()?);
+        let ranges = r.array(6, |r| Ok((r.i16()?, r.i16()?, r.i16()?)))?;
+        r.i32()?; // throttle time
+        Ok((code, ranges))
+    }
+
+    /// Metadata v8 for `topic` (auto-creation allowed), repeated until
+    /// partitions 0..`partitions` all have a leader.
+    fn wait_for_leaders(
+        s: &mut StdStream,
+        next_id: &mut i32,
+        topic: &str,
+        partitions: u32,
+    ) -> Result<(), String> {
+        let deadline = Instant::now() + METADATA_WAIT;
+        loop {
+            let id = *next_id;
+            *next_id += 1;
+            let mut req = Vec::new();
+            encode_metadata(&mut req, id, topic);
+            let body = call(s, &req, id, "Metadata")?;
+            let topics = decode_metadata(&body).map_err(malformed("Metadata"))?;
+            let Some((code, leaders)) = topics
+                .into_iter()
+                .find(|(name, _, _)| name == topic)
+                .map(|(_, code, parts)| (code, parts))
+            else {
+                return Err(format!("Metadata did not list topic {topic}"));
+            };
+            let why = if code.is_none() {
+                let have = leaders.len();
+                let missing = (0..partitions as i32).find(|p| {
+                    !leaders
+                        .iter()
+                        .any(|&(index, code, leader)| index == *p && code.is_none() && leader >= 0)
+                });
+                match missing {
+                    None => return Ok(()),
+                    Some(_) if have < partitions as usize => {
+                        return Err(format!(
+                            "topic {topic} has {have} partition(s); --partitions {partitions} needs {partitions} (start the broker with --partitions {partitions}, or use a new topic)"
+                        ));
+                    }
+                    Some(p) => format!("partition {p} has no leader"),
+                }
+            } else if code == ErrorCode::LEADER_NOT_AVAILABLE
+                || code == ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
+            {
+                format!("topic {topic}: {code}")
+            } else {
+                return Err(format!("Metadata for topic {topic}: {code}"));
+            };
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "{why} after {} s (is auto-creation off? create the topic first)",
+                    METADATA_WAIT.as_secs()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn encode_metadata(out: &mut Vec<u8>, id: i32, topic: &str) {
+        let start = begin(out, ApiKey::Metadata, METADATA_VERSION, id);
+        let mut w = Writer::new(out);
+        w.array_len(1);
+        w.string(topic);
+        w.bool(true); // allow auto topic creation
+        w.bool(false); // include cluster authorized operations
+        w.bool(false); // include topic authorized operations
+        finish(out, start);
+    }
+
+    /// Metadata v8: (topic, error, [(partition, error, leader)]).
+    #[allow(clippy::type_complexity)]
+    fn decode_metadata(
+        body: &[u8],
+    ) -> Result<Vec<(String, ErrorCode, Vec<(i32, ErrorCode, i32)>)>, DecodeError> {
+        let mut r = Reader::new(body);
+        r.i32()?; // throttle time
+        r.array(12, |r| {
+            r.i32()?; // node id
+            r.string()?; // host
+            r.i32()?; // port
+            r.nullable_string()?; // rack
+            Ok(())
+        })?;
+        r.nullable_string()?; // cluster id
+        r.i32()?; // controller id
+        r.array(13, |r| {
+            let code = ErrorCode(r.i16()?);
+            let name = r.string()?.to_string();
+            r.bool()?; // internal
+            let parts = r.array(26, |r| {
+                let code = ErrorCode(r.i16()?);
+                let index = r.i32()?;
+                let leader = r.i32()?;
+                r.i32()?; // leader epoch
+                for _ in 0..3 {
+                    r.array(4, |r| r.i32())?; // replicas, isr, offline
+                }
+                Ok((index, code, leader))
+            })?;
+            r.i32()?; // authorized operations
+            Ok((name, code, parts))
+        })
+    }
+
+    /// ListOffsets v5 (latest) for partitions 0..`partitions`.
+    fn list_offsets(
+        s: &mut StdStream,
+        next_id: &mut i32,
+        topic: &str,
+        partitions: u32,
+    ) -> Result<Vec<u64>, String> {
+        let id = *next_id;
+        *next_id += 1;
+        let mut req = Vec::new();
+        encode_list_offsets(&mut req, id, topic, partitions);
+        let body = call(s, &req, id, "ListOffsets")?;
+        let topics = decode_list_offsets(&body).map_err(malformed("ListOffsets"))?;
+        let parts = topics
+            .iter()
+            .find(|(name, _)| name == topic)
+            .map(|(_, parts)| parts)
+            .ok_or_else(|| format!("ListOffsets did not list topic {topic}"))?;
+        (0..partitions as i32)
+            .map(|p| match parts.iter().find(|(index, _, _)| *index == p) {
+                Some(&(_, code, offset)) if code.is_none() && offset >= 0 => Ok(offset as u64),
+                Some(&(_, code, offset)) => Err(format!(
+                    "ListOffsets of {topic} partition {p}: {code}, offset {offset}"
+                )),
+                None => Err(format!("ListOffsets did not list {topic} partition {p}")),
+            })
+            .collect()
+    }
+
+    fn encode_list_offsets(out: &mut Vec<u8>, id: i32, topic: &str, partitions: u32) {
+        let start = begin(out, ApiKey::ListOffsets, LIST_OFFSETS_VERSION, id);
+        let mut w = Writer::new(out);
+        w.i32(-1); // replica id
+        w.i8(0); // read uncommitted
+        w.array_len(1);
+        w.string(topic);
+        w.array_len(partitions as usize);
+        for p in 0..partitions as i32 {
+            w.i32(p);
+            w.i32(-1); // current leader epoch
+            w.i64(LATEST);
+        }
+        finish(out, start);
+    }
+
+    /// ListOffsets v5: (topic, [(partition, error, offset)]).
+    #[allow(clippy::type_complexity)]
+    fn decode_list_offsets(
+        body: &[u8],
+    ) -> Result<Vec<(String, Vec<(i32, ErrorCode, i64)>)>, DecodeError> {
+        let mut r = Reader::new(body);
+        r.i32()?; // throttle time
+        r.array(6, |r| {
+            let name = r.string()?.to_string();
+            let parts = r.array(26, |r| {
+                let index = r.i32()?;
+                let code = ErrorCode(r.i16()?);
+                r.i64()?; // timestamp
+                let offset = r.i64()?;
+                r.i32()?; // leader epoch
+                Ok((index, code, offset))
+            })?;
+            Ok((name, parts))
+        })
+    }
+
+    // ----- the run ------------------------------------------------------
+
+    fn split_produce(args: &Args, conns: &mut [Conn]) {
+        let n = conns.len() as u64;
+        for (i, c) in conns.iter_mut().enumerate() {
+            c.st.to_send = args.messages / n + u64::from((i as u64) < args.messages % n);
+            c.st.done = c.st.to_send == 0;
+        }
+    }
+
+    /// Splits `--messages` over the partitions, each partition's offsets
+    /// into ranges, and deals the ranges to the connections.
+    fn split_consume(args: &Args, latest: &[u64], conns: &mut [Conn]) -> Result<(), String> {
+        let parts = u64::from(args.partitions);
+        let ranges_total = (conns.len() * args.depth) as u64;
+        let per_partition = ranges_total.div_ceil(parts).max(1);
+        let mut dealt = 0usize;
+        for p in 0..args.partitions {
+            let share = args.messages / parts + u64::from(u64::from(p) < args.messages % parts);
+            let end = args.from.saturating_add(share);
+            let stored = latest.get(p as usize).copied().unwrap_or(0);
+            if share > 0 && end > stored {
+                return Err(format!(
+                    "partition {p} ends at offset {stored}: it has no {share} records from offset {} (are there --messages records stored from --from?)",
+                    args.from
+                ));
+            }
+            let pieces = per_partition.min(share).max(1);
+            for k in 0..pieces {
+                let lo = args.from + share * k / pieces;
+                let hi = args.from + share * (k + 1) / pieces;
+                if lo == hi {
+                    continue;
+                }
+                let n = conns.len();
+                conns[dealt % n].st.streams.push(Range {
+                    partition: p,
+                    next: lo,
+                    end: hi,
+                    busy: false,
+                    empty: 0,
+                });
+                dealt += 1;
+            }
+        }
+        for c in conns.iter_mut() {
+            c.st.done = c.st.streams.is_empty();
+        }
+        Ok(())
+    }
+
+    fn drive(
+        ctx: &mut Ctx<'_>,
+        poll: &mut Poll,
+        conns: &mut [Conn],
+        started: Instant,
+    ) -> Result<(), String> {
+        let mut events = Events::with_capacity(1024);
+        let mut last_progress = started;
+        for c in conns.iter_mut() {
+            pump(ctx, c).map_err(|e| format!("connection {}: {e}", c.st.index))?;
+        }
+        while conns.iter().any(|c| !c.st.done) {
+            poll.poll(&mut events, Some(NO_PROGRESS))
+                .map_err(|e| e.to_string())?;
+            if events.is_empty() {
+                return Err(format!(
+                    "no progress for {} s ({} of {} records done)",
+                    NO_PROGRESS.as_secs(),
+                    ctx.completed,
+                    ctx.args.messages
+                ));
+            }
+            for event in events.iter() {
+                let Some(c) = conns.get_mut(event.token().0) else {
+                    continue;
+                };
+                let index = c.st.index;
+                if event.is_readable() {
+                    receive(ctx, c).map_err(|e| format!("connection {index}: {e}"))?;
+                }
+                pump(ctx, c).map_err(|e| format!("connection {index}: {e}"))?;
+            }
+            if last_progress.elapsed() >= Duration::from_secs(2) {
+                last_progress = Instant::now();
+                let secs = started.elapsed().as_secs_f64();
+                cli::err(format!(
+                    "bench: {}/{} records, {:.0} records/s\n",
+                    ctx.completed,
+                    ctx.args.messages,
+                    ctx.completed as f64 / secs
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads what the socket has, handling each complete frame.
+    fn receive(ctx: &mut Ctx<'_>, c: &mut Conn) -> Result<(), String> {
+        loop {
+            let space = c.input.space();
+            match c.stream.read(space) {
+                Ok(0) => return Err(format!("closed by the broker{}", ctx.close_hint)),
+                Ok(n) => {
+                    c.input.hi += n;
+                    while let Some(body) = c.input.next_frame()? {
+                        let frame = c.input.buf.get(body).unwrap_or_default();
+                        on_frame(ctx, &mut c.st, frame)?;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("{e}{}", ctx.close_hint)),
+            }
+        }
+    }
+
+    /// Queues requests and writes until the socket is full or nothing is
+    /// left to send.
+    fn pump(ctx: &mut Ctx<'_>, c: &mut Conn) -> Result<(), String> {
+        loop {
+            refill(ctx, c);
+            flush(c).map_err(|e| format!("{e}{}", ctx.close_hint))?;
+            let acks0 = ctx.args.mode == Mode::Produce && ctx.args.acks == 0;
+            if !acks0 {
+                return Ok(());
+            }
+            // acks=0: no answers will wake us; go on while the socket
+            // takes everything.
+            if c.sent < c.out.len() || c.st.to_send == 0 {
+                if c.st.to_send == 0 && c.out.is_empty() {
+                    c.st.done = true;
+                }
+                return Ok(());
+            }
+        }
+    }
+
+    fn flush(c: &mut Conn) -> io::Result<()> {
+        while c.sent < c.out.len() {
+            match c.stream.write(&c.out[c.sent..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => c.sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if c.sent == c.out.len() {
+            c.out.clear();
+            c.sent = 0;
+        }
+        Ok(())
+    }
+
+    fn refill(ctx: &mut Ctx<'_>, c: &mut Conn) {
+        let depth = ctx.args.depth;
+        let st = &mut c.st;
+        match ctx.args.mode {
+            Mode::Produce => {
+                let acks0 = ctx.args.acks == 0;
+                // acks=0: `depth` requests may wait unwritten.
+                let queued_limit = depth.saturating_mul(ctx.templates.full.len() + 64);
+                while st.to_send > 0
+                    && if acks0 {
+                        c.out.len() - c.sent < queued_limit
+                    } else {
+                        st.in_flight.len() < depth
+                    }
+                {
+                    let records = st.to_send.min(ctx.args.batch);
+                    let partition = ((st.index as u64 + st.rr) % u64::from(ctx.partitions)) as u32;
+                    st.rr += 1;
+                    let id = st.next_id;
+                    st.next_id = st.next_id.wrapping_add(1);
+                    let before = c.out.len();
+                    let batch = ctx.templates.get(records);
+                    encode_produce(&mut c.out, id, ctx.args.acks, ctx.topic, partition, batch);
+                    ctx.wire_bytes += (c.out.len() - before) as u64;
+                    st.to_send -= records;
+                    ctx.sent[partition as usize] += records;
+                    if acks0 {
+                        ctx.completed += records;
+                    } else {
+                        st.in_flight.push_back(Pending {
+                            correlation_id: id,
+                            sent: Instant::now(),
+                            partition,
+                            records,
+                            range: 0,
+                        });
+                    }
+                }
+            }
+            Mode::Consume => {
+                let n = st.streams.len();
+                for _ in 0..n {
+                    if st.in_flight.len() >= depth {
+                        break;
+                    }
+                    let k = st.cursor;
+                    st.cursor = (st.cursor + 1) % n;
+                    let r = &mut st.streams[k];
+                    if r.busy || r.next >= r.end {
+                        continue;
+                    }
+                    // Ask for little more than the range still needs
+                    // (records of --size plus their overhead); at least one
+                    // batch comes back whatever the limit.
+                    let want = (r.end - r.next)
+                        .saturating_mul(ctx.args.size as u64 + 32)
+                        .saturating_add(128);
+                    let limit = i32::try_from(want)
+                        .unwrap_or(i32::MAX)
+                        .min(ctx.args.partition_max_bytes);
+                    let id = st.next_id;
+                    st.next_id = st.next_id.wrapping_add(1);
+                    encode_fetch(&mut c.out, id, ctx.topic, r.partition, r.next, limit);
+                    r.busy = true;
+                    st.in_flight.push_back(Pending {
+                        correlation_id: id,
+                        sent: Instant::now(),
+                        partition: r.partition,
+                        records: 0,
+                        range: k,
+                    });
+                }
+            }
+            Mode::Idle => {}
+        }
+    }
+
+    fn on_frame(ctx: &mut Ctx<'_>, st: &mut ConnState, frame: &[u8]) -> Result<(), String> {
+        let mut r = Reader::new(frame);
+        let id = r
+            .i32()
+            .map_err(|_| "a response without a correlation id".to_string())?;
+        let p = st
+            .in_flight
+            .pop_front()
+            .ok_or_else(|| format!("a response (correlation id {id}) to no request"))?;
+        if id != p.correlation_id {
+            return Err(format!(
+                "a response with correlation id {id}, expected {}",
+                p.correlation_id
+            ));
+        }
+        let micros = p.sent.elapsed().as_micros().max(1) as u64;
+        let _ = ctx.hist.record(micros.min(60_000_000));
+        match ctx.args.mode {
+            Mode::Produce => on_produce(ctx, st, &p, r.rest())?,
+            Mode::Consume => on_fetch(ctx, st, &p, r.rest())?,
+            Mode::Idle => {}
+        }
+        st.done = st.in_flight.is_empty()
+            && match ctx.args.mode {
+                Mode::Produce => st.to_send == 0,
+                _ => st.streams.iter().all(|r| r.next >= r.end),
+            };
+        Ok(())
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn decode_produce(body: &[u8]) -> Result<Vec<(&str, Vec<(i32, ErrorCode, i64)>)>, DecodeError> {
+        let mut r = Reader::new(body);
+        let topics = r.array(6, |r| {
+            let name = r.string()?;
+            let parts = r.array(30, |r| {
+                let index = r.i32()?;
+                let code = ErrorCode(r.i16()?);
+                let base = r.i64()?;
+                r.i64()?; // log append time
+                r.i64()?; // log start offset
+                Ok((index, code, base))
+            })?;
+            Ok((name, parts))
+        })?;
+        r.i32()?; // throttle time
+        Ok(topics)
+    }
+
+    fn on_produce(
+        ctx: &mut Ctx<'_>,
+        st: &mut ConnState,
+        p: &Pending,
+        body: &[u8],
+    ) -> Result<(), String> {
+        let topics = decode_produce(body).map_err(malformed("Produce"))?;
+        let topic = ctx.topic;
+        let [(name, parts)] = topics.as_slice() else {
+            return Err(format!(
+                "a Produce answer with {} topics, expected 1",
+                topics.len()
+            ));
+        };
+        if *name != topic {
+            return Err(format!("a Produce answer for topic {name:?}, not {topic}"));
+        }
+        let &[(index, code, base)] = parts.as_slice() else {
+            return Err(format!(
+                "a Produce answer with {} partitions, expected 1",
+                parts.len()
+            ));
+        };
+        if index != p.partition as i32 {
+            return Err(format!(
+                "a Produce answer for partition {index}, expected {}",
+                p.partition
+            ));
+        }
+        if !code.is_none() {
+            return Err(format!(
+                "produce to {topic} partition {index} failed: {code}"
+            ));
+        }
+        let base = u64::try_from(base)
+            .map_err(|_| format!("produce to {topic} partition {index}: base offset {base}"))?;
+        let last = &mut st.last[p.partition as usize];
+        if let Some((lb, lc)) = *last {
+            let expected = lb + lc;
+            if base < expected || (ctx.args.conns == 1 && base != expected) {
+                return Err(format!(
+                    "partition {index}: base offset {base} after a batch of {lc} at {lb} (expected {}{expected})",
+                    if ctx.args.conns == 1 { "" } else { "at least " }
+                ));
+            }
+        }
+        *last = Some((base, p.records));
+        ctx.acks.push((p.partition, base, p.records));
+        ctx.completed += p.records;
+        Ok(())
+    }
+
+    /// Every partition's acknowledged ranges must follow each other from
+    /// the offset the run started at, with nothing missing or doubled.
+    fn check_tiling(
+        acks: &mut [(u32, u64, u64)],
+        start: &[u64],
+        sent: &[u64],
+    ) -> Result<(), String> {
+        acks.sort_unstable();
+        let mut next: Vec<u64> = start.to_vec();
+        let mut got = vec![0u64; start.len()];
+        for &(p, base, records) in acks.iter() {
+            let i = p as usize;
+            if base != next[i] {
+                return Err(format!(
+                    "partition {p}: a batch acknowledged at offset {base}, expected {} ({})",
+                    next[i],
+                    if base < next[i] {
+                        "offsets given twice"
+                    } else {
+                        "a gap"
+                    }
+                ));
+            }
+            next[i] = base + records;
+            got[i] += records;
+        }
+        for (p, (&got, &sent)) in got.iter().zip(sent).enumerate() {
+            if got != sent {
+                return Err(format!(
+                    "partition {p}: {got} records acknowledged, {sent} sent"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    struct FetchAnswer<'a> {
+        error: ErrorCode,
+        topics: Vec<(&'a str, Vec<FetchPart<'a>>)>,
+    }
+
+    struct FetchPart<'a> {
+        partition: i32,
+        error: ErrorCode,
+        high_watermark: i64,
+        log_start: i64,
+        records: &'a [u8],
+    }
+
+    fn decode_fetch(body: &[u8]) -> Result<FetchAnswer<'_>, DecodeError> {
+        let mut r = Reader::new(body);
+        r.i32()?; // throttle time
+        let error = ErrorCode(r.i16()?);
+        r.i32()?; // session id
+        let topics = r.array(6, |r| {
+            let name = r.string()?;
+            // Partition index to preferred read replica, then null
+            // aborted transactions and records: 42 bytes at least.
+            let parts = r.array(42, |r| {
+                let partition = r.i32()?;
+                let error = ErrorCode(r.i16()?);
+                let high_watermark = r.i64()?;
+                r.i64()?; // last stable offset
+                let log_start = r.i64()?;
+                r.nullable_array(16, |r| {
+                    r.i64()?;
+                    r.i64()
+                })?; // aborted transactions
+                r.i32()?; // preferred read replica
+                let records = r.nullable_bytes()?.unwrap_or_default();
+                Ok(FetchPart {
+                    partition,
+                    error,
+                    high_watermark,
+                    log_start,
+                    records,
+                })
+            })?;
+            Ok((name, parts))
+        })?;
+        Ok(FetchAnswer { error, topics })
+    }
+
+    fn on_fetch(
+        ctx: &mut Ctx<'_>,
+        st: &mut ConnState,
+        p: &Pending,
+        body: &[u8],
+    ) -> Result<(), String> {
+        let answer = decode_fetch(body).map_err(malformed("Fetch"))?;
+        let topic = ctx.topic;
+        if !answer.error.is_none() {
+            return Err(format!("Fetch failed: {}", answer.error));
+        }
+        let [(name, parts)] = answer.topics.as_slice() else {
+            return Err(format!(
+                "a Fetch answer with {} topics, expected 1",
+                answer.topics.len()
+            ));
+        };
+        if *name != topic {
+            return Err(format!("a Fetch answer for topic {name:?}, not {topic}"));
+        }
+        let [part] = parts.as_slice() else {
+            return Err(format!(
+                "a Fetch answer with {} partitions, expected 1",
+                parts.len()
+            ));
+        };
+        let range = st
+            .streams
+            .get_mut(p.range)
+            .ok_or("a Fetch answer for no range")?;
+        range.busy = false;
+        let pn = range.partition;
+        let offset = range.next;
+        if part.partition != pn as i32 {
+            return Err(format!(
+                "a Fetch answer for partition {}, expected {pn}",
+                part.partition
+            ));
+        }
+        if !part.error.is_none() {
+            return Err(format!(
+                "fetch of {topic} partition {pn} at offset {offset} failed: {} (log start {}, high watermark {})",
+                part.error, part.log_start, part.high_watermark
+            ));
+        }
+        let records = part.records;
+        ctx.wire_bytes += records.len() as u64;
+        let mut rest = records;
+        let mut next = offset;
+        let mut whole = 0u64;
+        let mut counted = 0u64;
+        while !rest.is_empty() {
+            let total = match batch::parse_header(rest) {
+                Ok(h) => h.total_len(),
+                // A batch cut short at the end: clients skip it.
+                Err(BatchError::Truncated) => break,
+                Err(e) => {
+                    return Err(format!(
+                        "partition {pn}: a bad batch after offset {next}: {e}"
+                    ));
+                }
+            };
+            let Some(bytes) = rest.get(..total) else {
+                break;
+            };
+            rest = rest.get(total..).unwrap_or_default();
+            let h = batch::validate(bytes).map_err(|e| {
+                format!("partition {pn}: the batch after offset {next} is invalid: {e}")
+            })?;
+            let (base, last) = (h.base_offset, h.last_offset());
+            if base < 0 || last < base {
+                return Err(format!(
+                    "partition {pn}: a batch with offsets {base}..={last}"
+                ));
+            }
+            let (base, last) = (base as u64, last as u64);
+            if whole == 0 {
+                if base > next {
+                    return Err(format!(
+                        "partition {pn}: a fetch at offset {next} began at offset {base} (a gap)"
+                    ));
+                }
+                if last < next {
+                    return Err(format!(
+                        "partition {pn}: a fetch at offset {next} returned a batch of offsets {base}..={last} (a repeat)"
+                    ));
+                }
+            } else if base != next {
+                return Err(format!(
+                    "partition {pn}: a batch at offset {base} follows one that ended before {next} ({})",
+                    if base < next { "a repeat" } else { "a gap" }
+                ));
+            }
+            counted += (last + 1).min(range.end).saturating_sub(next);
+            ctx.batch_records += u64::from(h.record_count.unsigned_abs());
+            next = last + 1;
+            whole += 1;
+        }
+        ctx.batches += whole;
+        ctx.completed += counted;
+        range.next = next;
+        if whole == 0 {
+            if !records.is_empty() {
+                return Err(format!(
+                    "a fetch of partition {pn} at offset {offset} returned {} bytes and no whole batch: raise --partition-max-bytes",
+                    records.len()
+                ));
+            }
+            if part.high_watermark <= offset as i64 {
+                return Err(format!(
+                    "nothing stored at offset {offset} of partition {pn} (high watermark {}): are there --messages records stored from --from?",
+                    part.high_watermark
+                ));
+            }
+            range.empty += 1;
+            if range.empty >= MAX_EMPTY_FETCHES {
+                return Err(format!(
+                    "{MAX_EMPTY_FETCHES} empty fetches at offset {offset} of partition {pn}, below the high watermark {}",
+                    part.high_watermark
+                ));
+            }
+        } else {
+            range.empty = 0;
+        }
+        Ok(())
+    }
+
+    /// acks=0: ListOffsets on a new connection until every partition has
+    /// grown by what was sent to it. Returns the seconds waited.
+    fn confirm(
+        addr: SocketAddr,
+        addr_text: &str,
+        topic: &str,
+        start: &[u64],
+        sent: &[u64],
+    ) -> Result<f64, String> {
+        let began = Instant::now();
+        let mut s = connect(addr, addr_text)?;
+        let mut id = 1;
+        api_versions(&mut s, id, &[(ApiKey::ListOffsets, LIST_OFFSETS_VERSION)])?;
+        id += 1;
+        let mut seen: Vec<u64> = Vec::new();
+        let mut changed = Instant::now();
+        loop {
+            let latest = list_offsets(&mut s, &mut id, topic, start.len() as u32)?;
+            if latest != seen {
+                seen.clone_from(&latest);
+                changed = Instant::now();
+            }
+            let mut short = None;
+            for (p, ((&end, &from), &n)) in latest.iter().zip(start).zip(sent).enumerate() {
+                let arrived = end.saturating_sub(from);
+                if arrived > n {
+                    return Err(format!(
+                        "acks=0: partition {p} grew by {arrived} records, {n} were sent (another producer?)"
+                    ));
+                }
+                if arrived < n && short.is_none() {
+                    short = Some((p, arrived, n));
+                }
+            }
+            let Some((p, arrived, n)) = short else {
+                return Ok(began.elapsed().as_secs_f64());
+            };
+            if began.elapsed() >= CONFIRM_WAIT || changed.elapsed() >= CONFIRM_STALL {
+                return Err(format!(
+                    "acks=0: after {:.1} s partition {p} holds {arrived} of the {n} records sent to it (the broker answers no errors with acks=0: try --acks 1)",
+                    began.elapsed().as_secs_f64()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The client side written here against the library's server side:
+    /// requests must decode with its decoders, its encoded responses
+    /// must decode here, and the consume checks must catch what they are
+    /// for.
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use kafka_like_broker::protocol::kafka::api::{
+            FetchPartitionResponse, FetchResponse, FetchTopicResponse,
+            ListOffsetsPartitionResponse, ListOffsetsResponse, ListOffsetsTopicResponse,
+            MetadataBroker, MetadataPartition, MetadataResponse, MetadataTopic,
+            ProducePartitionResponse, ProduceResponse, ProduceTopicResponse,
+        };
+        use kafka_like_broker::protocol::kafka::{ApiVersionsResponse, Request, RequestHeader};
+
+        /// The frame's body, after checking its size prefix.
+        fn body_of(frame: &[u8]) -> &[u8] {
+            let size = i32::from_be_bytes(frame[..4].try_into().unwrap());
+            assert_eq!(size as usize, frame.len() - 4);
+            &frame[4..]
+        }
+
+        fn encoded(f: impl FnOnce(&mut Writer<'_>)) -> Vec<u8> {
+            let mut out = Vec::new();
+            f(&mut Writer::new(&mut out));
+            out
+        }
+
+        #[test]
+        fn requests_decode_with_the_library() {
+            let mut records = Vec::new();
+            build_batch(&mut records, 3, b"abc");
+            let h = batch::validate(&records).unwrap();
+            assert_eq!((h.record_count, h.base_offset), (3, 0));
+            let mut scratch = Vec::new();
+            for r in batch::records(&records, 1 << 20, &mut scratch).unwrap() {
+                assert_eq!(r.unwrap().value, Some(&b"abc"[..]));
+            }
+
+            let mut out = Vec::new();
+            encode_produce(&mut out, 42, -1, "t", 2, &records);
+            let (h, rest) = RequestHeader::decode(body_of(&out)).unwrap();
+            assert_eq!(
+                (h.api_key, h.api_version, h.correlation_id, h.client_id),
+                (0, 7, 42, Some("bench"))
+            );
+            let Ok(Request::Produce(r)) = Request::decode(&h, rest) else {
+                panic!("not a produce");
+            };
+            assert_eq!(
+                (r.acks, r.timeout_ms, r.transactional_id),
+                (-1, 30_000, None)
+            );
+            assert_eq!(r.topics.len(), 1);
+            assert_eq!(r.topics[0].name, "t");
+            assert_eq!(r.topics[0].partitions.len(), 1);
+            assert_eq!(r.topics[0].partitions[0].index, 2);
+            assert_eq!(r.topics[0].partitions[0].records, Some(&records[..]));
+
+            out.clear();
+            encode_fetch(&mut out, 7, "t", 1, 12_345, 4096);
+            let (h, rest) = RequestHeader::decode(body_of(&out)).unwrap();
+            assert_eq!((h.api_key, h.api_version), (1, 11));
+            let Ok(Request::Fetch(r)) = Request::decode(&h, rest) else {
+                panic!("not a fetch");
+            };
+            assert_eq!(
+                (r.replica_id, r.max_wait_ms, r.min_bytes, r.max_bytes),
+                (-1, 500, 1, 8 << 20)
+            );
+            assert_eq!(
+                (r.isolation_level, r.session_id, r.session_epoch),
+                (0, 0, -1)
+            );
+            assert_eq!(r.topics.len(), 1);
+            assert_eq!(r.topics[0].topic, "t");
+            let p = &r.topics[0].partitions[0];
+            assert_eq!(
+                (p.partition, p.fetch_offset, p.partition_max_bytes),
+                (1, 12_345, 4096)
+            );
+            assert!(r.forgotten_topics_data.is_empty());
+            assert_eq!(r.rack_id, "");
+
+            out.clear();
+            encode_metadata(&mut out, 8, "t");
+            let (h, rest) = RequestHeader::decode(body_of(&out)).unwrap();
+            let Ok(Request::Metadata(r)) = Request::decode(&h, rest) else {
+                panic!("not a metadata");
+            };
+            assert_eq!(r.topics, Some(vec!["t"]));
+            assert!(r.allow_auto_topic_creation);
+
+            out.clear();
+            encode_list_offsets(&mut out, 9, "t", 3);
+            let (h, rest) = RequestHeader::decode(body_of(&out)).unwrap();
+            let Ok(Request::ListOffsets(r)) = Request::decode(&h, rest) else {
+                panic!("not a list offsets");
+            };
+            assert_eq!(r.topics[0].name, "t");
+            let asked: Vec<(i32, i64)> = r.topics[0]
+                .partitions
+                .iter()
+                .map(|p| (p.partition_index, p.timestamp))
+                .collect();
+            assert_eq!(asked, [(0, -1), (1, -1), (2, -1)]);
+
+            out.clear();
+            encode_api_versions(&mut out, 10);
+            let (h, rest) = RequestHeader::decode(body_of(&out)).unwrap();
+            assert!(matches!(
+                Request::decode(&h, rest),
+                Ok(Request::ApiVersions(_))
+            ));
+        }
+
+        #[test]
+        fn library_responses_decode_here() {
+            let body = encoded(|w| ApiVersionsResponse::supported().encode(2, w));
+            let (code, ranges) = decode_api_versions(&body).unwrap();
+            assert!(code.is_none());
+            assert!(ranges.contains(&(0, 0, 7)));
+
+            let resp = ProduceResponse {
+                responses: vec![ProduceTopicResponse {
+                    name: "t",
+                    partitions: vec![ProducePartitionResponse {
+                        index: 2,
+                        error_code: ErrorCode::NONE,
+                        base_offset: 77,
+                        log_append_time_ms: -1,
+                        log_start_offset: 0,
+                    }],
+                }],
+                throttle_time_ms: 0,
+            };
+            let body = encoded(|w| resp.encode(7, w));
+            assert_eq!(
+                decode_produce(&body).unwrap(),
+                vec![("t", vec![(2, ErrorCode::NONE, 77)])]
+            );
+
+            let resp = MetadataResponse {
+                throttle_time_ms: 0,
+                brokers: vec![MetadataBroker {
+                    node_id: 0,
+                    host: "127.0.0.1",
+                    port: 9092,
+                    rack: None,
+                }],
+                cluster_id: Some("c"),
+                controller_id: 0,
+                topics: vec![MetadataTopic {
+                    error_code: ErrorCode::NONE,
+                    name: "t",
+                    is_internal: false,
+                    partitions: vec![MetadataPartition {
+                        error_code: ErrorCode::NONE,
+                        partition_index: 0,
+                        leader_id: 0,
+                        leader_epoch: 0,
+                        replica_nodes: &[0],
+                        isr_nodes: &[0],
+                        offline_replicas: &[],
+                    }],
+                    topic_authorized_operations: i32::MIN,
+                }],
+                cluster_authorized_operations: i32::MIN,
+            };
+            let body = encoded(|w| resp.encode(8, w));
+            assert_eq!(
+                decode_metadata(&body).unwrap(),
+                vec![(
+                    "t".to_string(),
+                    ErrorCode::NONE,
+                    vec![(0, ErrorCode::NONE, 0)]
+                )]
+            );
+
+            let resp = ListOffsetsResponse {
+                throttle_time_ms: 0,
+                topics: vec![ListOffsetsTopicResponse {
+                    name: "t",
+                    partitions: vec![ListOffsetsPartitionResponse {
+                        partition_index: 0,
+                        error_code: ErrorCode::NONE,
+                        timestamp: -1,
+                        offset: 1234,
+                        leader_epoch: 0,
+                    }],
+                }],
+            };
+            let body = encoded(|w| resp.encode(5, w));
+            assert_eq!(
+                decode_list_offsets(&body).unwrap(),
+                vec![("t".to_string(), vec![(0, ErrorCode::NONE, 1234)])]
+            );
+
+            // Records, no records (the shortest partition answer) and null.
+            let part = |partition, records| FetchPartitionResponse {
+                partition_index: partition,
+                error_code: ErrorCode::NONE,
+                high_watermark: 10,
+                last_stable_offset: 10,
+                log_start_offset: 0,
+                aborted_transactions: None,
+                preferred_read_replica: -1,
+                records,
+            };
+            let resp = FetchResponse {
+                throttle_time_ms: 0,
+                error_code: ErrorCode::NONE,
+                session_id: 0,
+                responses: vec![FetchTopicResponse {
+                    topic: "t",
+                    partitions: vec![
+                        part(0, Some(&b"xyz"[..])),
+                        part(1, None),
+                        part(2, Some(&[])),
+                    ],
+                }],
+            };
+            let body = encoded(|w| resp.encode(11, w));
+            let answer = decode_fetch(&body).unwrap();
+            assert!(answer.error.is_none());
+            let (name, parts) = &answer.topics[0];
+            assert_eq!(*name, "t");
+            let got: Vec<(i32, i64, &[u8])> = parts
+                .iter()
+                .map(|p| (p.partition, p.high_watermark, p.records))
+                .collect();
+            assert_eq!(
+                got,
+                [(0, 10, &b"xyz"[..]), (1, 10, &[][..]), (2, 10, &[][..])]
+            );
+        }
+
+        fn args() -> Args {
+            Args {
+                mode: Mode::Consume,
+                target: super::super::Target::Broker,
+                addr: None,
+                conns: 1,
+                depth: 1,
+                messages: 0,
+                size: 3,
+                topic: None,
+                batch: 1000,
+                from: 0,
+                seconds: 0.0,
+                protocol: super::super::Protocol::Kafka,
+                acks: -1,
+                partitions: 1,
+                partition_max_bytes: 1 << 20,
+            }
+        }
+
+        /// Answers one fetch of offsets `next..end` with `records` (high
+        /// watermark `hw`); returns the records counted and where the
+        /// range goes on.
+        fn fetch(next: u64, end: u64, hw: i64, records: &[u8]) -> Result<(u64, u64), String> {
+            let args = args();
+            let mut ctx = Ctx {
+                args: &args,
+                topic: "t",
+                partitions: 1,
+                hist: Histogram::new(3).unwrap(),
+                completed: 0,
+                acks: Vec::new(),
+                sent: vec![0],
+                batches: 0,
+                batch_records: 0,
+                wire_bytes: 0,
+                templates: Templates::new(1, 1),
+                close_hint: String::new(),
+            };
+            let mut st = ConnState {
+                index: 0,
+                in_flight: VecDeque::new(),
+                next_id: 1,
+                to_send: 0,
+                rr: 0,
+                last: vec![None],
+                streams: vec![Range {
+                    partition: 0,
+                    next,
+                    end,
+                    busy: true,
+                    empty: 0,
+                }],
+                cursor: 0,
+                done: false,
+            };
+            let resp = FetchResponse {
+                throttle_time_ms: 0,
+                error_code: ErrorCode::NONE,
+                session_id: 0,
+                responses: vec![FetchTopicResponse {
+                    topic: "t",
+                    partitions: vec![FetchPartitionResponse {
+                        partition_index: 0,
+                        error_code: ErrorCode::NONE,
+                        high_watermark: hw,
+                        last_stable_offset: hw,
+                        log_start_offset: 0,
+                        aborted_transactions: None,
+                        preferred_read_replica: -1,
+                        records: Some(records),
+                    }],
+                }],
+            };
+            let body = encoded(|w| resp.encode(11, w));
+            let pending = Pending {
+                correlation_id: 1,
+                sent: Instant::now(),
+                partition: 0,
+                records: 0,
+                range: 0,
+            };
+            on_fetch(&mut ctx, &mut st, &pending, &body)?;
+            Ok((ctx.completed, st.streams[0].next))
+        }
+
+        /// Batches of `count` records at each base offset, concatenated.
+        fn batches(at: &[(i64, u64)]) -> Vec<u8> {
+            let mut out = Vec::new();
+            for &(base, count) in at {
+                let mut one = Vec::new();
+                build_batch(&mut one, count, b"abc");
+                batch::set_base_offset(&mut one, base);
+                out.extend_from_slice(&one);
+            }
+            out
+        }
+
+        #[test]
+        fn fetch_answers_are_counted_within_the_range() {
+            let two = batches(&[(0, 10), (10, 10)]);
+            assert_eq!(fetch(0, 15, 20, &two), Ok((15, 20)));
+            // The fetch offset inside the first batch.
+            assert_eq!(fetch(4, 100, 20, &two), Ok((16, 20)));
+            // A batch cut short at the end is skipped.
+            assert_eq!(fetch(0, 100, 20, &two[..two.len() - 5]), Ok((10, 10)));
+        }
+
+        #[test]
+        fn fetch_answers_with_gaps_repeats_or_damage_fail() {
+            let err = |r: Result<(u64, u64), String>| r.unwrap_err();
+            let gap = batches(&[(3, 10)]);
+            assert!(err(fetch(0, 100, 20, &gap)).contains("a gap"));
+            let gap = batches(&[(0, 10), (11, 10)]);
+            assert!(err(fetch(0, 100, 21, &gap)).contains("a gap"));
+            let repeat = batches(&[(0, 10), (5, 10)]);
+            assert!(err(fetch(0, 100, 20, &repeat)).contains("a repeat"));
+            let before = batches(&[(0, 10)]);
+            assert!(err(fetch(10, 100, 20, &before)).contains("a repeat"));
+            let mut damaged = batches(&[(0, 10)]);
+            let last = damaged.len() - 1;
+            damaged[last] ^= 1;
+            assert!(err(fetch(0, 100, 10, &damaged)).contains("invalid"));
+            assert!(err(fetch(10, 100, 10, &[])).contains("nothing stored at offset 10"));
+            let whole = batches(&[(0, 10)]);
+            assert!(err(fetch(0, 100, 10, &whole[..20])).contains("no whole batch"));
+        }
+    }
 }

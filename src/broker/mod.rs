@@ -245,6 +245,9 @@ pub struct Broker {
     /// Scratch for reading logs.
     read_buf: Vec<u8>,
     started: Instant,
+    /// Message bytes read from logs for clients this loop turn; see
+    /// [`over_read_budget`](Self::over_read_budget).
+    turn_read_bytes: usize,
 }
 
 impl Broker {
@@ -457,6 +460,7 @@ impl Broker {
             max_message_bytes: config.max_message_bytes,
             read_buf: Vec::new(),
             started: now,
+            turn_read_bytes: 0,
         })
     }
 
@@ -565,7 +569,7 @@ impl Broker {
         })();
         let logs = opened.map_err(|e| {
             error!("creating topic {}: {e}", String::from_utf8_lossy(name));
-            if !existed && let Err(rm) = fs::remove_dir_all(&tdir) {
+            if !existed && let Err(rm) = remove_new_topic_dir(&tdir, partitions, format) {
                 error!("cannot remove {}: {rm}", tdir.display());
             }
             TopicError::Storage(e.client_reason())
@@ -784,6 +788,20 @@ impl Broker {
         }
     }
 
+    /// A new loop turn: the read budget is full again.
+    pub fn begin_turn(&mut self) {
+        self.turn_read_bytes = 0;
+    }
+
+    /// Whether this turn has read its share from the logs
+    /// ([`config::READ_BUDGET_PER_TURN`]): further large reads (a text
+    /// `FETCH`, a subscription's refill) wait for the next turn, so that
+    /// one turn stays short and other clients' small requests are
+    /// answered within milliseconds however many readers are busy.
+    pub fn over_read_budget(&self) -> bool {
+        self.turn_read_bytes >= config::READ_BUDGET_PER_TURN
+    }
+
     /// Reads up to `max_count` messages from `from`, up to `max_bytes` of
     /// them (at least one), calling `emit(offset, message)` for each until
     /// it returns false (that message was not taken).
@@ -808,6 +826,7 @@ impl Broker {
             topics,
             read_buf,
             stats,
+            turn_read_bytes,
             ..
         } = self;
         let log = &mut topics[p.topic as usize].partitions[p.partition as usize].log;
@@ -815,7 +834,10 @@ impl Broker {
         let mut count = 0u64;
         let result = log.read(from, end, max_count, max_bytes, read_buf, |o, m| {
             let taken = emit(o, m);
-            count += u64::from(taken);
+            if taken {
+                count += 1;
+                *turn_read_bytes += m.len();
+            }
             taken
         });
         stats.consumed += count;
@@ -931,14 +953,19 @@ impl Broker {
             return Err(ReadError::OutOfRange { first });
         }
         let Broker {
-            topics, read_buf, ..
+            topics,
+            read_buf,
+            turn_read_bytes,
+            ..
         } = self;
         let log = &mut topics[p.topic as usize].partitions[p.partition as usize].log;
         let end = log.durable().offset;
+        let before = out.len();
         let result = match log.format() {
             Format::Batch => log.read_raw(from, end, max_bytes, read_buf, out),
             Format::Text => log.read_as_batches(from, end, max_bytes, read_buf, out),
         };
+        *turn_read_bytes += out.len().saturating_sub(before);
         result.map_err(|e| {
             error!("read failed: {e}");
             ReadError::Storage(e.client_reason())
@@ -1013,7 +1040,7 @@ impl Broker {
 
     /// The first offset whose record has a timestamp at or after `ts`, and
     /// that timestamp (ListOffsets by time); `None` if there is none (text
-    /// partitions store no timestamps).
+    /// partitions answer at index-interval granularity, never late).
     pub fn offset_for_time(
         &mut self,
         p: PartitionId,
@@ -1662,6 +1689,39 @@ pub fn partition_path(
         Format::Batch => TOPIC_BATCH_FILE,
     };
     (dir, file)
+}
+
+/// Removes the directory of a topic whose creation failed. Creation can
+/// fail for want of a file descriptor, and `remove_dir_all` needs one per
+/// directory level to list it; so the names a new topic can hold are
+/// unlinked by path first (which needs none), and only a directory that
+/// still holds something unexpected is listed.
+fn remove_new_topic_dir(tdir: &Path, partitions: u32, format: Format) -> std::io::Result<()> {
+    fn gone(r: std::io::Result<()>) -> std::io::Result<()> {
+        match r {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            r => r,
+        }
+    }
+    let log = match format {
+        Format::Text => TOPIC_LOG_FILE,
+        Format::Batch => TOPIC_BATCH_FILE,
+    };
+    let meta = meta::TOPIC_META_FILE;
+    for name in [meta.to_string(), format!("{meta}.tmp"), log.to_string()] {
+        gone(fs::remove_file(tdir.join(name)))?;
+    }
+    for p in 1..partitions {
+        let pdir = tdir.join(format!("partition-{p}"));
+        gone(fs::remove_file(pdir.join(log)))?;
+        if gone(fs::remove_dir(&pdir)).is_err() {
+            gone(fs::remove_dir_all(&pdir))?;
+        }
+    }
+    if gone(fs::remove_dir(tdir)).is_err() {
+        gone(fs::remove_dir_all(tdir))?;
+    }
+    Ok(())
 }
 
 /// Compares a secret in time that depends only on its length, not on where

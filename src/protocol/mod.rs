@@ -31,6 +31,9 @@ pub enum Control {
     Pause,
     /// A request is parked: read nothing more until it is answered.
     Park,
+    /// This turn's read budget is spent: the request waits (kept by the
+    /// session) and the connection is served again next turn.
+    Yield,
     /// Send what is queued, then close.
     Quit,
 }
@@ -126,6 +129,14 @@ impl Session {
         }
     }
 
+    /// Whether a subscription on this connection has more to send.
+    pub fn is_streaming(&self) -> bool {
+        match self {
+            Session::Text(s) => s.is_streaming(),
+            Session::Kafka(_) | Session::Undecided(_) => false,
+        }
+    }
+
     /// Whether the session waits by design (so a half-closed connection
     /// stays open for it).
     pub fn is_waiting(&self) -> bool {
@@ -136,8 +147,9 @@ impl Session {
         }
     }
 
-    /// Runs a text request that waited for the connection's earlier
-    /// replies to settle; see `TextSession::run_deferred`.
+    /// Runs a text request that waited (for the connection's earlier
+    /// replies to settle, or for the next turn's read budget); see
+    /// `TextSession::run_deferred`. `None` if none waits.
     pub fn run_deferred(&mut self, ctx: &mut Ctx<'_>) -> Option<Control> {
         match self {
             Session::Text(s) => s.run_deferred(ctx),

@@ -73,6 +73,17 @@ const EVICT_MIN_AGE: Duration = Duration::from_secs(1);
 /// turns new clients away before looking again (a scan is O(connections)).
 const EVICT_RETRY: Duration = Duration::from_millis(100);
 
+/// What [`Server::send`] left behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    /// Nothing more, or the socket is full (a writable event follows).
+    Done,
+    /// A stream has more ready and the socket takes it.
+    More,
+    /// A stream got nothing from the log this turn (budget spent).
+    Starved,
+}
+
 /// Why the broker could not start or stopped with an error.
 #[derive(Debug)]
 pub enum BrokerError {
@@ -375,6 +386,7 @@ impl Server {
                 return Err(BrokerError::Poll(e));
             }
             self.turn += 1;
+            self.broker.begin_turn();
             if sync_wanted {
                 if events.is_empty() {
                     // Nothing else to do: sync here instead of handing it
@@ -447,8 +459,11 @@ impl Server {
                     conn.drain = true;
                 }
             }
-            readable.append(&mut self.ready);
-            for key in readable.drain(..) {
+            // Connections left over from the last turn first (they
+            // yielded their share), then the new events: round-robin.
+            let mut order = std::mem::take(&mut self.ready);
+            order.append(&mut readable);
+            for key in order {
                 self.service(key);
             }
             self.finish_turn();
@@ -713,12 +728,27 @@ impl Server {
             peer: *peer,
             max_output,
         };
+        // A request that yielded last turn runs first.
+        if let Some(control) = session.run_deferred(&mut ctx) {
+            apply_control(state, control);
+            if control == Control::Yield {
+                ready.push(key);
+                return;
+            }
+            if *state != State::Reading {
+                return;
+            }
+        }
         if !stash.is_empty() {
             let input = std::mem::take(stash);
             let (used, control) = session.handle_input(&mut ctx, &input);
             apply_control(state, control);
             if used < input.len() && *state != State::Draining {
                 *stash = input[used..].to_vec();
+            }
+            if control == Control::Yield {
+                ready.push(key);
+                return;
             }
             if *state != State::Reading {
                 return;
@@ -763,6 +793,11 @@ impl Server {
                     }
                     if used < n {
                         stash.extend_from_slice(&scratch[used..n]);
+                    }
+                    if control == Control::Yield {
+                        // Its share of this turn is used: next turn.
+                        ready.push(key);
+                        return;
                     }
                     if *state != State::Reading {
                         return;
@@ -909,6 +944,7 @@ impl Server {
         }
         self.submit_jobs();
         let max_output = self.config.max_output_bytes;
+        let mut later = Vec::new();
         for i in 0..self.dirty.len() {
             let key = self.dirty[i];
             let Some(conn) = self.conns.get_mut(key) else {
@@ -924,10 +960,15 @@ impl Server {
                     self.broker.stats.connections_paused -= 1;
                 }
             }
-            if conn.state != State::Closed && self.send(key) {
-                // The subscriber's socket took everything and more is
-                // ready: continue next turn rather than hog this one.
-                self.ready.push(key);
+            if conn.state != State::Closed {
+                match self.send(key) {
+                    Sent::Done => {}
+                    // Got nothing this turn: first in line next turn.
+                    Sent::Starved => self.ready.push(key),
+                    // The subscriber's socket took everything and more is
+                    // ready: continue next turn, after the starved ones.
+                    Sent::More => later.push(key),
+                }
             }
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;
@@ -939,6 +980,7 @@ impl Server {
                 self.close(key);
             }
         }
+        self.ready.append(&mut later);
         self.dirty.clear();
     }
 
@@ -963,7 +1005,7 @@ impl Server {
                     match control {
                         Control::Park => {}
                         Control::Quit => conn.state = State::Draining,
-                        Control::Continue | Control::Pause => {
+                        Control::Continue | Control::Pause | Control::Yield => {
                             conn.state = State::Reading;
                             self.ready.push(key);
                         }
@@ -994,15 +1036,39 @@ impl Server {
 
     /// Writes a connection's replies until the socket would block, topping
     /// up a subscription's stream from the log as it drains (a few windows
-    /// per turn at most). Returns whether the stream has more ready.
-    fn send(&mut self, key: usize) -> bool {
+    /// per turn at most, none once the turn's read budget is spent).
+    /// Returns whether the stream has more ready, and whether it got
+    /// nothing from the log this turn for want of budget.
+    fn send(&mut self, key: usize) -> Sent {
         let max_output = self.config.max_output_bytes;
         let Some(conn) = self.conns.get_mut(key) else {
-            return false;
+            return Sent::Done;
         };
         for _ in 0..4 {
             let more = if conn.state == State::Draining {
                 false
+            } else if self.broker.over_read_budget() && conn.session.is_streaming() {
+                // Send what is queued; the stream goes on next turn.
+                if conn.output.has_sendable() {
+                    match conn.flush() {
+                        Ok(n) => {
+                            self.broker.stats.bytes_out += n as u64;
+                            if n > 0 {
+                                conn.last_progress = Instant::now();
+                            }
+                        }
+                        Err(e) => {
+                            debug!("peer={} write failed: {e}", conn.peer);
+                            conn.state = State::Closed;
+                            return Sent::Done;
+                        }
+                    }
+                }
+                return if conn.output.has_sendable() {
+                    Sent::Done
+                } else {
+                    Sent::Starved
+                };
             } else {
                 let mut ctx = Ctx {
                     broker: &mut self.broker,
@@ -1024,16 +1090,16 @@ impl Server {
                     Err(e) => {
                         debug!("peer={} write failed: {e}", conn.peer);
                         conn.state = State::Closed;
-                        return false;
+                        return Sent::Done;
                     }
                 }
             }
             if !more || conn.output.has_sendable() {
                 // Done, or the socket is full: a writable event follows.
-                return false;
+                return Sent::Done;
             }
         }
-        true
+        Sent::More
     }
 
     fn close(&mut self, key: usize) {
@@ -1118,6 +1184,8 @@ fn apply_control(state: &mut State, control: Control) {
         Control::Pause => *state = State::Paused,
         Control::Park => *state = State::Parked,
         Control::Quit => *state = State::Draining,
+        // Still reading; the caller queues it for the next turn.
+        Control::Yield => {}
     }
 }
 

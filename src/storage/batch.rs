@@ -783,7 +783,7 @@ fn write_opt(w: &mut Writer<'_>, b: Option<&[u8]>) {
 /// Builds one uncompressed batch in place, record by record, for readers
 /// that need Kafka batches of data stored another way (text topics).
 /// Producer id, epoch and sequence are -1 (no idempotence); timestamps are
-/// CreateTime.
+/// CreateTime unless [`log_append_time`](Self::log_append_time) is set.
 #[derive(Debug)]
 pub struct BatchBuilder<'b> {
     out: &'b mut Vec<u8>,
@@ -791,6 +791,7 @@ pub struct BatchBuilder<'b> {
     count: i32,
     base_timestamp: i64,
     max_timestamp: i64,
+    attributes: i16,
 }
 
 impl<'b> BatchBuilder<'b> {
@@ -818,7 +819,15 @@ impl<'b> BatchBuilder<'b> {
             count: 0,
             base_timestamp: 0,
             max_timestamp: i64::MIN,
+            attributes: 0,
         }
+    }
+
+    /// Marks the batch's timestamps as LogAppendTime: readers take the
+    /// batch's max timestamp as every record's time (the broker's append
+    /// time), and report the type as such.
+    pub fn log_append_time(&mut self) {
+        self.attributes |= 0x08;
     }
 
     /// Records added so far.
@@ -888,6 +897,7 @@ impl<'b> BatchBuilder<'b> {
             }
         };
         patch(8, &((len - LOG_OVERHEAD) as i32).to_be_bytes());
+        patch(21, &self.attributes.to_be_bytes());
         patch(23, &(self.count - 1).to_be_bytes());
         patch(27, &self.base_timestamp.to_be_bytes());
         patch(35, &self.max_timestamp.to_be_bytes());

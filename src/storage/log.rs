@@ -33,6 +33,15 @@
 //! checked against its CRC first, so damaged bytes are reported (as
 //! `path:offset`, never the bytes) instead of being served.
 //!
+//! # Times
+//! Each index interval keeps the wall-clock time of the last write into
+//! it (see [`crate::storage::index`]), never earlier than the log's
+//! previous one. Text records get it as their timestamp for Kafka readers
+//! ([`Log::read_as_batches`]), and ListOffsets by time answers from it
+//! ([`Log::offset_for_time`]). What the start-up scan rebuilds (the active
+//! segment, unsealed or unindexed segments) and version 1 indexes get the
+//! file's modification time: an upper bound, like the others.
+//!
 //! # Recovery
 //! [`Log::open`] checks everything before changing anything: it scans the
 //! active segment, checks each rolled segment against its index header
@@ -55,7 +64,7 @@ use memchr::memchr;
 
 use super::batch::{self, BatchBuilder, BatchHeader};
 use super::format::{Format, Parsed};
-use super::index::{self, Entry, INDEX_INTERVAL, Index, MAX_SEGMENT_BYTES};
+use super::index::{self, Entry, INDEX_INTERVAL, Index, MAX_SEGMENT_BYTES, Time};
 use super::journal::{Completion, Mark, SyncTarget, SyncTracker};
 use super::text;
 use super::{FileJob, Location, StorageError, crc32c, crc32c_append};
@@ -75,8 +84,12 @@ pub const MAX_OFFSET: u64 = i64::MAX as u64;
 /// Most bytes a compressed batch may decompress to when a text reader
 /// reads it.
 const MAX_DECOMPRESSED: usize = 64 << 20;
-/// Most messages in one batch built for a Kafka reader of a text log.
+/// Most messages in one read for a Kafka reader of a text log.
 const MAX_SYNTHESIZED: usize = 10_000;
+/// Most bytes a record adds to its value in a batch built for a Kafka
+/// reader of a text log (length, attributes, timestamp and offset deltas,
+/// key and value lengths, header count).
+const MAX_RECORD_OVERHEAD: usize = 5 + 1 + 1 + 5 + 1 + 5 + 1;
 /// Bytes read at once when scanning.
 const READ_CHUNK: usize = 64 << 10;
 
@@ -136,9 +149,14 @@ pub enum AppendBatchError {
 
 /// Milliseconds since the Unix epoch (record timestamps).
 pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    system_ms(SystemTime::now())
+}
+
+/// `t` in milliseconds since the Unix epoch; 0 for a time before it (Kafka
+/// readers refuse negative timestamps).
+pub fn system_ms(t: SystemTime) -> i64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// What a finished sync did to the log.
@@ -185,6 +203,9 @@ struct Rolled {
     end: u64,
     size: u64,
     modified: SystemTime,
+    /// The latest log-append time of its intervals (ms): from its index
+    /// header, or its file's modification time for a version 1 index.
+    max_time: i64,
     loaded: Option<Loaded>,
 }
 
@@ -232,6 +253,10 @@ pub struct Log {
     /// (by sync id).
     syncing: Vec<(u64, FileJob)>,
     uses: u64,
+    /// The latest log-append time given to an interval (ms): new writes
+    /// get at least this, so times never go back within a log even if the
+    /// clock does.
+    last_time: i64,
 }
 
 impl Log {
@@ -263,16 +288,20 @@ impl Log {
         };
         let mut rebuilt = Vec::new();
         let mut rolled = VecDeque::new();
-        let mut skipped_bad = 0;
+        // Segments dropped by --skip-corrupt-segments: set aside before
+        // serving, so that no later start reads them as something else
+        // (a segment without an index, after the layout's migration, would
+        // be taken for an unsealed one and everything after it set aside).
+        let mut skipped: Vec<PathBuf> = Vec::new();
         for (seg, header) in found.segments[..strict_until].iter().zip(&headers) {
             match check_segment(options.format, seg, header.clone(), &mut rebuilt) {
                 Ok(r) => rolled.push_back(r),
                 Err(e) if options.skip_corrupt => {
-                    let older: Vec<String> = rolled
-                        .drain(..)
-                        .map(|r: Rolled| r.path.display().to_string())
-                        .collect();
-                    skipped_bad += older.len() + 1;
+                    let older: Vec<PathBuf> = rolled.drain(..).map(|r: Rolled| r.path).collect();
+                    skipped.extend(older.iter().cloned());
+                    skipped.push(seg.path.clone());
+                    let older: Vec<String> =
+                        older.iter().map(|p| p.display().to_string()).collect();
                     warn!(
                         "{e}; skipping (--skip-corrupt-segments) it and {} older segments{}{}",
                         older.len(),
@@ -316,6 +345,7 @@ impl Log {
                 end,
                 size: scan.len,
                 modified: seg.modified,
+                max_time: index.max_time(),
                 loaded: None,
             });
         }
@@ -331,8 +361,13 @@ impl Log {
             }
         };
         let active_base = active_scan.as_ref().and_then(|s| s.base);
-        let skipped =
-            skipped_bad + check_chain(&path, &mut rolled, active_base, options.skip_corrupt)?;
+        check_chain(
+            &path,
+            &mut rolled,
+            active_base,
+            options.skip_corrupt,
+            &mut skipped,
+        )?;
         let base = active_base.unwrap_or_else(|| rolled.back().map_or(0, |r| r.end));
         let count = active_scan.as_ref().map_or(0, |s| s.count);
         let next = base + count;
@@ -382,6 +417,22 @@ impl Log {
                 .map_err(|e| StorageError::io(file, format!("rename to {}", aside.display()), e))?;
             let _ = fs::remove_file(index_path(file));
         }
+        for file in &skipped {
+            for file in [file.clone(), index_path(file)] {
+                if !file.exists() {
+                    continue;
+                }
+                let aside = aside_path(&file);
+                warn!(
+                    "{}: skipped (--skip-corrupt-segments); moved to {}",
+                    file.display(),
+                    aside.display()
+                );
+                fs::rename(&file, &aside).map_err(|e| {
+                    StorageError::io(&file, format!("rename to {}", aside.display()), e)
+                })?;
+            }
+        }
         let created = active_scan.is_none();
         let mut scan = active_scan.unwrap_or_default();
         let file = OpenOptions::new()
@@ -422,14 +473,20 @@ impl Log {
         if index.entries.is_empty() {
             index = Index::new(base);
         }
+        let last_time = rolled
+            .iter()
+            .map(|r| r.max_time)
+            .chain([index.max_time()])
+            .max()
+            .unwrap_or(0);
         info!(
             "log={} recovered first_offset={} next_offset={next} active_bytes={} rolled_segments={}{}",
             path.display(),
             rolled.front().map_or(base, |r| r.base),
             scan.len,
             rolled.len(),
-            if skipped > 0 {
-                format!(" skipped_segments={skipped}")
+            if !skipped.is_empty() {
+                format!(" skipped_segments={}", skipped.len())
             } else {
                 String::new()
             }
@@ -469,6 +526,7 @@ impl Log {
             recovered_producers: std::mem::take(&mut scan.producers),
             syncing: Vec::new(),
             uses: 0,
+            last_time,
         };
         if created {
             // A new file's name is durable only once its directory is.
@@ -577,7 +635,7 @@ impl Log {
     /// one line per record value, which must be there and hold no
     /// newline, and refuses records with keys or headers (it could not
     /// keep them). Timestamps are not kept: a text log reads back with
-    /// timestamp -1, Kafka's "none".
+    /// the log-append time of the record's index interval.
     pub fn append_batch(
         &mut self,
         bytes: &[u8],
@@ -701,6 +759,8 @@ impl Log {
                 .last()
                 .expect("index has an entry");
             let mut crc = last.crc;
+            // Every interval written to now gets this time.
+            let now = now_ms().max(self.last_time);
             while i < self.staged_lens.len() {
                 let len = u64::from(self.staged_lens[i]);
                 if seg_len > 0 && seg_len + len > self.options.segment_bytes {
@@ -709,13 +769,10 @@ impl Log {
                 if seg_len - u64::from(last.pos) >= INDEX_INTERVAL {
                     let done = Entry { crc, ..last };
                     entries.push(done);
-                    last = Entry {
-                        rel: (offset - self.active.base) as u32,
-                        pos: seg_len as u32,
-                        crc: 0,
-                    };
+                    last = Entry::new((offset - self.active.base) as u32, seg_len as u32, 0, now);
                     crc = 0;
                 }
+                last.time = Time::from_ms(now);
                 crc = crc32c_append(crc, &self.staged[pos..pos + len as usize]);
                 seg_len += len;
                 pos += len as usize;
@@ -741,8 +798,9 @@ impl Log {
                     index.entries.extend_from_slice(rest);
                     index.entries.push(last);
                 }
-                index.entries.last_mut().expect("index has an entry").crc = crc;
+                *index.entries.last_mut().expect("index has an entry") = Entry { crc, ..last };
                 self.active.len = seg_len;
+                self.last_time = now;
                 self.written = Mark {
                     seq: self.written.seq + (i - start_i) as u64,
                     offset,
@@ -890,6 +948,7 @@ impl Log {
             end: new_base,
             size: old.len,
             modified: SystemTime::now(),
+            max_time: old.index.max_time(),
             loaded: file.map(|file| Loaded {
                 file,
                 index: old.index,
@@ -1156,9 +1215,17 @@ impl Log {
             }
             match format {
                 Format::Text => {
-                    // The walk checked the line: the message follows its
-                    // header.
-                    let message = &entry[text::header_len(first)..entry.len() - 1];
+                    // The walk checked the line, or its interval's CRC: the
+                    // message follows its header. A line shorter than its
+                    // header passed a CRC only if the segment and its index
+                    // were both replaced: damaged, never a panic.
+                    let Some(message) = entry.get(text::header_len(first)..entry.len() - 1) else {
+                        return Err(StorageError::corrupt(
+                            &path,
+                            Location::Offset(first),
+                            "a line shorter than its header".to_string(),
+                        ));
+                    };
                     if count > 0 && bytes + message.len() > max_bytes {
                         return Ok(false);
                     }
@@ -1240,9 +1307,16 @@ impl Log {
     }
 
     /// For Kafka readers of a text log: builds uncompressed batches of the
-    /// messages from `from` (values; no key; timestamp -1, none stored) into
-    /// `out`, at most `max_bytes` of them (at least one message). Returns
-    /// the offset after the last one.
+    /// messages from `from` (values; no key) into `out`, at most
+    /// `max_bytes` of them, batch and record headers counted (but at least
+    /// one message). Returns the offset after the last one.
+    ///
+    /// One batch per index interval, marked LogAppendTime with the
+    /// interval's log-append time (see [`index`]): the time is the
+    /// broker's, not a producer's, and LogAppendTime says so to readers
+    /// (as a Kafka topic with `message.timestamp.type=LogAppendTime`
+    /// does); every record of a batch then has the batch's time, which is
+    /// exactly what the index knows, so a batch never spans two intervals.
     pub fn read_as_batches(
         &mut self,
         from: u64,
@@ -1251,35 +1325,83 @@ impl Log {
         buf: &mut Vec<u8>,
         out: &mut Vec<u8>,
     ) -> Result<u64, StorageError> {
-        // One batch per read: a whole segment's worth at most.
-        let mut messages: Vec<(u64, Vec<u8>)> = Vec::new();
+        // One read: a segment's worth at most. The messages are copied
+        // out of `buf` into one buffer, `spans` their (offset, end).
+        let mut data: Vec<u8> = Vec::new();
+        let mut spans: Vec<(u64, usize)> = Vec::new();
         let next = self.read(from, end, MAX_SYNTHESIZED, max_bytes, buf, |o, m| {
-            messages.push((o, m.to_vec()));
+            data.extend_from_slice(m);
+            spans.push((o, data.len()));
             true
         })?;
-        if let Some(&(first, _)) = messages.first() {
-            let mut b = BatchBuilder::new(out, first as i64, 0);
-            for (_, m) in &messages {
-                b.push(-1, None, Some(m), &[]);
+        let Some(&(first, _)) = spans.first() else {
+            return Ok(next);
+        };
+        let index = self.index_for(first)?;
+        let time_of = |o: u64| index.entries[index.interval_of(o)].time.ms();
+        let mut done = 0usize; // bytes of finished batches
+        let mut taken = from;
+        let mut at = 0usize; // start of the message in `data`
+        let mut i = 0;
+        'batches: while i < spans.len() {
+            let time = time_of(spans[i].0);
+            let mut b = BatchBuilder::new(out, spans[i].0 as i64, 0);
+            b.log_append_time();
+            while i < spans.len() && time_of(spans[i].0) == time {
+                let (offset, stop) = spans[i];
+                let value = &data[at..stop];
+                let header = if b.is_empty() { batch::HEADER_LEN } else { 0 };
+                if offset > first
+                    && done + b.len() + header + value.len() + MAX_RECORD_OVERHEAD > max_bytes
+                {
+                    b.finish();
+                    break 'batches;
+                }
+                b.push(time, None, Some(value), &[]);
+                taken = offset + 1;
+                at = stop;
+                i += 1;
             }
-            b.finish();
+            done += b.finish();
         }
-        Ok(next)
+        Ok(taken)
+    }
+
+    /// The index of the segment holding `offset` (loading it if needed).
+    fn index_for(&mut self, offset: u64) -> Result<&Index, StorageError> {
+        if offset >= self.active.base {
+            return Ok(&self.active.index);
+        }
+        let i = self.rolled.partition_point(|r| r.end <= offset);
+        self.load(i)?;
+        let r = &self.rolled[i];
+        match &r.loaded {
+            Some(loaded) => Ok(&loaded.index),
+            None => Err(StorageError::corrupt(
+                &r.path,
+                Location::Offset(offset),
+                "the segment's index is not loaded".to_string(),
+            )),
+        }
     }
 
     /// The first offset whose record's timestamp is at or after `ts`, and
-    /// that timestamp; `None` if there is none (always for text logs,
-    /// which store no timestamps). Reads batch headers from the oldest
-    /// segment on, skipping whole batches by their max timestamp.
+    /// that timestamp; `None` if there is none.
+    ///
+    /// A text log answers from its indexes: the first interval whose
+    /// log-append time (an upper bound of its records') is at or after
+    /// `ts`, so the offset may be up to an interval early, never late.
+    /// A batch log reads batch headers from the oldest segment on,
+    /// skipping whole batches by their max timestamp.
     pub fn offset_for_time(
         &mut self,
         ts: i64,
         buf: &mut Vec<u8>,
     ) -> Result<Option<(u64, i64)>, StorageError> {
-        if self.options.format != Format::Batch {
-            return Ok(None);
-        }
         let end = self.durable().offset;
+        if self.options.format == Format::Text {
+            return self.text_offset_for_time(ts, end);
+        }
         let mut at = self.first_offset();
         let mut found = None;
         let path = self.active.path.clone();
@@ -1315,6 +1437,36 @@ impl Log {
             }
         }
         Ok(found)
+    }
+
+    /// [`offset_for_time`](Self::offset_for_time) of a text log, below
+    /// `end`: rolled segments whose latest time is before `ts` are skipped
+    /// without reading their index.
+    fn text_offset_for_time(
+        &mut self,
+        ts: i64,
+        end: u64,
+    ) -> Result<Option<(u64, i64)>, StorageError> {
+        let first_match = |index: &Index| {
+            index
+                .entries
+                .iter()
+                .find(|e| e.time.ms() >= ts)
+                .map(|e| (index.base + u64::from(e.rel), e.time.ms()))
+        };
+        for i in 0..self.rolled.len() {
+            if self.rolled[i].base >= end {
+                return Ok(None);
+            }
+            if self.rolled[i].max_time < ts {
+                continue;
+            }
+            let base = self.rolled[i].base;
+            if let Some(found) = first_match(self.index_for(base)?) {
+                return Ok(Some(found).filter(|(o, _)| *o < end));
+            }
+        }
+        Ok(first_match(&self.active.index).filter(|(o, _)| *o < end))
     }
 
     /// Walks the entries of the segment holding `from`, starting at the
@@ -1395,7 +1547,7 @@ impl Log {
         let ipath = index_path(&r.path);
         let index = match fs::read(&ipath) {
             Ok(bytes) => {
-                let (header, index) = index::decode(&bytes)
+                let (header, index) = index::decode(&bytes, system_ms(r.modified))
                     .map_err(|why| StorageError::corrupt(&ipath, Location::File, why))?;
                 if header.base != r.base || header.end != r.end || header.len != r.size {
                     return Err(StorageError::corrupt(
@@ -1756,11 +1908,11 @@ fn read_index_header(seg: &FoundSegment) -> Result<index::Header, String> {
         })
         .map_err(|e| e.to_string())?;
     let h = index::decode_header(&head)?;
-    if meta.len() != index::file_len(h.entries) {
+    if meta.len() != h.file_len() {
         return Err(format!(
             "the index is {} bytes, its header says {}",
             meta.len(),
-            index::file_len(h.entries)
+            h.file_len()
         ));
     }
     Ok(h)
@@ -1773,12 +1925,13 @@ fn check_segment(
     rebuilt: &mut Vec<Rebuilt>,
 ) -> Result<Rolled, StorageError> {
     let ipath = index_path(&seg.path);
-    let rolled = |end| Rolled {
+    let rolled = |end, max_time| Rolled {
         path: seg.path.clone(),
         base: seg.base,
         end,
         size: seg.size,
         modified: seg.modified,
+        max_time,
         loaded: None,
     };
     match header {
@@ -1801,7 +1954,9 @@ fn check_segment(
                     format!("offset {} is past the highest this broker supports", h.end),
                 ));
             }
-            Ok(rolled(h.end))
+            // A version 1 index has no times: the file's modification
+            // time bounds them all.
+            Ok(rolled(h.end, h.max_time.unwrap_or(system_ms(seg.modified))))
         }
         Err(why) => {
             if seg.has_index {
@@ -1831,7 +1986,7 @@ fn check_segment(
                 entries: scan.entries,
             };
             rebuilt.push((seg.base, ipath, index.encode(end, scan.len)));
-            let mut r = rolled(end);
+            let mut r = rolled(end, index.max_time());
             r.size = scan.len;
             Ok(r)
         }
@@ -1841,14 +1996,14 @@ fn check_segment(
 /// Checks that rolled segments chain into each other and into the active
 /// segment (whose first offset is `active_base`, if it has lines). A break
 /// is refused, or with `skip` the segments before it are dropped from the
-/// log (their files stay on disk). Returns how many were skipped.
+/// log and their paths added to `skipped`.
 fn check_chain(
     active: &Path,
     rolled: &mut VecDeque<Rolled>,
     active_base: Option<u64>,
     skip: bool,
-) -> Result<usize, StorageError> {
-    let mut skipped = 0;
+    skipped: &mut Vec<PathBuf>,
+) -> Result<(), StorageError> {
     let mut i = 0;
     while i < rolled.len() {
         let next_base = rolled.get(i + 1).map(|r| r.base).or(active_base);
@@ -1868,11 +2023,9 @@ fn check_chain(
             if !skip {
                 return Err(err);
             }
-            let dropped: Vec<String> = rolled
-                .drain(..=i)
-                .map(|r| r.path.display().to_string())
-                .collect();
-            skipped += dropped.len();
+            let dropped: Vec<PathBuf> = rolled.drain(..=i).map(|r| r.path).collect();
+            skipped.extend(dropped.iter().cloned());
+            let dropped: Vec<String> = dropped.iter().map(|p| p.display().to_string()).collect();
             warn!(
                 "{err}; skipping (--skip-corrupt-segments) {}",
                 dropped.join(", ")
@@ -1882,7 +2035,7 @@ fn check_chain(
         }
         i += 1;
     }
-    Ok(skipped)
+    Ok(())
 }
 
 /// What a scan of a segment found.
@@ -1918,7 +2071,9 @@ pub struct ProducerBatch {
 /// first line must carry `expect_base` if given (else any offset starts
 /// the sequence).
 /// With `lenient`, a line that does not fit ends the scan (`damaged`)
-/// instead of failing it.
+/// instead of failing it. The intervals get the file's modification time
+/// as their log-append time: the only time known for them, and an upper
+/// bound of each record's.
 fn scan(
     format: Format,
     path: &Path,
@@ -1926,6 +2081,11 @@ fn scan(
     expect_base: Option<u64>,
     lenient: bool,
 ) -> Result<Scan, StorageError> {
+    let time = file
+        .metadata()
+        .and_then(|m| m.modified())
+        .map(system_ms)
+        .map_err(|e| StorageError::io(path, "stat", e))?;
     let mut entries: Vec<Entry> = Vec::new();
     let mut crc = 0u32;
     let mut buf = vec![0u8; 1 << 20];
@@ -2037,11 +2197,7 @@ fn scan(
                     last.crc = crc;
                 }
                 crc = 0;
-                entries.push(Entry {
-                    rel: (first - b) as u32,
-                    pos: at as u32,
-                    crc: 0,
-                });
+                entries.push(Entry::new((first - b) as u32, at as u32, 0, time));
             }
             crc = crc32c_append(crc, &buf[used..used + len]);
             if format == Format::Batch

@@ -166,7 +166,7 @@ impl KafkaSession {
             };
             match control {
                 Control::Continue | Control::Pause => {}
-                Control::Park => return (used, Control::Park),
+                Control::Park | Control::Yield => return (used, control),
                 Control::Quit => return (input.len(), Control::Quit),
             }
         }
@@ -268,7 +268,7 @@ impl State {
                 }
             }
             Request::Metadata(r) => self.metadata(ctx, &header, &r),
-            Request::Produce(r) => self.produce(ctx, &header, &r),
+            Request::Produce(r) => return self.produce(ctx, &header, &r),
             Request::Fetch(r) => return self.fetch(ctx, &header, &r),
             Request::ListOffsets(r) => list_offsets(ctx, &header, &r),
             Request::InitProducerId(r) => init_producer_id(ctx, &header, &r),
@@ -406,14 +406,23 @@ impl State {
         ctx.out.push(&out);
     }
 
-    fn produce(&mut self, ctx: &mut Ctx<'_>, header: &RequestHeader<'_>, r: &ProduceRequest<'_>) {
+    /// A Produce request. With acks=0 nothing is answered, so a refused
+    /// batch closes the connection (as Kafka does): the producer notices
+    /// the close, where a dropped batch would vanish without a sign.
+    fn produce(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        header: &RequestHeader<'_>,
+        r: &ProduceRequest<'_>,
+    ) -> Control {
         if header.api_version < 3 {
             // Legacy message sets: not stored here.
             let resp = ProduceResponse::error_for(r, ErrorCode::UNSUPPORTED_VERSION);
             if r.acks != 0 {
                 header.respond(ctx.out.buf_mut(), |w, v| resp.encode(v, w));
+                return Control::Continue;
             }
-            return;
+            return Control::Quit;
         }
         let mut topics: Vec<(String, Vec<ProducePartitionResponse>)> = Vec::new();
         // (ticket, topic index, partition index) of each pending append.
@@ -453,7 +462,18 @@ impl State {
             topics.push((t.name.to_string(), parts));
         }
         if r.acks == 0 {
-            return;
+            let refused = topics
+                .iter()
+                .flat_map(|(_, parts)| parts)
+                .find(|p| p.error_code != ErrorCode::NONE);
+            if let Some(p) = refused {
+                debug!(
+                    "peer={} acks=0 produce refused (error {}); closing",
+                    ctx.peer, p.error_code.0
+                );
+                return Control::Quit;
+            }
+            return Control::Continue;
         }
         let (correlation_id, version, header_version) = (
             header.correlation_id,
@@ -498,6 +518,7 @@ impl State {
                 out
             }),
         );
+        Control::Continue
     }
 
     /// Validates and appends one partition's records. Returns the ticket

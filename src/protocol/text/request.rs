@@ -63,6 +63,12 @@ impl Request<'_> {
     /// client that pipelines `PRODUCE x` then `CONSUME`, `COMMIT` or
     /// `TOPICS` must see its own write, so such a request waits until the
     /// connection's earlier replies are settled.
+    /// Whether it may read a lot from the logs (so it waits for the next
+    /// turn once this one's read budget is spent).
+    pub fn reads_much(&self) -> bool {
+        matches!(self, Request::Fetch { .. })
+    }
+
     pub fn reads_stored_state(&self) -> bool {
         matches!(
             self,

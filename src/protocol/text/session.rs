@@ -94,15 +94,24 @@ impl TextSession {
     /// Whether the session waits by design (a parked fetch, a stream), so
     /// a half-closed connection stays open for it.
     pub fn is_waiting(&self) -> bool {
-        self.state.parked.is_some() || self.state.subscription.is_some()
+        self.state.parked.is_some()
+            || self.state.subscription.is_some()
+            || self.state.deferred.is_some()
+    }
+
+    /// Whether a subscription has more to send (it is not waiting for
+    /// new messages).
+    pub fn is_streaming(&self) -> bool {
+        self.state.subscription.is_some_and(|s| !s.waiting)
     }
 
     pub fn is_parked(&self) -> bool {
         self.state.parked.is_some() || self.state.deferred.is_some()
     }
 
-    /// Runs a request deferred until the connection's earlier replies were
-    /// settled (call once they are). `None` if there was none.
+    /// Runs a request that was deferred (until the connection's earlier
+    /// replies were settled, or to the next turn); it may defer again.
+    /// `None` if there was none.
     pub fn run_deferred(&mut self, ctx: &mut Ctx<'_>) -> Option<Control> {
         let line = self.state.deferred.take()?;
         Some(self.state.execute(ctx, &line))
@@ -158,7 +167,7 @@ impl TextSession {
             };
             match control {
                 Control::Continue | Control::Pause => {}
-                Control::Park => return (used, Control::Park),
+                Control::Park | Control::Yield => return (used, control),
                 Control::Quit => return (input.len(), Control::Quit),
             }
         }
@@ -207,6 +216,11 @@ impl State {
             // this once they are, so it sees them.
             self.deferred = Some(line.to_vec());
             return Control::Park;
+        }
+        if request.reads_much() && ctx.broker.over_read_budget() {
+            // This turn has read its share: next turn, after the others.
+            self.deferred = Some(line.to_vec());
+            return Control::Yield;
         }
         let p = PartitionId {
             topic: self.topic,
