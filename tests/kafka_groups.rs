@@ -417,11 +417,23 @@ fn survive_a_broker_restart(client: Client) {
         |ms| total(ms) >= first.len() && ms.iter().all(|m| m.all_committed()),
     );
     let (a_before, c_before) = (a.records.len(), c.records.len());
+    let rounds = (a.assignments.len(), c.assignments.len());
 
     let (status, _) = broker.signal_and_wait("TERM");
     assert!(status.success(), "{status:?}");
     let broker = restart_on(&dir, addr);
     assert_eq!(bootstrap(&broker), b);
+    // The restarted broker knows no members: both rejoin (a new
+    // assignment each) and split the partitions again. Records read while
+    // that settles may rightly be read twice (at-least-once: a commit is
+    // refused once a rebalance has begun), so the new records come after.
+    wait_until(
+        &mut [&mut a, &mut c],
+        Duration::from_millis(SESSION_TIMEOUT_MS as u64) + WAIT,
+        "both members assigned again after the restart",
+        |ms| ms[0].assignments.len() > rounds.0 && ms[1].assignments.len() > rounds.1,
+    );
+    wait_split(&mut [&mut a, &mut c]);
     let second = produce(&b, topic, 2000..3000);
     wait_until(
         &mut [&mut a, &mut c],
