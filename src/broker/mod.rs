@@ -24,6 +24,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use log::{error, info, warn};
@@ -32,6 +33,7 @@ use crate::config::{self, Config, FsyncPolicy};
 use crate::storage::Format;
 use crate::storage::batch::BatchHeader;
 use crate::storage::checkpoint::{self, CHECKPOINT_FILE};
+use crate::storage::files::Files;
 use crate::storage::meta::{self, TopicMeta};
 use crate::storage::{
     AppendBatchError, Failed, FileJob, JobResult, Log, LogOptions, Offsets, StorageError,
@@ -218,6 +220,8 @@ pub struct Broker {
     pub stats: Stats,
     policy: FsyncPolicy,
     log_options: LogOptions,
+    /// The budget of open log files (shared with every log).
+    files: Arc<Files>,
     auto_create: bool,
     /// Partitions of an auto-created topic.
     default_partitions: u32,
@@ -254,6 +258,7 @@ impl Broker {
         let dir = &config.data_dir;
         let broker_meta = meta::read_broker(dir)?;
         let layout = broker_meta.layout;
+        let files = Files::new(config.max_open_files);
         let log_options = LogOptions {
             segment_bytes: config.segment_bytes,
             skip_corrupt: config.skip_corrupt_segments,
@@ -262,6 +267,8 @@ impl Broker {
             // until every segment has one.
             repair_unsealed: layout.is_some(),
             format: Format::Text,
+            files: files.clone(),
+            unsynced_stay_open: config.fsync != FsyncPolicy::Never,
         };
         let mut checkpoint = checkpoint::read(dir)?;
         let cluster_id = broker_meta
@@ -280,7 +287,7 @@ impl Broker {
                 let expected = checkpoint.remove(&(name.into(), p));
                 let options = LogOptions {
                     format: tm.format,
-                    ..log_options
+                    ..log_options.clone()
                 };
                 partitions.push(Partition::new(Log::open(&pdir, file, options, expected)?));
             }
@@ -435,6 +442,7 @@ impl Broker {
             stats: Stats::default(),
             policy: config.fsync,
             log_options,
+            files,
             auto_create: config.auto_create_topics,
             default_partitions: config.partitions,
             max_topics: config.max_topics,
@@ -462,6 +470,11 @@ impl Broker {
     }
 
     // ----- authentication -------------------------------------------------
+
+    /// The budget of open log files.
+    pub fn files(&self) -> &Files {
+        &self.files
+    }
 
     /// Whether clients must authenticate.
     pub fn auth_required(&self) -> bool {
@@ -558,7 +571,7 @@ impl Broker {
                 let (pdir, file) = partition_path(&self.data_dir, name, p, format);
                 let options = LogOptions {
                     format,
-                    ..self.log_options
+                    ..self.log_options.clone()
                 };
                 logs.push(Log::open(&pdir, file, options, None)?);
             }
@@ -1266,6 +1279,13 @@ impl Broker {
             }
             self.settle_offsets();
         }
+        if self.files.take_short() && self.policy != FsyncPolicy::Never {
+            // Log files had to be opened over their budget: what holds
+            // the budget is mostly logs with unsynced writes, whose
+            // descriptors may close only once synced. Sync them now
+            // rather than at the next interval.
+            self.start_syncs();
+        }
         self.collect_jobs();
     }
 
@@ -1366,6 +1386,8 @@ impl Broker {
                     JournalId::Offsets => self.offsets.sync_completed(sync_id, result),
                 };
                 self.apply_sync(journal, outcome);
+                // What the sync released closes if the budget is over.
+                self.files.trim();
             }
             JobResult::Replaced { id, result } => {
                 if journal == JournalId::Offsets {
