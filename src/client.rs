@@ -274,7 +274,7 @@ pub fn parse_message(line: &[u8]) -> Option<(u64, &[u8])> {
 }
 
 /// Parses `MESSAGE offset:<n> <message>`, or `MESSAGE64 offset:<n>
-/// <base64>` (a message holding a newline), into its offset and bytes.
+/// <base64>` (a message holding a newline or ending in `\r`), into its offset and bytes.
 pub fn parse_any_message(line: &[u8]) -> Option<(u64, std::borrow::Cow<'_, [u8]>)> {
     if let Some((offset, message)) = parse_message(line) {
         return Some((offset, std::borrow::Cow::Borrowed(message)));

@@ -101,6 +101,8 @@ pub struct Config {
     pub advertise: Option<String>,
     /// A second listener for Kafka clients only.
     pub kafka_addr: Option<String>,
+    /// Where to serve Prometheus metrics (`GET /metrics`).
+    pub metrics_addr: Option<String>,
     /// Partitions of an auto-created topic.
     pub partitions: u32,
     /// Largest Kafka request frame accepted.
@@ -138,6 +140,7 @@ impl Default for Config {
             skip_corrupt_segments: false,
             advertise: None,
             kafka_addr: None,
+            metrics_addr: None,
             partitions: 1,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
@@ -194,6 +197,8 @@ Options:
   --auth-token-file PATH    require AUTH <token> with the token in PATH (one
                             line); never pass a token on the command line.
                             Kafka clients use SASL/PLAIN, password = token
+  --metrics-addr HOST:PORT  serve Prometheus metrics over HTTP on
+                            http://HOST:PORT/metrics [default: off]
 
 Kafka clients:
   --advertise HOST:PORT     the address Metadata gives Kafka clients
@@ -237,6 +242,17 @@ pub const MAX_TOPICS: usize = 1 << 20;
 pub const MAX_FSYNC_INTERVAL_MS: u64 = 24 * 3600 * 1000;
 pub const MAX_SEGMENT_BYTES: u64 = crate::storage::index::MAX_SEGMENT_BYTES;
 pub const MAX_RETENTION_HOURS: f64 = 876_000.0;
+
+/// `--metrics-addr`: as `--addr`, but the port must be given (a bare
+/// port means `localhost:PORT`): Kafka's port is no default for it.
+fn metrics_addr(addr: &str) -> Result<String, String> {
+    let full = crate::client::complete_addr(addr, true)?;
+    if addr.bytes().all(|b| b.is_ascii_digit()) || full == addr {
+        Ok(full)
+    } else {
+        Err("give a port: HOST:PORT or PORT".into())
+    }
+}
 
 /// Parses the broker's command line (`args` without the program name).
 /// `Ok(None)`: help or version was printed, nothing to run.
@@ -290,6 +306,13 @@ where
                 config.kafka_addr = Some(
                     crate::client::complete_addr(&addr, true)
                         .map_err(|why| cli::invalid("--kafka-addr", &addr, why))?,
+                );
+            }
+            Long("metrics-addr") => {
+                let addr = parser.value()?;
+                config.metrics_addr = Some(
+                    metrics_addr(&addr)
+                        .map_err(|why| cli::invalid("--metrics-addr", &addr, why))?,
                 );
             }
             Long("partitions") => config.partitions = parser.number(1, 1024)? as u32,

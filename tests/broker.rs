@@ -100,9 +100,15 @@ fn telnet_line_endings_and_exact_message_bytes() {
         b"MESSAGE offset:1  two  spaces \xff\xef\x01\xfe tab\there"
     );
     assert_eq!(c.line(), "MESSAGE offset:2 inner\rcr");
+    // One \r before the newline is the line ending; a second is kept, and
+    // the message is read back in base64 so that a reader stripping \r\n
+    // cannot lose it.
+    c.send("PRODUCE ends\r\r\n");
+    assert_eq!(c.line(), "ACK offset:3");
+    assert_eq!(c.request("CONSUME 3"), "MESSAGE64 offset:3 ZW5kcw0=");
     assert_eq!(
         broker.log_bytes(),
-        b"offset:0 message:with\noffset:1 message: two  spaces \xff\xef\x01\xfe tab\there\noffset:2 message:inner\rcr\n"
+        b"offset:0 message:with\noffset:1 message: two  spaces \xff\xef\x01\xfe tab\there\noffset:2 message:inner\rcr\noffset:3 message:ends\r\n"
     );
 }
 

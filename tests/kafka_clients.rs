@@ -1447,6 +1447,10 @@ fn text_topics_answer_list_offsets_by_log_append_time() {
             format!("ACK offset:{i}")
         );
     }
+    // Records 0-49 were written at or before `last`, so strictly before
+    // `mid`; records 50-59 strictly after it.
+    let last = now_ms();
+    wait_past(last);
     let mid = now_ms();
     wait_past(mid);
     for i in 50..60 {
@@ -1506,6 +1510,8 @@ fn kafka_produced_values_are_read_exactly_by_text_fetch_and_consume() {
         "unicode \u{2713} \u{6f22}\u{5b57}",
         "ends with newline\n",
         "  leading and trailing spaces  ",
+        "ends with carriage return\r",
+        "carriage\rreturn inside",
     ];
     let recs: Vec<NewRec> = values
         .iter()
@@ -1521,8 +1527,9 @@ fn kafka_produced_values_are_read_exactly_by_text_fetch_and_consume() {
     let out = ck("produce", &produce_args(&b, "kt", &recs, obj([])));
     assert_delivered_in_order(&out, &recs, 0, 0);
     assert_eq!(text_values(&broker, "kt"), numbered(values));
-    // The exact lines: a value with a newline is a MESSAGE64 line with its
-    // bytes in base64; the others are MESSAGE lines as for text topics.
+    // The exact lines: a value with a newline, or ending in a carriage
+    // return, is a MESSAGE64 line with its bytes in base64; the others are
+    // MESSAGE lines as for text topics.
     let mut c = broker.client();
     assert_eq!(c.request("USE kt"), "USING kt");
     c.send("FETCH 0 100\n");
@@ -1535,7 +1542,9 @@ fn kafka_produced_values_are_read_exactly_by_text_fetch_and_consume() {
             "MESSAGE offset:3 unicode \u{2713} \u{6f22}\u{5b57}",
             "MESSAGE64 offset:4 ZW5kcyB3aXRoIG5ld2xpbmUK",
             "MESSAGE offset:5   leading and trailing spaces  ",
-            "END offset:6",
+            "MESSAGE64 offset:6 ZW5kcyB3aXRoIGNhcnJpYWdlIHJldHVybg0=",
+            "MESSAGE offset:7 carriage\rreturn inside",
+            "END offset:8",
         ]
     );
     assert_eq!(
@@ -1543,7 +1552,7 @@ fn kafka_produced_values_are_read_exactly_by_text_fetch_and_consume() {
         "MESSAGE64 offset:1 bXVsdGkKbGluZQp2YWx1ZQ=="
     );
     assert_eq!(c.request("CONSUME 0"), "MESSAGE offset:0 plain");
-    assert_eq!(c.request("CONSUME 6"), "NO_MESSAGE");
+    assert_eq!(c.request("CONSUME 8"), "NO_MESSAGE");
 }
 
 // ------------------------------------------------------------ restarts

@@ -93,6 +93,9 @@ pub struct Stats {
     /// `fsync` calls on directories (new and renamed files).
     pub dir_syncs: u64,
     pub fsync_errors: u64,
+    /// How long the `fdatasync`s run on the loop's own thread took
+    /// ([`Broker::sync_inline`]; helper threads time theirs).
+    pub loop_fsync_seconds: crate::util::histogram::Histogram,
 }
 
 /// Why a topic could not be had.
@@ -1069,6 +1072,12 @@ impl Broker {
         })
     }
 
+    /// Every committed position, in no particular order: (topic,
+    /// partition, group, offset). For metrics.
+    pub fn committed_offsets(&self) -> impl Iterator<Item = (&[u8], u32, &[u8], u64)> {
+        self.offsets.entries()
+    }
+
     /// `group`'s committed position in a partition.
     pub fn committed(&self, p: PartitionId, group: &[u8]) -> Option<u64> {
         if !self.live(p) {
@@ -1354,13 +1363,17 @@ impl Broker {
         let partitions: Vec<PartitionId> = self.partition_ids().collect();
         for p in partitions {
             if self.part(p).log.sync_wanted() {
+                let began = Instant::now();
                 let result = self.part_mut(p).log.sync_now();
+                self.stats.loop_fsync_seconds.observe(began.elapsed());
                 self.stats.fsyncs += 1;
                 self.apply_sync(JournalId::Partition(p), result);
             }
         }
         if self.offsets.sync_wanted() {
+            let began = Instant::now();
             let result = self.offsets.sync_now();
+            self.stats.loop_fsync_seconds.observe(began.elapsed());
             self.stats.fsyncs += 1;
             self.apply_sync(JournalId::Offsets, result);
         }

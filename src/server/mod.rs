@@ -21,6 +21,7 @@
 //! read and written until `WouldBlock`.
 
 pub mod conn;
+pub mod metrics;
 pub mod syncer;
 
 use std::fmt;
@@ -158,6 +159,8 @@ pub struct Server {
     listener: Option<TcpListener>,
     /// `--kafka-addr`: a listener for Kafka clients only.
     kafka_listener: Option<TcpListener>,
+    /// `--metrics-addr`: the Prometheus endpoint and its connections.
+    metrics: Option<metrics::Metrics>,
     signals: Option<Signals>,
     local_addr: SocketAddr,
     display_addr: String,
@@ -232,6 +235,10 @@ impl Server {
         let plan = files::plan_descriptors(config.max_connections, config.max_open_files);
         config.max_connections = plan.connections;
         config.max_open_files = plan.files;
+        let mut metrics = match &config.metrics_addr {
+            Some(addr) => Some(metrics::Metrics::bind(addr, config.request_timeout)?),
+            None => None,
+        };
         let auth_token = match &config.auth_token_file {
             Some(path) => Some(read_token(path)?),
             None => None,
@@ -269,6 +276,9 @@ impl Server {
                 info!("listening for kafka clients only addr={a}");
             }
         }
+        if let Some(m) = &mut metrics {
+            m.register(poll.registry()).map_err(BrokerError::Poll)?;
+        }
         info!(
             "listening addr={local_addr} data_dir={} max_connections={} max_line_bytes={} auth={}",
             config.data_dir.display(),
@@ -286,6 +296,7 @@ impl Server {
             stop: Arc::new(AtomicBool::new(false)),
             listener: Some(listener),
             kafka_listener,
+            metrics,
             signals: None,
             local_addr,
             display_addr,
@@ -399,6 +410,8 @@ impl Server {
                 match event.token() {
                     LISTENER => self.accept(false),
                     KAFKA_LISTENER => self.accept(true),
+                    metrics::LISTENER => self.metrics_accept(),
+                    token if metrics::is_connection(token) => self.metrics_event(token, event),
                     SIGNALS => {
                         stop |= self
                             .signals
@@ -441,6 +454,7 @@ impl Server {
             }
             let now = Instant::now();
             self.broker.run_timers(now);
+            self.metrics_timers(now);
             if now >= self.next_sweep {
                 self.sweep(now);
             }
@@ -471,10 +485,15 @@ impl Server {
         let sweep = (self.sweep_armed
             || (self.config.idle_timeout.is_some() && !self.conns.is_empty()))
         .then_some(self.next_sweep);
-        let deadline = [self.accept_paused_until, self.broker.next_deadline(), sweep]
-            .into_iter()
-            .flatten()
-            .min();
+        let deadline = [
+            self.accept_paused_until,
+            self.broker.next_deadline(),
+            sweep,
+            self.metrics_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         // Round up so a timer is never found still a hair in the future.
         deadline.map(|t| t.saturating_duration_since(Instant::now()) + Duration::from_millis(1))
     }

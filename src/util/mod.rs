@@ -1,7 +1,9 @@
 //! Small helpers with no knowledge of logs, protocols or sockets: decimal
-//! numbers without `fmt`, names, and file calls used by every journal.
+//! numbers without `fmt`, names, file calls used by every journal, and a
+//! fixed-size latency histogram.
 
 pub mod fs;
+pub mod histogram;
 pub mod wire;
 
 /// Longest topic or group name.

@@ -607,10 +607,11 @@ fn push_ack(ctx: &mut Ctx<'_>, ticket: Ticket) {
     });
 }
 
-/// A `MESSAGE` line; a message holding a newline (only Kafka record
-/// values can) goes as a `MESSAGE64` line with its bytes in base64.
+/// A `MESSAGE` line; a message holding a newline or ending in a carriage
+/// return (only Kafka record values can) goes as a `MESSAGE64` line with
+/// its bytes in base64: a reader that strips `\r\n` would lose that `\r`.
 fn push_message(buf: &mut Vec<u8>, offset: u64, message: &[u8]) {
-    if memchr::memchr(b'\n', message).is_some() {
+    if memchr::memchr(b'\n', message).is_some() || message.last() == Some(&b'\r') {
         buf.extend_from_slice(reply::MESSAGE64);
         push_u64(buf, offset);
         buf.push(b' ');
