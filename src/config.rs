@@ -12,6 +12,9 @@ pub const LOG_FILE: &str = "kafka_log.txt";
 /// Longest request line accepted, `\r\n` not counted.
 pub const DEFAULT_MAX_LINE_BYTES: usize = 1 << 20;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Log files (segment descriptors) kept open at once, all partitions
+/// together; see `storage::files`.
+pub const DEFAULT_MAX_OPEN_FILES: usize = 1024;
 /// Pending output per connection above which the broker stops reading that
 /// connection's requests until the client reads its replies.
 pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 1 << 20;
@@ -76,6 +79,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub max_line_bytes: usize,
     pub max_connections: usize,
+    /// Log files open at once (idle ones close, least recently used
+    /// first); lowered at start if the open file limit is short.
+    pub max_open_files: usize,
     pub max_output_bytes: usize,
     /// `USE` of an unknown topic creates it.
     pub auto_create_topics: bool,
@@ -122,6 +128,7 @@ impl Default for Config {
             data_dir: PathBuf::from("."),
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_open_files: DEFAULT_MAX_OPEN_FILES,
             max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
             auto_create_topics: true,
             max_topics: DEFAULT_MAX_TOPICS,
@@ -162,6 +169,12 @@ Options:
   --max-connections N       clients served at once, up to 1048576; when
                             full, a client stuck in a request or idle for
                             a second makes room for a new one [default: 4096]
+  --max-open-files N        log files kept open at once, all partitions
+                            together, 16 to 1048576; idle ones close, least
+                            recently used first [default: 1024]. With
+                            --max-connections, the open file limit (ulimit
+                            -n) is raised to fit both if it can; if not,
+                            both are lowered, with a warning
   --max-output-bytes N      pending replies per client before its requests
                             stop being read; also the most message bytes
                             in one FETCH reply, up to 1 GiB [default: 1048576]
@@ -263,6 +276,10 @@ where
             Long("data-dir") => config.data_dir = parser.path()?,
             Long("max-line-bytes") => config.max_line_bytes = parser.count(1, MAX_BYTES_LIMIT)?,
             Long("max-connections") => config.max_connections = parser.count(1, MAX_CONNECTIONS)?,
+            Long("max-open-files") => {
+                config.max_open_files =
+                    parser.count(crate::storage::files::MIN_OPEN_FILES, MAX_CONNECTIONS)?
+            }
             Long("max-output-bytes") => {
                 config.max_output_bytes = parser.count(1, MAX_BYTES_LIMIT)?
             }

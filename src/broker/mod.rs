@@ -24,6 +24,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use log::{error, info, warn};
@@ -32,6 +33,7 @@ use crate::config::{self, Config, FsyncPolicy};
 use crate::storage::Format;
 use crate::storage::batch::BatchHeader;
 use crate::storage::checkpoint::{self, CHECKPOINT_FILE};
+use crate::storage::files::Files;
 use crate::storage::meta::{self, TopicMeta};
 use crate::storage::{
     AppendBatchError, Failed, FileJob, JobResult, Log, LogOptions, Offsets, StorageError,
@@ -221,6 +223,8 @@ pub struct Broker {
     pub stats: Stats,
     policy: FsyncPolicy,
     log_options: LogOptions,
+    /// The budget of open log files (shared with every log).
+    files: Arc<Files>,
     auto_create: bool,
     /// Partitions of an auto-created topic.
     default_partitions: u32,
@@ -257,6 +261,7 @@ impl Broker {
         let dir = &config.data_dir;
         let broker_meta = meta::read_broker(dir)?;
         let layout = broker_meta.layout;
+        let files = Files::new(config.max_open_files);
         let log_options = LogOptions {
             segment_bytes: config.segment_bytes,
             skip_corrupt: config.skip_corrupt_segments,
@@ -265,6 +270,8 @@ impl Broker {
             // until every segment has one.
             repair_unsealed: layout.is_some(),
             format: Format::Text,
+            files: files.clone(),
+            unsynced_stay_open: config.fsync != FsyncPolicy::Never,
         };
         let mut checkpoint = checkpoint::read(dir)?;
         let cluster_id = broker_meta
@@ -283,7 +290,7 @@ impl Broker {
                 let expected = checkpoint.remove(&(name.into(), p));
                 let options = LogOptions {
                     format: tm.format,
-                    ..log_options
+                    ..log_options.clone()
                 };
                 partitions.push(Partition::new(Log::open(&pdir, file, options, expected)?));
             }
@@ -438,6 +445,7 @@ impl Broker {
             stats: Stats::default(),
             policy: config.fsync,
             log_options,
+            files,
             auto_create: config.auto_create_topics,
             default_partitions: config.partitions,
             max_topics: config.max_topics,
@@ -465,6 +473,11 @@ impl Broker {
     }
 
     // ----- authentication -------------------------------------------------
+
+    /// The budget of open log files.
+    pub fn files(&self) -> &Files {
+        &self.files
+    }
 
     /// Whether clients must authenticate.
     pub fn auth_required(&self) -> bool {
@@ -561,7 +574,7 @@ impl Broker {
                 let (pdir, file) = partition_path(&self.data_dir, name, p, format);
                 let options = LogOptions {
                     format,
-                    ..self.log_options
+                    ..self.log_options.clone()
                 };
                 logs.push(Log::open(&pdir, file, options, None)?);
             }
@@ -1275,6 +1288,13 @@ impl Broker {
             }
             self.settle_offsets();
         }
+        if self.files.take_short() && self.policy != FsyncPolicy::Never {
+            // Log files had to be opened over their budget: what holds
+            // the budget is mostly logs with unsynced writes, whose
+            // descriptors may close only once synced. Sync them now
+            // rather than at the next interval.
+            self.start_syncs();
+        }
         self.collect_jobs();
     }
 
@@ -1379,6 +1399,8 @@ impl Broker {
                     JournalId::Offsets => self.offsets.sync_completed(sync_id, result),
                 };
                 self.apply_sync(journal, outcome);
+                // What the sync released closes if the budget is over.
+                self.files.trim();
             }
             JobResult::Replaced { id, result } => {
                 if journal == JournalId::Offsets {

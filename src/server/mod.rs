@@ -47,6 +47,7 @@ use crate::protocol::kafka::session::Advertised;
 use crate::protocol::text::{self, reply};
 use crate::protocol::{Control, Ctx, Session, SessionParams};
 use crate::storage::StorageError;
+use crate::storage::files;
 use conn::{Connection, State};
 use syncer::Helpers;
 
@@ -208,7 +209,7 @@ impl Server {
 
     /// Serves on an already-bound listener (tests bind `127.0.0.1:0`).
     pub fn with_listener(
-        config: Config,
+        mut config: Config,
         listener: std::net::TcpListener,
     ) -> Result<Server, BrokerError> {
         let bind_err = |source| BrokerError::Bind {
@@ -229,6 +230,11 @@ impl Server {
             }
             None => None,
         };
+        // The split of descriptors between clients and log files, before
+        // any log is opened.
+        let plan = files::plan_descriptors(config.max_connections, config.max_open_files);
+        config.max_connections = plan.connections;
+        config.max_open_files = plan.files;
         let mut metrics = match &config.metrics_addr {
             Some(addr) => Some(metrics::Metrics::bind(addr, config.request_timeout)?),
             None => None,
@@ -259,7 +265,6 @@ impl Server {
             .rsplit_once(':')
             .map_or(config.addr.as_str(), |(h, _)| h);
         let display_addr = format!("{host}:{}", local_addr.port());
-        raise_fd_limit(config.max_connections as u64 + 64);
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)
             .map_err(BrokerError::Poll)?;
@@ -1293,30 +1298,5 @@ fn ignore_signal(signal: libc::c_int) {
     // disposition of a signal this process does not otherwise use.
     unsafe {
         libc::signal(signal, libc::SIG_IGN);
-    }
-}
-
-/// Raises the soft limit on open files towards `wanted` (within the hard
-/// limit), so `--max-connections` is not cut short by a default of 1024.
-fn raise_fd_limit(wanted: u64) {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit write/read only the struct we pass.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 || lim.rlim_cur >= wanted {
-            return;
-        }
-        let target = wanted.min(lim.rlim_max);
-        if target > lim.rlim_cur {
-            lim.rlim_cur = target;
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-                warn!("could not raise the open file limit to {target}");
-            }
-        }
-        if target < wanted {
-            warn!("open file limit is {target}; fewer than max_connections clients can connect");
-        }
     }
 }

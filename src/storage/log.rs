@@ -12,6 +12,11 @@
 //! again; retention deletes them whole, oldest first. `docs/STORAGE.md`
 //! documents the layout for users.
 //!
+//! A log keeps no descriptor of its own: its segments' descriptors are
+//! parked in its broker's budget of open files between calls (see
+//! [`crate::storage::files`], which also says when one may be closed),
+//! and reopened when needed.
+//!
 //! # Appending
 //! [`Log::append`] stages a record in memory and hands back a sequence
 //! number (see [`crate::storage::journal`]) and an offset;
@@ -63,6 +68,7 @@ use log::{error, info, warn};
 use memchr::memchr;
 
 use super::batch::{self, BatchBuilder, BatchHeader};
+use super::files::{Files, LogFile, Slot};
 use super::format::{Format, Parsed};
 use super::index::{self, Entry, INDEX_INTERVAL, Index, MAX_SEGMENT_BYTES, Time};
 use super::journal::{Completion, Mark, SyncTarget, SyncTracker};
@@ -94,7 +100,7 @@ const MAX_RECORD_OVERHEAD: usize = 5 + 1 + 1 + 5 + 1 + 5 + 1;
 const READ_CHUNK: usize = 64 << 10;
 
 /// How a log is laid out and checked.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct LogOptions {
     /// Roll the active segment once it would pass this size.
     pub segment_bytes: u64,
@@ -111,6 +117,13 @@ pub struct LogOptions {
     pub repair_unsealed: bool,
     /// How the records are stored.
     pub format: Format,
+    /// The budget of open files the log's descriptors count in (its
+    /// broker's).
+    pub files: Arc<Files>,
+    /// The active segment's descriptors stay open while it has unsynced
+    /// writes (see [`super::files`]); false with `--fsync never`, where no
+    /// sync runs whose error report closing could lose.
+    pub unsynced_stay_open: bool,
 }
 
 impl Default for LogOptions {
@@ -121,6 +134,8 @@ impl Default for LogOptions {
             durable_acks: false,
             repair_unsealed: true,
             format: Format::Text,
+            files: Files::new(usize::MAX),
+            unsynced_stay_open: true,
         }
     }
 }
@@ -174,15 +189,12 @@ pub enum SyncResult {
     Cut(Failed),
 }
 
-/// The segment being appended to.
+/// The segment being appended to. Its descriptors are parked in the
+/// log's [`Files`] budget between calls (see [`Log::append_file`] and
+/// [`Log::sync_files`]).
 #[derive(Debug)]
 struct Active {
     path: PathBuf,
-    file: Arc<File>,
-    /// Separate opens of the same file, one per sync slot. Linux reports a
-    /// writeback error once per open file description, so with their own
-    /// descriptions concurrent syncs each see every error.
-    sync_files: Vec<Arc<File>>,
     /// Generation: bumped at every roll.
     generation: u64,
     base: u64,
@@ -194,7 +206,8 @@ struct Active {
     hint: (u64, u64),
 }
 
-/// A rolled segment: read-only, opened on first read.
+/// A rolled segment: read-only, opened on first read (its descriptor
+/// parked in the budget, see [`Log::rolled_file`]).
 #[derive(Debug)]
 struct Rolled {
     path: PathBuf,
@@ -209,9 +222,9 @@ struct Rolled {
     loaded: Option<Loaded>,
 }
 
+/// A rolled segment's index, in memory while the segment is read.
 #[derive(Debug)]
 struct Loaded {
-    file: File,
     index: Index,
     last_used: u64,
 }
@@ -219,6 +232,8 @@ struct Loaded {
 /// An append-only, segmented log of messages.
 #[derive(Debug)]
 pub struct Log {
+    /// Its id in the budget of open files.
+    id: u64,
     dir: PathBuf,
     /// The active segment's file name; rolled ones add `.<offset>`.
     name: String,
@@ -435,11 +450,13 @@ impl Log {
         }
         let created = active_scan.is_none();
         let mut scan = active_scan.unwrap_or_default();
-        let file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(&path)
+        options.files.make_room(1);
+        let file = options
+            .files
+            .open(
+                &path,
+                OpenOptions::new().read(true).append(true).create(true),
+            )
             .map_err(|e| StorageError::io(&path, "open", e))?;
         if scan.torn > 0 {
             warn!(
@@ -497,14 +514,15 @@ impl Log {
             file: 0,
             len: scan.len,
         };
+        let id = options.files.register();
+        options.files.put(id, Slot::Append, vec![Arc::new(file)]);
         let mut log = Log {
+            id,
             dir: dir.to_path_buf(),
             name: name.to_string(),
             options,
             active: Active {
-                sync_files: open_for_sync(&path)?,
                 path,
-                file: Arc::new(file),
                 generation: 0,
                 base,
                 len: scan.len,
@@ -780,7 +798,11 @@ impl Log {
                 i += 1;
             }
             if i > start_i {
-                if let Err(e) = write_all(&self.active.file, &self.staged[start_pos..pos]) {
+                let file = match self.append_file() {
+                    Ok(file) => file,
+                    Err(error) => return Some(self.fail_staged(error)),
+                };
+                if let Err(e) = write_all(&file, &self.staged[start_pos..pos]) {
                     self.dirty_tail = true;
                     if let Err(cut) = self.cut_dirty_tail() {
                         error!("{cut}; will retry before the next append");
@@ -800,6 +822,7 @@ impl Log {
                 }
                 *index.entries.last_mut().expect("index has an entry") = Entry { crc, ..last };
                 self.active.len = seg_len;
+                self.note_unsynced();
                 self.last_time = now;
                 self.written = Mark {
                     seq: self.written.seq + (i - start_i) as u64,
@@ -882,31 +905,42 @@ impl Log {
         fs::rename(&path, &rolled_path).map_err(|e| {
             StorageError::io(&path, format!("rename to {}", rolled_path.display()), e)
         })?;
-        let opened = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(&path)
-            .map_err(|e| StorageError::io(&path, "create new segment", e))
-            .and_then(|file| Ok((file, open_for_sync(&path)?)));
-        let (file, sync_files) = match opened {
-            Ok(files) => files,
+        let files = self.options.files.clone();
+        // The old segment's descriptors (still open on it after the
+        // rename), taken out first so that making room cannot close them
+        // (they may cover unsynced writes): its append one serves its
+        // reads and its sealing sync; its sync ones are done with (syncs
+        // in flight hold their own).
+        let old_file = files.take(self.id, Slot::Append).and_then(|mut v| v.pop());
+        let old_sync = files.take(self.id, Slot::Sync);
+        files.make_room(1);
+        let file = match files.open(
+            &path,
+            OpenOptions::new().read(true).append(true).create(true),
+        ) {
+            Ok(file) => file,
             Err(e) => {
                 // Undo, so appends go on in the old segment.
                 if let Err(back) = fs::rename(&rolled_path, &path) {
                     error!("{}: cannot rename back: {back}", rolled_path.display());
                 }
-                return Err(e);
+                if let Some(file) = old_file {
+                    files.put(self.id, Slot::Append, vec![file]);
+                }
+                if let Some(set) = old_sync {
+                    files.put(self.id, Slot::Sync, set);
+                }
+                return Err(StorageError::io(&path, "create new segment", e));
             }
         };
+        drop(old_sync);
+        files.put(self.id, Slot::Append, vec![Arc::new(file)]);
         let new_base = self.written.offset;
         let old_generation = self.active.generation;
         let old = std::mem::replace(
             &mut self.active,
             Active {
                 path,
-                file: Arc::new(file),
-                sync_files,
                 generation: old_generation + 1,
                 base: new_base,
                 len: 0,
@@ -925,6 +959,25 @@ impl Log {
         } else {
             // A helper syncs the old segment (up to a whole segment may be
             // unsynced); its index, the seal, is written only after that.
+            let sync_file = match &old_file {
+                Some(f) => f.clone(),
+                None => {
+                    files.make_room(1);
+                    let f = files
+                        .open(&rolled_path, OpenOptions::new().read(true))
+                        .map_err(|e| StorageError::io(&rolled_path, "open", e));
+                    match f {
+                        Ok(f) => Arc::new(f),
+                        Err(e) => {
+                            // The segment stays unsealed: the next start
+                            // checks it line by line (and seals it).
+                            error!("{e}; cannot seal it");
+                            self.finish_roll(rolled_path, old, new_base, None);
+                            return Ok(());
+                        }
+                    }
+                }
+            };
             let id = self.sync.begin(
                 SyncTarget::File {
                     file: old_generation,
@@ -934,14 +987,32 @@ impl Log {
             );
             self.push_sync(FileJob::Sync {
                 sync_id: id,
-                file: old.sync_files[0].clone(),
+                file: sync_file,
             });
             self.sealing.push((id, index_job));
         }
+        self.finish_roll(rolled_path, old, new_base, old_file);
+        Ok(())
+    }
+
+    /// The end of a roll: the written mark moves to the new segment, the
+    /// directory is synced, the old segment joins the rolled ones (indexed,
+    /// and with `file` parked for its reads).
+    fn finish_roll(
+        &mut self,
+        rolled_path: PathBuf,
+        old: Active,
+        new_base: u64,
+        file: Option<Arc<LogFile>>,
+    ) {
         self.written.file = self.active.generation;
         self.written.len = 0;
         self.begin_dir_sync();
-        let file = Arc::try_unwrap(old.file).ok();
+        if let Some(file) = file {
+            self.options
+                .files
+                .put(self.id, Slot::Rolled(old.base), vec![file]);
+        }
         self.rolled.push_back(Rolled {
             path: rolled_path,
             base: old.base,
@@ -949,18 +1020,103 @@ impl Log {
             size: old.len,
             modified: SystemTime::now(),
             max_time: old.index.max_time(),
-            loaded: file.map(|file| Loaded {
-                file,
+            loaded: Some(Loaded {
                 index: old.index,
                 last_used: self.uses,
             }),
         });
         self.evict_loaded();
+        self.note_unsynced();
         info!(
             "log={} rolled segment at offset {new_base}",
             self.active.path.display()
         );
-        Ok(())
+    }
+
+    /// The active segment's append descriptor: parked in the budget, or
+    /// opened again (it may have been closed while the log was idle and
+    /// synced).
+    fn append_file(&mut self) -> Result<Arc<LogFile>, StorageError> {
+        let files = &self.options.files;
+        if let Some(file) = files.get(self.id, Slot::Append).and_then(|mut v| v.pop()) {
+            return Ok(file);
+        }
+        files.make_room(1);
+        let path = &self.active.path;
+        let file = files
+            .open(path, OpenOptions::new().read(true).append(true))
+            .map(Arc::new)
+            .map_err(|e| StorageError::io(path, "open", e))?;
+        files.put(self.id, Slot::Append, vec![file.clone()]);
+        Ok(file)
+    }
+
+    /// Rolled segment `i`'s read descriptor: parked, or opened again.
+    fn rolled_file(&mut self, i: usize) -> Result<Arc<LogFile>, StorageError> {
+        let files = &self.options.files;
+        let r = &self.rolled[i];
+        let slot = Slot::Rolled(r.base);
+        if let Some(file) = files.get(self.id, slot).and_then(|mut v| v.pop()) {
+            return Ok(file);
+        }
+        files.make_room(1);
+        let file = files
+            .open(&r.path, OpenOptions::new().read(true))
+            .map(Arc::new)
+            .map_err(|e| StorageError::io(&r.path, "open", e))?;
+        files.put(self.id, slot, vec![file.clone()]);
+        Ok(file)
+    }
+
+    /// The active segment's sync descriptors, one per sync slot, each its
+    /// own open file description: Linux reports a writeback error once per
+    /// description, so concurrent syncs each see every error. Slot 0 is
+    /// the append descriptor (writes do not consume error reports), so a
+    /// log with unsynced writes holds one descriptor, not two. With
+    /// `durable_acks`, [`SYNC_SLOTS`] - 1 more are opened together
+    /// (acknowledgements wait for syncs, and concurrent syncs batch them)
+    /// if the budget has room, parked in it between syncs, and closed with
+    /// the segment or, while none of them is syncing and everything
+    /// written is synced, when the budget needs room. A description opened
+    /// after an error was reported elsewhere does not see it: that report
+    /// failed a sync, which (with durable acks) abandons every sync in
+    /// flight and cuts the segment back.
+    fn sync_files(&mut self) -> Result<Vec<Arc<LogFile>>, StorageError> {
+        let mut set = vec![self.append_file()?];
+        if !self.options.durable_acks {
+            return Ok(set);
+        }
+        let files = &self.options.files;
+        if let Some(extra) = files.get(self.id, Slot::Sync) {
+            set.extend(extra);
+            return Ok(set);
+        }
+        let n = files.make_room(SYNC_SLOTS - 1);
+        if n == 0 {
+            return Ok(set);
+        }
+        let path = &self.active.path;
+        let extra = (0..n)
+            .map(|_| {
+                files
+                    .open(path, OpenOptions::new().read(true))
+                    .map(Arc::new)
+                    .map_err(|e| StorageError::io(path, "open", e))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        files.put(self.id, Slot::Sync, extra.clone());
+        set.extend(extra);
+        Ok(set)
+    }
+
+    /// Tells the budget whether the active segment has writes no
+    /// finished sync covers: its descriptors must stay open until one
+    /// does (see [`super::files`]). Called after every write, cut, roll
+    /// and sync.
+    fn note_unsynced(&self) {
+        let unsynced = self.options.unsynced_stay_open
+            && self.sync.file_synced(self.active.generation) < self.active.len;
+        self.options.files.set_unsynced(self.id, unsynced);
     }
 
     /// Queues a sync of the log's directory covering what is written now
@@ -1007,7 +1163,8 @@ impl Log {
     /// Cuts whatever a failed append left past the last good length.
     fn cut_dirty_tail(&mut self) -> Result<(), StorageError> {
         if self.dirty_tail {
-            self.active.file.set_len(self.active.len).map_err(|e| {
+            let file = self.append_file()?;
+            file.set_len(self.active.len).map_err(|e| {
                 StorageError::io(
                     &self.active.path,
                     format!("truncate to {} after a failed append", self.active.len),
@@ -1043,9 +1200,19 @@ impl Log {
                 _ => {}
             }
         }
-        if self.sync_wanted()
-            && let Some(slot) =
-                (0..SYNC_SLOTS).find(|&s| !self.sync.slot_busy(self.active.generation, s))
+        if !self.sync_wanted() {
+            return jobs;
+        }
+        let set = match self.sync_files() {
+            Ok(set) => set,
+            Err(e) => {
+                // Tried again at the next sync.
+                error!("{e}; the sync waits");
+                return jobs;
+            }
+        };
+        if let Some(slot) =
+            (0..set.len()).find(|&s| !self.sync.slot_busy(self.active.generation, s))
         {
             let id = self.sync.begin(
                 SyncTarget::File {
@@ -1054,7 +1221,7 @@ impl Log {
                 },
                 self.written,
             );
-            let file = self.active.sync_files[slot].clone();
+            let file = set[slot].clone();
             self.syncing.push((
                 id,
                 FileJob::Sync {
@@ -1069,6 +1236,12 @@ impl Log {
 
     /// Records the end of a sync begun by this log.
     pub fn sync_completed(&mut self, sync_id: u64, result: io::Result<()>) -> SyncResult {
+        let r = self.record_sync(sync_id, result);
+        self.note_unsynced();
+        r
+    }
+
+    fn record_sync(&mut self, sync_id: u64, result: io::Result<()>) -> SyncResult {
         let retry = !self.options.durable_acks;
         let completion = self.sync.complete(sync_id, result.is_ok(), retry);
         if !(completion == Completion::Failed && retry) {
@@ -1124,13 +1297,22 @@ impl Log {
             .entries
             .retain(|e| u64::from(e.pos) < keep || e.pos == 0);
         let last_pos = u64::from(index.entries.last().expect("index has an entry").pos);
-        let crc = read_crc(&self.active.file, last_pos, keep).unwrap_or_else(|e| {
-            error!(
-                "{}: re-reading bytes {last_pos}..{keep} after a cut: {e}",
-                self.active.path.display()
-            );
-            0
-        });
+        let crc = self
+            .append_file()
+            .and_then(|file| {
+                read_crc(&file, last_pos, keep).map_err(|e| {
+                    StorageError::io(
+                        &self.active.path,
+                        format!("re-read bytes {last_pos}..{keep} after a cut"),
+                        e,
+                    )
+                })
+            })
+            .unwrap_or_else(|e| {
+                error!("{e}");
+                0
+            });
+        let index = &mut self.active.index;
         index.entries.last_mut().expect("index has an entry").crc = crc;
         self.active.hint = (self.active.base, 0);
         self.written = Mark {
@@ -1488,6 +1670,7 @@ impl Log {
         self.uses += 1;
         let format = self.options.format;
         let result = if from >= self.active.base {
+            let file = self.append_file()?;
             let a = &mut self.active;
             let (i, o, p) = a.index.seek(from);
             let start = if a.hint.0 <= from && a.hint.0 > o {
@@ -1497,7 +1680,7 @@ impl Log {
             };
             let seg = SegmentView {
                 format,
-                file: &a.file,
+                file: &file,
                 path: &a.path,
                 index: &a.index,
                 len: a.len,
@@ -1512,6 +1695,7 @@ impl Log {
         } else {
             let i = self.rolled.partition_point(|r| r.end <= from);
             self.load(i)?;
+            let file = self.rolled_file(i)?;
             let uses = self.uses;
             let r = &mut self.rolled[i];
             let Some(loaded) = &mut r.loaded else {
@@ -1521,7 +1705,7 @@ impl Log {
             let start = loaded.index.seek(from);
             let seg = SegmentView {
                 format,
-                file: &loaded.file,
+                file: &file,
                 path: &r.path,
                 index: &loaded.index,
                 len: r.size,
@@ -1543,7 +1727,6 @@ impl Log {
             return Ok(());
         }
         let r = &self.rolled[i];
-        let file = File::open(&r.path).map_err(|e| StorageError::io(&r.path, "open", e))?;
         let ipath = index_path(&r.path);
         let index = match fs::read(&ipath) {
             Ok(bytes) => {
@@ -1565,6 +1748,8 @@ impl Log {
                 // Only between a roll and the helper writing the index, for
                 // a segment evicted meanwhile: scan it once (rare).
                 warn!("{}: not written yet; scanning the segment", ipath.display());
+                let file = self.rolled_file(i)?;
+                let r = &self.rolled[i];
                 let scan = scan(self.options.format, &r.path, &file, Some(r.base), false)?;
                 if scan.torn > 0 || r.base + scan.count != r.end {
                     return Err(StorageError::corrupt(
@@ -1581,7 +1766,6 @@ impl Log {
             Err(e) => return Err(StorageError::io(&ipath, "read", e)),
         };
         self.rolled[i].loaded = Some(Loaded {
-            file,
             index,
             last_used: self.uses,
         });
@@ -1589,7 +1773,8 @@ impl Log {
         Ok(())
     }
 
-    /// Keeps at most [`MAX_LOADED_SEGMENTS`] rolled segments open.
+    /// Keeps at most [`MAX_LOADED_SEGMENTS`] rolled segments' indexes in
+    /// memory; an unloaded segment's descriptor closes too.
     fn evict_loaded(&mut self) {
         let loaded = self.rolled.iter().filter(|r| r.loaded.is_some()).count();
         for _ in MAX_LOADED_SEGMENTS..loaded {
@@ -1598,6 +1783,8 @@ impl Log {
                 .min_by_key(|&i| self.rolled[i].loaded.as_ref().map_or(0, |l| l.last_used));
             if let Some(i) = oldest {
                 self.rolled[i].loaded = None;
+                let slot = Slot::Rolled(self.rolled[i].base);
+                self.options.files.take(self.id, slot);
             }
         }
     }
@@ -1628,6 +1815,7 @@ impl Log {
             };
             total -= r.size;
             dropped += 1;
+            self.options.files.take(self.id, Slot::Rolled(r.base));
             // The segment first: a crash between the two leaves an orphan
             // index, which the next start deletes; never a hole.
             self.jobs.push(FileJob::Delete(r.path.clone()));
@@ -1641,6 +1829,14 @@ impl Log {
             );
         }
         dropped
+    }
+}
+
+impl Drop for Log {
+    /// Its parked descriptors close (sync jobs still running keep theirs
+    /// until they finish).
+    fn drop(&mut self) {
+        self.options.files.forget_log(self.id);
     }
 }
 
@@ -1780,18 +1976,6 @@ fn read_crc(file: &File, from: u64, to: u64) -> io::Result<u32> {
     let mut buf = vec![0u8; (to - from) as usize];
     file.read_exact_at(&mut buf, from)?;
     Ok(crc32c(&buf))
-}
-
-/// Read-only opens of a segment, one per sync slot, for `fdatasync` from
-/// the helper threads.
-fn open_for_sync(path: &Path) -> Result<Vec<Arc<File>>, StorageError> {
-    (0..SYNC_SLOTS)
-        .map(|_| {
-            File::open(path)
-                .map(Arc::new)
-                .map_err(|e| StorageError::io(path, "open", e))
-        })
-        .collect()
 }
 
 /// Where a file set aside at recovery goes: `<file>.aside-<unix seconds>`

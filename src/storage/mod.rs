@@ -6,6 +6,7 @@
 pub mod batch;
 pub mod checkpoint;
 mod error;
+pub mod files;
 pub mod format;
 pub mod index;
 pub mod journal;
@@ -20,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use error::{Location, StorageError, sync_dir};
+pub use files::LogFile;
 pub use format::Format;
 pub use journal::Mark;
 pub use log::{
@@ -32,7 +34,7 @@ pub use offsets::Offsets;
 #[derive(Debug)]
 pub enum FileJob {
     /// `fdatasync` the file; report `sync_id` back to the journal.
-    Sync { sync_id: u64, file: Arc<File> },
+    Sync { sync_id: u64, file: Arc<LogFile> },
     /// `fsync` the directory; report `sync_id` back.
     SyncDir { sync_id: u64, dir: PathBuf },
     /// Replace `path` with `bytes`: write `<path>.tmp`, `fsync` it, rename

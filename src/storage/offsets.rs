@@ -41,7 +41,7 @@ use log::{error, info, warn};
 
 use super::journal::{Completion, Mark, SyncTarget, SyncTracker};
 use super::log::{Failed, SyncResult};
-use super::{FileJob, Location, ReplaceResult, StorageError, replace_file, sync_dir};
+use super::{FileJob, Location, LogFile, ReplaceResult, StorageError, replace_file, sync_dir};
 use crate::util::fs::write_all;
 use crate::util::{is_valid_name, parse_u64, push_u64};
 
@@ -61,7 +61,8 @@ pub type Key = (Box<[u8]>, u32, Box<[u8]>);
 pub struct Offsets {
     path: PathBuf,
     dir: PathBuf,
-    file: Arc<File>,
+    /// Outside the log files' budget (see [`super::files::RESERVED_FDS`]).
+    file: Arc<LogFile>,
     generation: u64,
     /// Bytes of complete lines in the file.
     len: u64,
@@ -142,7 +143,7 @@ impl Offsets {
             sync_dir(dir)?;
         }
         let mut offsets = Offsets {
-            file: Arc::new(file),
+            file: Arc::new(LogFile::uncounted(file)),
             dir: dir.to_path_buf(),
             path,
             generation: 0,
@@ -620,7 +621,7 @@ impl Offsets {
 
     /// Appends go to the file now at `path` (just replaced), `len` bytes.
     fn switch_file(&mut self, len: u64) -> Result<(), StorageError> {
-        self.file = Arc::new(open_append(&self.path)?);
+        self.file = Arc::new(LogFile::uncounted(open_append(&self.path)?));
         self.generation += 1;
         self.len = len;
         self.dirty_tail = false;
@@ -782,7 +783,9 @@ mod tests {
         let mut o = Offsets::open(dir.path(), false).unwrap();
         o.stage(b"t", 0, b"g", 1);
         assert!(o.flush().is_none());
-        o.file = Arc::new(OpenOptions::new().append(true).open("/dev/full").unwrap());
+        o.file = Arc::new(LogFile::uncounted(
+            OpenOptions::new().append(true).open("/dev/full").unwrap(),
+        ));
         let a = o.stage(b"t", 0, b"g", 2);
         let b = o.stage(b"t", 0, b"new", 2);
         let failed = o.flush().unwrap();

@@ -873,6 +873,10 @@ fn stats_reply(ctx: &mut Ctx<'_>) {
     stat("fsyncs", s.fsyncs);
     stat("fsync_errors", s.fsync_errors);
     stat("dir_syncs", s.dir_syncs);
+    let files = ctx.broker.files();
+    stat("log_files_open", files.open_count() as u64);
+    stat("log_files_limit", files.limit() as u64);
+    stat("log_files_closed", files.closed_count());
     stat("rss_bytes", crate::broker::rss_bytes());
     stat("topics", topics);
     for p in partitions {

@@ -8,6 +8,7 @@ fn options(segment_bytes: u64, durable_acks: bool) -> LogOptions {
         durable_acks,
         repair_unsealed: true,
         format: Format::Text,
+        ..LogOptions::default()
     }
 }
 
@@ -300,10 +301,12 @@ fn failed_append_gives_offsets_back_not_sequence_numbers() {
     log.append(b"kept").unwrap();
     assert!(log.flush().is_none());
     // Swap the file for /dev/full: every write fails with ENOSPC.
-    let good = std::mem::replace(
-        &mut log.active.file,
-        Arc::new(OpenOptions::new().append(true).open("/dev/full").unwrap()),
-    );
+    let files = log.options.files.clone();
+    let good = files.take(log.id, Slot::Append).unwrap();
+    let full = files
+        .open(Path::new("/dev/full"), OpenOptions::new().append(true))
+        .unwrap();
+    files.put(log.id, Slot::Append, vec![Arc::new(full)]);
     assert_eq!(log.append(b"lost").unwrap(), Appended { seq: 1, offset: 1 });
     assert_eq!(
         log.append(b"lost2").unwrap(),
@@ -318,7 +321,7 @@ fn failed_append_gives_offsets_back_not_sequence_numbers() {
     assert!(failed.error.is_no_space());
     assert_eq!(failed.seqs, 1..3);
     assert_eq!(log.next_offset(), 1, "offsets given back");
-    log.active.file = good;
+    files.put(log.id, Slot::Append, good);
     log.dirty_tail = false;
     assert_eq!(
         log.append(b"again").unwrap(),
@@ -1349,4 +1352,71 @@ fn synthesized_batches_stay_within_max_bytes_headers_counted() {
         8
     );
     assert_eq!(synthesized(&out).len(), 1);
+}
+
+/// Many logs share a budget smaller than their files: idle, synced files
+/// close least recently used first and reopen on use, every log reads back
+/// exactly, and a file with unsynced writes is never closed.
+#[test]
+fn many_logs_share_a_small_budget_of_open_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = Files::new(4);
+    let options = LogOptions {
+        files: files.clone(),
+        ..options(200, false)
+    };
+    let mut logs: Vec<Log> = (0..20)
+        .map(|i| open_with(&dir.path().join(format!("p{i}")), options.clone()))
+        .collect();
+    assert!(files.open_count() <= 4);
+    for round in 0..12 {
+        for (i, log) in logs.iter_mut().enumerate() {
+            log.append(format!("log {i} message {round}").as_bytes())
+                .unwrap();
+            assert!(log.flush().is_none());
+            // Written, not synced: its descriptor must stay open.
+            let id = log.id;
+            assert!(files.get(id, Slot::Append).is_some());
+            assert!(!files.take_short(), "the others' files were closable");
+            let jobs = log.begin_sync();
+            assert_eq!(jobs.len(), 1);
+            for job in jobs {
+                if let Some(crate::storage::JobResult::Synced {
+                    sync_id, result, ..
+                }) = job.run()
+                {
+                    log.sync_completed(sync_id, result);
+                }
+            }
+            run_jobs(log);
+            assert!(
+                files.open_count() <= 4,
+                "round {round} log {i}: {}",
+                files.open_count()
+            );
+        }
+    }
+    assert!(logs[0].segments() > 1, "segments rolled");
+    for (i, log) in logs.iter_mut().enumerate() {
+        let got = read_all(log, 0, 100);
+        assert_eq!(got.len(), 12);
+        for (round, (o, m)) in got.iter().enumerate() {
+            assert_eq!(*o, round as u64);
+            assert_eq!(m, format!("log {i} message {round}").as_bytes());
+        }
+        assert!(files.open_count() <= 4);
+    }
+    assert!(files.closed_count() > 0);
+    // An unsynced log keeps its file however short the budget is.
+    let log = &mut logs[0];
+    log.append(b"unsynced").unwrap();
+    assert!(log.flush().is_none());
+    let id = log.id;
+    assert_eq!(files.make_room(4), 3, "all but the unsynced one close");
+    assert!(files.take_short());
+    assert!(files.get(id, Slot::Append).is_some());
+    assert!(matches!(log.sync_now(), SyncResult::Advanced));
+    assert_eq!(files.make_room(4), 4);
+    drop(logs);
+    assert_eq!(files.open_count(), 0, "a dropped log closes its files");
 }
