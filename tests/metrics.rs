@@ -291,6 +291,12 @@ fn metrics_after_a_known_workload_are_exact() {
     let default = [("topic", "default"), ("partition", "0")];
     assert_eq!(m.get("klb_partition_log_end_offset", &default), 0.0);
     assert_eq!(m.get("klb_topics", &[]), 2.0);
+    // The file budget, as STATS gives it; jobs/0 and jobs/1 were written.
+    let limit = a.stat("log_files_limit") as f64;
+    assert_eq!(m.get("klb_log_files_limit", &[]), limit);
+    let open = m.get("klb_log_files_open", &[]);
+    assert!((2.0..=limit).contains(&open), "{open} of {limit}");
+    assert_eq!(m.get("klb_log_files_closed_total", &[]), 0.0);
     assert_eq!(m.get("klb_groups", &[]), 1.0);
     assert_eq!(m.get("klb_group_members", &[("group", "workers")]), 1.0);
     assert_eq!(m.get("klb_group_generation", &[("group", "workers")]), 1.0);

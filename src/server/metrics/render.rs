@@ -70,7 +70,7 @@ pub(super) fn render(
             Some((name, info.members.len(), info.generation))
         })
         .collect();
-    let scalars: [(&str, Kind, &str, u64); 17] = [
+    let scalars: [(&str, Kind, &str, u64); 20] = [
         (
             "klb_connections_paused",
             Gauge,
@@ -160,6 +160,24 @@ pub(super) fn render(
             Counter,
             "fsync calls on directories (new topics, rolled segments).",
             s.dir_syncs,
+        ),
+        (
+            "klb_log_files_open",
+            Gauge,
+            "Log segment files open now (all partitions).",
+            broker.files().open_count() as u64,
+        ),
+        (
+            "klb_log_files_limit",
+            Gauge,
+            "The budget of open log files (--max-open-files, or less by the descriptor limit).",
+            broker.files().limit() as u64,
+        ),
+        (
+            "klb_log_files_closed_total",
+            Counter,
+            "Idle log files closed to make room in the budget.",
+            broker.files().closed_count(),
         ),
         ("klb_topics", Gauge, "Topics.", broker.topic_count() as u64),
         (
