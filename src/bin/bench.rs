@@ -53,7 +53,8 @@ Options:
   --batch B                 messages per FETCH or LPOP in consume, up to
                             100000 [default: 1000]
   --from OFFSET             consume from this offset (broker) [default: 0]
-  --seconds S               how long idle holds its connections [default: 10]
+  --seconds S               how long idle holds its connections, or latency
+                            probes [default: 10]
   --protocol text|kafka     the broker's text protocol or the Kafka wire
                             protocol (target broker only) [default: text]
   -h, --help
@@ -79,6 +80,15 @@ With --protocol kafka (the topic defaults to bench, auto-created):
                             --partitions N) [default: 1]
   --partition-max-bytes B   Fetch partition_max_bytes [default: 1048576]
 
+Prints one summary line on stdout (wrapped here):
+  bench produce target=broker conns=4 depth=256 messages=2000000 size=100
+  seconds=0.95 msg_per_s=2105263 mb_per_s=210.5 p50_us=410 p99_us=1210
+  p999_us=2100
+and a progress line on stderr every 2 s for longer runs. Kafka runs add
+protocol=kafka after target= and batch= after size= (consume: the mean
+records per batch received), and a detail line on stderr (acks,
+partitions, bytes on the wire).
+
 latency (--topic is the loaded topic [default: latency-load]; the PRODUCE
 probe writes to its own topic, latency-probe):
   --load KIND               subscribers: SUBSCRIBE 0 to the prefilled topic
@@ -98,7 +108,7 @@ probe writes to its own topic, latency-probe):
   --load-conns N            loader connections [default: 100]
   --rate R                  probe requests per second, per probe [default: 200]
   --load-rate R             parked: messages/s the producing connection
-                            sends [default: 100]
+                            sends [default: 10]
   --prefill M               fill the loaded topic up to M messages of --size
                             bytes first [default: 2000000 for subscribers,
                             fetchers and stalled, else 0]
@@ -120,15 +130,6 @@ probe writes to its own topic, latency-probe):
   bench latency load=fetchers load_conns=100 seconds=10 load_msg_per_s=...
   load_mb_per_s=... client_lag_p99_ms=... client_lag_max_ms=...
   broker_rss_kib=... connections_paused=...
-
-Prints one summary line on stdout (wrapped here):
-  bench produce target=broker conns=4 depth=256 messages=2000000 size=100
-  seconds=0.95 msg_per_s=2105263 mb_per_s=210.5 p50_us=410 p99_us=1210
-  p999_us=2100
-and a progress line on stderr every 2 s for longer runs. Kafka runs add
-protocol=kafka after target= and batch= after size= (consume: the mean
-records per batch received), and a detail line on stderr (acks,
-partitions, bytes on the wire).
 ";
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -238,7 +239,7 @@ fn parse_args() -> Result<Option<Args>, UsageError> {
         load: None,
         load_conns: 100,
         rate: 200.0,
-        load_rate: 100.0,
+        load_rate: 10.0,
         prefill: None,
         batch_set: false,
         depth_set: false,
