@@ -8,6 +8,10 @@
 //!
 //! `--protocol kafka` speaks the Kafka wire protocol to the broker instead
 //! of the text one (see the `kafka` module at the end of this file).
+//!
+//! `latency` measures how long a light request (`PING`, a small `PRODUCE`)
+//! waits while many other connections keep the broker busy (see the
+//! `latency` module).
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -25,6 +29,7 @@ use kafka_like_broker::util::{parse_u64, push_u64};
 
 const USAGE: &str = "\
 Usage: bench produce|consume|idle [OPTIONS]
+       bench latency --load KIND [--load-conns N] [--seconds S] [--rate R]
 
   produce   send --messages messages of --size bytes, --depth in flight on
             each of --conns connections; check every reply
@@ -32,6 +37,10 @@ Usage: bench produce|consume|idle [OPTIONS]
             redis: LPOP with a count; beanstalkd: reserve + delete)
   idle      open --conns connections, check each answers, hold them for
             --seconds (to measure a server's memory per connection)
+  latency   while --load-conns connections load the broker (--load KIND),
+            send PING on one connection and PRODUCE on another, each at
+            --rate per second for --seconds, and report their latency
+            (text protocol, target broker; see below)
 
 Options:
   --target broker|redis|beanstalkd   what to talk to [default: broker]
@@ -44,7 +53,8 @@ Options:
   --batch B                 messages per FETCH or LPOP in consume, up to
                             100000 [default: 1000]
   --from OFFSET             consume from this offset (broker) [default: 0]
-  --seconds S               how long idle holds its connections [default: 10]
+  --seconds S               how long idle holds its connections, or latency
+                            probes [default: 10]
   --protocol text|kafka     the broker's text protocol or the Kafka wire
                             protocol (target broker only) [default: text]
   -h, --help
@@ -78,6 +88,48 @@ and a progress line on stderr every 2 s for longer runs. Kafka runs add
 protocol=kafka after target= and batch= after size= (consume: the mean
 records per batch received), and a detail line on stderr (acks,
 partitions, bytes on the wire).
+
+latency (--topic is the loaded topic [default: latency-load]; the PRODUCE
+probe writes to its own topic, latency-probe):
+  --load KIND               subscribers: SUBSCRIBE 0 to the prefilled topic
+                              (at its end: UNSUBSCRIBE, SUBSCRIBE 0 again)
+                            fetchers: FETCH <offset> --batch in a loop
+                              [--batch default: 100000], connection i
+                              starting at i/N of the topic, wrapping at
+                              its end
+                            parked: FETCH <end> 1000 30000, parked at the
+                              end of the topic, again after each answer,
+                              while one more connection PRODUCEs
+                              --load-rate messages/s to that topic
+                            producers: PRODUCE pipelined, --depth in flight
+                              each [--depth default: 64], as fast as the
+                              broker acknowledges
+                            stalled: SUBSCRIBE 0 and never read
+  --load-conns N            loader connections [default: 100]
+  --rate R                  probe requests per second, per probe [default: 200]
+  --load-rate R             parked: messages/s the producing connection
+                            sends [default: 10]
+  --prefill M               fill the loaded topic up to M messages of --size
+                            bytes first [default: 2000000 for subscribers,
+                            fetchers and stalled, else 0]
+  --seconds S               how long the probes run, once every loader has
+                            had its first answer [default: 10]
+  Every loader reads what it is sent (except stalled) and every reply is
+  checked: message offsets in sequence, END where the messages stopped,
+  ACK offsets increasing; the probes must get exactly PONG and ACK
+  offset:<the next offset of latency-probe>. Probes are sent on schedule
+  whether or not earlier ones were answered (open loop), so a stall shows
+  as the wait of every probe sent during it. Latency is from writing a
+  probe to reading its reply; the bench's own lateness in sending is
+  reported as client_lag (a high one means the client, not the broker,
+  was short of CPU). Output, one line per probe, then one for the load:
+  bench latency load=fetchers load_conns=100 seconds=10 rate=200
+  probe=ping count=2000 p50_ms=1.10 p90_ms=2.31 p99_ms=6.02 max_ms=9.87
+  ... probe=produce ...
+  ... probe=load-produce ... (parked, producers: the loaders' own PRODUCEs)
+  bench latency load=fetchers load_conns=100 seconds=10 load_msg_per_s=...
+  load_mb_per_s=... client_lag_p99_ms=... client_lag_max_ms=...
+  broker_rss_kib=... connections_paused=...
 ";
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -85,6 +137,29 @@ enum Mode {
     Produce,
     Consume,
     Idle,
+    Latency,
+}
+
+/// What the loader connections of `bench latency` do.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum LoadKind {
+    Subscribers,
+    Fetchers,
+    Parked,
+    Producers,
+    Stalled,
+}
+
+impl LoadKind {
+    fn name(self) -> &'static str {
+        match self {
+            LoadKind::Subscribers => "subscribers",
+            LoadKind::Fetchers => "fetchers",
+            LoadKind::Parked => "parked",
+            LoadKind::Producers => "producers",
+            LoadKind::Stalled => "stalled",
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -129,6 +204,17 @@ struct Args {
     partitions: u32,
     /// Kafka Fetch `partition_max_bytes`.
     partition_max_bytes: i32,
+    /// Latency: what the loaders do, how many, and the probe rate.
+    load: Option<LoadKind>,
+    load_conns: usize,
+    rate: f64,
+    /// Latency, parked: messages per second produced to wake the loaders.
+    load_rate: f64,
+    /// Latency: fill the loaded topic up to this many messages.
+    prefill: Option<u64>,
+    /// Whether --batch / --depth were given (latency has other defaults).
+    batch_set: bool,
+    depth_set: bool,
 }
 
 fn parse_args() -> Result<Option<Args>, UsageError> {
@@ -150,13 +236,25 @@ fn parse_args() -> Result<Option<Args>, UsageError> {
         acks: -1,
         partitions: 1,
         partition_max_bytes: 1 << 20,
+        load: None,
+        load_conns: 100,
+        rate: 200.0,
+        load_rate: 10.0,
+        prefill: None,
+        batch_set: false,
+        depth_set: false,
     };
     let mut mode = None;
     // A Kafka-only option given without --protocol kafka.
     let mut kafka_only: Option<String> = None;
+    // A latency-only option given to another mode.
+    let mut latency_only: Option<String> = None;
     while let Some(arg) = parser.next()? {
         if let Long(name @ ("acks" | "partitions" | "partition-max-bytes")) = arg {
             kafka_only = Some(format!("--{name}"));
+        }
+        if let Long(name @ ("load" | "load-conns" | "rate" | "load-rate" | "prefill")) = arg {
+            latency_only = Some(format!("--{name}"));
         }
         match arg {
             Value(v) if mode.is_none() => {
@@ -164,9 +262,10 @@ fn parse_args() -> Result<Option<Args>, UsageError> {
                     Some("produce") => Mode::Produce,
                     Some("consume") => Mode::Consume,
                     Some("idle") => Mode::Idle,
+                    Some("latency") => Mode::Latency,
                     _ => {
                         return Err(UsageError(format!(
-                            "unknown mode {:?}: give produce, consume or idle",
+                            "unknown mode {:?}: give produce, consume, idle or latency",
                             v.to_string_lossy()
                         )));
                     }
@@ -181,11 +280,17 @@ fn parse_args() -> Result<Option<Args>, UsageError> {
             }
             Long("addr") => args.addr = Some(parser.value()?),
             Long("conns") => args.conns = parser.count(1, 100_000)?,
-            Long("depth") => args.depth = parser.count(1, 1_000_000)?,
+            Long("depth") => {
+                args.depth = parser.count(1, 1_000_000)?;
+                args.depth_set = true;
+            }
             Long("messages") => args.messages = parser.number(1, u64::MAX)?,
             Long("size") => args.size = parser.count(1, 1 << 30)?,
             Long("topic") => args.topic = Some(parser.value()?),
-            Long("batch") => args.batch = parser.number(1, 100_000)?,
+            Long("batch") => {
+                args.batch = parser.number(1, 100_000)?;
+                args.batch_set = true;
+            }
             Long("from") => args.from = parser.number(0, u64::MAX)?,
             Long("seconds") => args.seconds = parser.float_from_zero(86_400.0, "seconds")?,
             Long("protocol") => {
@@ -205,6 +310,29 @@ fn parse_args() -> Result<Option<Args>, UsageError> {
             Long("partition-max-bytes") => {
                 args.partition_max_bytes = parser.number(1, i32::MAX as u64)? as i32
             }
+            Long("load") => {
+                args.load = Some(
+                    match parser.choice(&[
+                        "subscribers",
+                        "fetchers",
+                        "parked",
+                        "producers",
+                        "stalled",
+                    ])? {
+                        "subscribers" => LoadKind::Subscribers,
+                        "fetchers" => LoadKind::Fetchers,
+                        "parked" => LoadKind::Parked,
+                        "producers" => LoadKind::Producers,
+                        _ => LoadKind::Stalled,
+                    },
+                )
+            }
+            Long("load-conns") => args.load_conns = parser.count(0, 1_000_000)?,
+            Long("rate") => args.rate = parser.positive_float(100_000.0, "per second")?,
+            Long("load-rate") => {
+                args.load_rate = parser.positive_float(1_000_000.0, "per second")?
+            }
+            Long("prefill") => args.prefill = Some(parser.number(0, u64::MAX)?),
             Short('h') | Long("help") => {
                 cli::out(USAGE);
                 return Ok(None);
@@ -212,7 +340,22 @@ fn parse_args() -> Result<Option<Args>, UsageError> {
             _ => return Err(cli::unexpected(arg)),
         }
     }
-    args.mode = mode.ok_or_else(|| UsageError("give a mode: produce, consume or idle".into()))?;
+    args.mode =
+        mode.ok_or_else(|| UsageError("give a mode: produce, consume, idle or latency".into()))?;
+    if args.mode == Mode::Latency {
+        if args.load.is_none() {
+            return Err(UsageError(
+                "latency needs --load subscribers|fetchers|parked|producers|stalled".into(),
+            ));
+        }
+        if args.protocol != Protocol::Text || args.target != Target::Broker {
+            return Err(UsageError(
+                "latency measures the broker's text protocol: no --protocol or --target".into(),
+            ));
+        }
+    } else if let Some(flag) = latency_only {
+        return Err(UsageError(format!("{flag} is for bench latency")));
+    }
     if let Some(flag) = kafka_only.filter(|_| args.protocol == Protocol::Text) {
         return Err(UsageError(format!("{flag} needs --protocol kafka")));
     }
@@ -299,6 +442,9 @@ fn run(args: &Args) -> Result<(), String> {
     if args.protocol == Protocol::Kafka {
         return kafka::run(args, addr, &addr_text);
     }
+    if args.mode == Mode::Latency {
+        return latency::run(args, addr, &addr_text);
+    }
     let mut poll = Poll::new().map_err(|e| e.to_string())?;
     let mut conns = Vec::with_capacity(args.conns);
     for i in 0..args.conns {
@@ -356,7 +502,7 @@ fn run(args: &Args) -> Result<(), String> {
                 // Redis and beanstalkd pop from one queue: count messages.
                 c.to_send = share;
             }
-            Mode::Idle => {}
+            Mode::Idle | Mode::Latency => {}
         }
         c.done = share == 0;
     }
@@ -579,7 +725,7 @@ fn refill(args: &Args, c: &mut Conn, payload: &[u8]) {
                 c.in_flight.push_back(now);
                 continue;
             }
-            (Mode::Idle, _) => break,
+            (Mode::Idle | Mode::Latency, _) => break,
         }
         c.in_flight.push_back(now);
     }
@@ -794,7 +940,7 @@ fn handle_line(
             c.to_send = c.to_send.saturating_sub(1);
             Ok(1)
         }
-        (Mode::Idle, _) => Ok(0),
+        (Mode::Idle | Mode::Latency, _) => Ok(0),
     }
 }
 
@@ -964,7 +1110,7 @@ mod kafka {
                 (ApiKey::ListOffsets, LIST_OFFSETS_VERSION),
                 (ApiKey::Fetch, FETCH_VERSION),
             ],
-            Mode::Idle => &[],
+            Mode::Idle | Mode::Latency => &[],
         };
         let batch_bytes = (args.size as u64 + 16).saturating_mul(args.batch);
         if args.mode == Mode::Produce && batch_bytes > MAX_BATCH_BYTES {
@@ -1062,7 +1208,7 @@ mod kafka {
         match args.mode {
             Mode::Produce => split_produce(args, &mut conns),
             Mode::Consume => split_consume(args, &start, &mut conns)?,
-            Mode::Idle => {}
+            Mode::Idle | Mode::Latency => {}
         }
 
         let started = Instant::now();
@@ -1862,7 +2008,7 @@ mod kafka {
                     });
                 }
             }
-            Mode::Idle => {}
+            Mode::Idle | Mode::Latency => {}
         }
     }
 
@@ -1886,7 +2032,7 @@ mod kafka {
         match ctx.args.mode {
             Mode::Produce => on_produce(ctx, st, &p, r.rest())?,
             Mode::Consume => on_fetch(ctx, st, &p, r.rest())?,
-            Mode::Idle => {}
+            Mode::Idle | Mode::Latency => {}
         }
         st.done = st.in_flight.is_empty()
             && match ctx.args.mode {
@@ -2478,6 +2624,13 @@ mod kafka {
                 acks: -1,
                 partitions: 1,
                 partition_max_bytes: 1 << 20,
+                load: None,
+                load_conns: 0,
+                rate: 1.0,
+                load_rate: 1.0,
+                prefill: None,
+                batch_set: false,
+                depth_set: false,
             }
         }
 
@@ -2587,6 +2740,1048 @@ mod kafka {
             assert!(err(fetch(10, 100, 10, &[])).contains("nothing stored at offset 10"));
             let whole = batches(&[(0, 10)]);
             assert!(err(fetch(0, 100, 10, &whole[..20])).contains("no whole batch"));
+        }
+    }
+}
+
+/// `bench latency`: how long a light request waits while other
+/// connections keep the broker busy (issue 11: no client may starve the
+/// others).
+///
+/// Setup is blocking, on one "admin" connection: `USE` the loaded topic,
+/// `TOPICS` for its next offset, and `PRODUCE` it up to `--prefill`
+/// messages (chunks of 10,000 pipelined, every `ACK` checked). The two
+/// probe connections select their topics (`latency-probe` for the
+/// `PRODUCE` probe, whose first `PRODUCE` gives the offset every later
+/// `ACK` must follow exactly). Then the loaders connect, each sending
+/// `USE <topic>` and its first request in one write, and one `mio::Poll`
+/// drives everything.
+///
+/// Warm-up lasts until every loader has had its first answer (parked: its
+/// `USING`, then `STATS` must count the parked fetches). The probes then
+/// run for `--seconds`: probe k is due at k / `--rate` s (the `PRODUCE`
+/// probe half a period later) and sent when due whether earlier ones were
+/// answered or not. The loop serves the probes first: after each poll,
+/// their sockets are read at once and the replies timed; loaders are
+/// served round-robin, one read of at most 256 KiB each, at most 1 MiB in
+/// all before the next poll, so the client itself adds well under a
+/// millisecond to a probe's wait. After `--seconds`, no new probes (and
+/// no new loader requests but the subscribers' stream) are sent; the loop
+/// runs until every probe is answered (at most 10 s more), then asks
+/// `STATS` on the admin connection and prints.
+mod latency {
+    use std::collections::VecDeque;
+    use std::io::{self, Read, Write};
+    use std::net::SocketAddr;
+    use std::time::{Duration, Instant};
+
+    use hdrhistogram::Histogram;
+    use mio::net::TcpStream;
+    use mio::{Events, Interest, Poll, Token};
+
+    use kafka_like_broker::cli;
+    use kafka_like_broker::client::{Connection, parse_end, parse_message};
+    use kafka_like_broker::util::{parse_u64, push_u64};
+
+    use super::{Args, LoadKind};
+
+    const DEFAULT_TOPIC: &str = "latency-load";
+    const PROBE_TOPIC: &str = "latency-probe";
+    const PING_TOKEN: Token = Token(usize::MAX - 1);
+    const PRODUCE_TOKEN: Token = Token(usize::MAX - 2);
+    /// Messages per pipelined chunk of the prefill.
+    const PREFILL_CHUNK: u64 = 10_000;
+    /// A parked loader's FETCH: up to this many messages, waiting this long.
+    const PARKED_MAX: u64 = 1000;
+    const PARKED_WAIT_MS: u64 = 30_000;
+    /// Warm-up: every loader answered within this.
+    const WARMUP_TIMEOUT: Duration = Duration::from_secs(60);
+    /// After --seconds: every probe answered within this.
+    const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+    /// One read of a loader's socket.
+    const READ_CHUNK: usize = 256 * 1024;
+    /// Loader bytes read, and time spent on loaders, between two looks
+    /// at the probes.
+    const LOADER_BUDGET: usize = 1 << 20;
+    const LOADER_SLICE: Duration = Duration::from_micros(500);
+    /// Loaders connected between two PINGs on the admin connection.
+    const CONNECT_PACE: usize = 128;
+    /// A run fails if no socket event comes for this long.
+    const NO_PROGRESS: Duration = Duration::from_secs(10);
+
+    #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+    enum Role {
+        Subscriber,
+        Fetcher,
+        Parked,
+        Producer,
+        Stalled,
+        /// Parked: the connection whose messages wake the parked fetches.
+        Feeder,
+    }
+
+    #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+    enum Phase {
+        Warmup,
+        Measure,
+        Drain,
+    }
+
+    struct Loader {
+        stream: TcpStream,
+        st: LoaderState,
+    }
+
+    impl std::ops::Deref for Loader {
+        type Target = LoaderState;
+        fn deref(&self) -> &LoaderState {
+            &self.st
+        }
+    }
+
+    impl std::ops::DerefMut for Loader {
+        fn deref_mut(&mut self) -> &mut LoaderState {
+            &mut self.st
+        }
+    }
+
+    /// A loader but its socket.
+    struct LoaderState {
+        role: Role,
+        out: Vec<u8>,
+        sent: usize,
+        /// The start of a line whose end has not arrived.
+        partial: Vec<u8>,
+        /// Queued in the ready list (its socket may hold more).
+        queued: bool,
+        using: bool,
+        warmed: bool,
+        /// The next message offset expected (subscribers, fetchers,
+        /// parked), or the next ACK (feeder).
+        next: u64,
+        /// Fetchers, parked: where the FETCH in flight started.
+        from: u64,
+        /// Subscribers: UNSUBSCRIBE sent, its END not yet read.
+        resubscribing: bool,
+        /// Producers, feeder: send times of PRODUCEs in flight.
+        in_flight: VecDeque<Instant>,
+        last_ack: Option<u64>,
+    }
+
+    impl LoaderState {
+        fn new(role: Role) -> Self {
+            LoaderState {
+                role,
+                out: Vec::with_capacity(256),
+                sent: 0,
+                partial: Vec::new(),
+                queued: false,
+                using: false,
+                warmed: false,
+                next: 0,
+                from: 0,
+                resubscribing: false,
+                in_flight: VecDeque::new(),
+                last_ack: None,
+            }
+        }
+    }
+
+    /// A probe connection.
+    struct Probe {
+        name: &'static str,
+        stream: TcpStream,
+        out: Vec<u8>,
+        sent: usize,
+        input: Vec<u8>,
+        in_flight: VecDeque<Instant>,
+        /// Probes sent so far (the next one's index).
+        count: u64,
+        /// When probe 0 is due.
+        first_due: Instant,
+        /// PRODUCE probe: the offset the next ACK must carry.
+        next_offset: Option<u64>,
+        hist: Histogram<u64>,
+    }
+
+    /// What the line handlers share.
+    struct Shared {
+        kind: LoadKind,
+        /// The loaded topic's end at the start (subscribers and fetchers
+        /// wrap there).
+        load_end: u64,
+        batch: u64,
+        /// Whether loaders may send new requests (not after --seconds).
+        sending: bool,
+        /// Message lines and bytes loaders received while measuring.
+        messages: u64,
+        bytes: u64,
+        /// Latency of the loaders' own PRODUCEs (producers, feeder).
+        load_hist: Histogram<u64>,
+        measuring: bool,
+        /// Producers: bytes per message, for load_mb_per_s.
+        size: u64,
+    }
+
+    fn histogram() -> Result<Histogram<u64>, String> {
+        Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).map_err(|e| e.to_string())
+    }
+
+    pub fn run(args: &Args, addr: SocketAddr, addr_text: &str) -> Result<(), String> {
+        let kind = args.load.ok_or("latency needs --load")?;
+        let topic = args.topic.as_deref().unwrap_or(DEFAULT_TOPIC);
+        let batch = if args.batch_set { args.batch } else { 100_000 };
+        let depth = if args.depth_set { args.depth } else { 64 };
+        let prefill = args.prefill.unwrap_or(match kind {
+            LoadKind::Subscribers | LoadKind::Fetchers | LoadKind::Stalled => 2_000_000,
+            LoadKind::Parked | LoadKind::Producers => 0,
+        });
+        let payload = vec![b'x'; args.size];
+
+        // Blocking setup on the admin connection.
+        let mut admin = Connection::open(addr_text).map_err(|e| e.to_string())?;
+        admin
+            .expect(&format!("USE {topic}"), "USING ")
+            .map_err(|e| e.to_string())?;
+        let mut load_end = topic_next(&mut admin, topic)?;
+        if load_end < prefill {
+            let began = Instant::now();
+            let added = prefill - load_end;
+            fill(&mut admin, &payload, load_end, added)?;
+            load_end = prefill;
+            cli::err(format!(
+                "bench: prefilled {topic} with {added} messages of {} bytes in {:.1} s\n",
+                args.size,
+                began.elapsed().as_secs_f64()
+            ));
+        }
+        if matches!(kind, LoadKind::Subscribers | LoadKind::Fetchers) && load_end == 0 {
+            return Err(format!(
+                "topic {topic} is empty: {} need messages (--prefill)",
+                kind.name()
+            ));
+        }
+
+        let mut poll = Poll::new().map_err(|e| e.to_string())?;
+        let ping_stream = Connection::open(addr_text).map_err(|e| e.to_string())?;
+        let mut ping = probe("ping", ping_stream, &mut poll, PING_TOKEN)?;
+        let mut produce_conn = Connection::open(addr_text).map_err(|e| e.to_string())?;
+        produce_conn
+            .expect(&format!("USE {PROBE_TOPIC}"), "USING ")
+            .map_err(|e| e.to_string())?;
+        let first = produce_conn
+            .expect("PRODUCE probe", "ACK offset:")
+            .map_err(|e| e.to_string())?;
+        let first = first
+            .strip_prefix("ACK offset:")
+            .and_then(|o| parse_u64(o.as_bytes()))
+            .ok_or_else(|| format!("PRODUCE answered {first:?}"))?;
+        let mut produce = probe("produce", produce_conn, &mut poll, PRODUCE_TOKEN)?;
+        produce.next_offset = Some(first + 1);
+
+        // The loaders: USE and the first request in one write.
+        let connecting = Instant::now();
+        let mut loaders = Vec::with_capacity(args.load_conns + 1);
+        let feeder = usize::from(kind == LoadKind::Parked);
+        for i in 0..args.load_conns + feeder {
+            let role = match kind {
+                _ if i == args.load_conns => Role::Feeder,
+                LoadKind::Subscribers => Role::Subscriber,
+                LoadKind::Fetchers => Role::Fetcher,
+                LoadKind::Parked => Role::Parked,
+                LoadKind::Producers => Role::Producer,
+                LoadKind::Stalled => Role::Stalled,
+            };
+            let std_stream = std::net::TcpStream::connect(addr).map_err(|e| {
+                format!("cannot connect loader {i} to {addr_text}: {e} (ulimit -n?)")
+            })?;
+            std_stream.set_nodelay(true).map_err(|e| e.to_string())?;
+            std_stream
+                .set_nonblocking(true)
+                .map_err(|e| e.to_string())?;
+            let mut stream = TcpStream::from_std(std_stream);
+            // A stalled loader never reads.
+            let interest = if role == Role::Stalled {
+                Interest::WRITABLE
+            } else {
+                Interest::READABLE | Interest::WRITABLE
+            };
+            poll.registry()
+                .register(&mut stream, Token(i), interest)
+                .map_err(|e| e.to_string())?;
+            let mut l = Loader {
+                stream,
+                st: LoaderState::new(role),
+            };
+
+            l.out.extend_from_slice(b"USE ");
+            l.out.extend_from_slice(topic.as_bytes());
+            l.out.push(b'\n');
+            match role {
+                Role::Subscriber | Role::Stalled => l.out.extend_from_slice(b"SUBSCRIBE 0\n"),
+                Role::Fetcher => {
+                    let start = (load_end as u128 * i as u128 / args.load_conns as u128) as u64;
+                    l.from = start;
+                    l.next = start;
+                    push_fetch(&mut l.out, start, batch, None);
+                }
+                Role::Parked => {
+                    l.from = load_end;
+                    l.next = load_end;
+                    push_fetch(&mut l.out, load_end, PARKED_MAX, Some(PARKED_WAIT_MS));
+                }
+                Role::Producer => {
+                    for _ in 0..depth {
+                        push_produce(&mut l, &payload);
+                    }
+                }
+                // Produces on schedule once measuring.
+                Role::Feeder => l.next = load_end,
+            }
+            flush(&mut l.stream, &mut l.st.out, &mut l.st.sent)
+                .map_err(|e| format!("loader {i}: {e}"))?;
+            loaders.push(l);
+            if i % CONNECT_PACE == CONNECT_PACE - 1 {
+                // The broker accepts everything queued before it answers,
+                // so the listen backlog never overflows (an overflow costs
+                // a client a 1 s SYN retry).
+                admin.expect("PING", "PONG").map_err(|e| e.to_string())?;
+            }
+        }
+
+        let mut sh = Shared {
+            kind,
+            load_end,
+            batch,
+            sending: true,
+            messages: 0,
+            bytes: 0,
+            load_hist: histogram()?,
+            measuring: false,
+            size: args.size as u64,
+        };
+        let mut lag = histogram()?;
+        let mut ready: VecDeque<usize> = VecDeque::new();
+        let mut events = Events::with_capacity(4096);
+        let mut scratch = vec![0u8; READ_CHUNK];
+        let mut phase = Phase::Warmup;
+        let mut phase_started = Instant::now();
+        let mut last_event = Instant::now();
+        let mut warm = 0usize;
+        let per = Duration::from_secs_f64(1.0 / args.rate);
+        let total = (args.seconds * args.rate).round() as u64;
+        let feed_every = Duration::from_secs_f64(1.0 / args.load_rate);
+        let mut fed: u64 = 0;
+        let mut measure_started = Instant::now();
+        let mut measure_secs = 0.0;
+        loop {
+            let now = Instant::now();
+            match phase {
+                Phase::Warmup => {
+                    if warm == loaders.len() {
+                        if kind == LoadKind::Parked {
+                            wait_parked(&mut admin, args.load_conns)?;
+                        }
+                        cli::err(format!(
+                            "bench: {} loaders connected and answered in {:.1} s; measuring for {} s\n",
+                            loaders.len(),
+                            connecting.elapsed().as_secs_f64(),
+                            args.seconds
+                        ));
+                        phase = Phase::Measure;
+                        let now = Instant::now();
+                        phase_started = now;
+                        measure_started = now;
+                        sh.measuring = true;
+                        ping.first_due = now;
+                        produce.first_due = now + per / 2;
+                    } else if now - phase_started > WARMUP_TIMEOUT {
+                        return Err(format!(
+                            "only {warm} of {} loaders answered within {} s",
+                            loaders.len(),
+                            WARMUP_TIMEOUT.as_secs()
+                        ));
+                    }
+                }
+                Phase::Measure => {
+                    if now - phase_started >= Duration::from_secs_f64(args.seconds)
+                        && ping.count >= total
+                        && produce.count >= total
+                    {
+                        phase = Phase::Drain;
+                        phase_started = now;
+                        measure_secs = (now - measure_started).as_secs_f64();
+                        sh.measuring = false;
+                        sh.sending = false;
+                    }
+                }
+                Phase::Drain => {
+                    if ping.in_flight.is_empty() && produce.in_flight.is_empty() {
+                        break;
+                    }
+                    if now - phase_started > DRAIN_TIMEOUT {
+                        return Err(format!(
+                            "{} PING and {} PRODUCE probes unanswered {} s after the last was sent",
+                            ping.in_flight.len(),
+                            produce.in_flight.len(),
+                            DRAIN_TIMEOUT.as_secs()
+                        ));
+                    }
+                }
+            }
+            // Probes (and the feeder) due now.
+            let mut next_due = now + Duration::from_millis(100);
+            if phase == Phase::Measure {
+                for p in [&mut ping, &mut produce] {
+                    while p.count < total {
+                        let due = p.first_due + per * p.count as u32;
+                        if due > now {
+                            next_due = next_due.min(due);
+                            break;
+                        }
+                        let _ = lag.record(micros(now - due));
+                        match p.next_offset {
+                            None => p.out.extend_from_slice(b"PING\n"),
+                            Some(_) => p.out.extend_from_slice(b"PRODUCE probe\n"),
+                        }
+                        p.in_flight.push_back(now);
+                        p.count += 1;
+                    }
+                    flush(&mut p.stream, &mut p.out, &mut p.sent)
+                        .map_err(|e| format!("{} probe: {e}", p.name))?;
+                }
+                if kind == LoadKind::Parked {
+                    let f = &mut loaders[args.load_conns];
+                    loop {
+                        let due = measure_started + feed_every * fed as u32;
+                        if due > now {
+                            next_due = next_due.min(due);
+                            break;
+                        }
+                        push_produce(f, &payload);
+                        fed += 1;
+                    }
+                    flush(&mut f.stream, &mut f.st.out, &mut f.st.sent)
+                        .map_err(|e| format!("producing loader: {e}"))?;
+                }
+            }
+            let timeout = if ready.is_empty() {
+                next_due.saturating_duration_since(Instant::now())
+            } else {
+                Duration::ZERO
+            };
+            poll.poll(&mut events, Some(timeout))
+                .map_err(|e| e.to_string())?;
+            let now = Instant::now();
+            if events.is_empty() {
+                if ready.is_empty() && now - last_event > NO_PROGRESS {
+                    return Err(format!(
+                        "no socket event for {} s ({phase:?})",
+                        NO_PROGRESS.as_secs()
+                    ));
+                }
+            } else {
+                last_event = now;
+            }
+            for event in events.iter() {
+                match event.token() {
+                    PING_TOKEN => read_probe(&mut ping, &mut scratch, event.is_writable())?,
+                    PRODUCE_TOKEN => read_probe(&mut produce, &mut scratch, event.is_writable())?,
+                    Token(i) => {
+                        let l = &mut loaders[i];
+                        if event.is_readable() && !l.queued {
+                            l.queued = true;
+                            ready.push_back(i);
+                        }
+                        if event.is_writable() {
+                            flush(&mut l.stream, &mut l.st.out, &mut l.st.sent)
+                                .map_err(|e| format!("loader {i}: {e}"))?;
+                        }
+                    }
+                }
+            }
+            // Loaders, round-robin, within the budget.
+            let mut budget = LOADER_BUDGET;
+            let slice_end = Instant::now() + LOADER_SLICE;
+            while budget > 0 && Instant::now() < slice_end {
+                let Some(i) = ready.pop_front() else { break };
+                let l = &mut loaders[i];
+                let was_warm = l.warmed;
+                let (n, more) = read_loader(l, &mut scratch, &mut sh, &payload, depth)
+                    .map_err(|e| format!("loader {i} ({:?}): {e}", l.role))?;
+                if l.warmed && !was_warm {
+                    warm += 1;
+                }
+                budget = budget.saturating_sub(n);
+                if more {
+                    ready.push_back(i);
+                } else {
+                    l.queued = false;
+                }
+                flush(&mut l.stream, &mut l.st.out, &mut l.st.sent)
+                    .map_err(|e| format!("loader {i}: {e}"))?;
+            }
+            // Stalled loaders never answer: warm once their request left.
+            if phase == Phase::Warmup && kind == LoadKind::Stalled {
+                warm = loaders.iter().filter(|l| l.out.is_empty()).count();
+                if warm == loaders.len() {
+                    // Let the broker take the requests in.
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+        }
+
+        let stats = stats(&mut admin)?;
+        let stat = |name: &str| {
+            stats
+                .iter()
+                .find(|(k, _)| k == name)
+                .map_or("?".to_string(), |(_, v)| v.clone())
+        };
+        let rss_kib = stat("rss_bytes")
+            .parse::<u64>()
+            .map_or("?".to_string(), |b| (b / 1024).to_string());
+        let head = format!(
+            "bench latency load={} load_conns={} seconds={} rate={}",
+            kind.name(),
+            args.load_conns,
+            args.seconds,
+            args.rate
+        );
+        let mut probes = vec![("ping", &ping.hist), ("produce", &produce.hist)];
+        if matches!(kind, LoadKind::Parked | LoadKind::Producers) {
+            probes.push(("load-produce", &sh.load_hist));
+        }
+        let mut text = String::new();
+        for (name, h) in probes {
+            text.push_str(&format!(
+                "{head} probe={name} count={} p50_ms={} p90_ms={} p99_ms={} max_ms={}\n",
+                h.len(),
+                ms(h.value_at_quantile(0.5)),
+                ms(h.value_at_quantile(0.9)),
+                ms(h.value_at_quantile(0.99)),
+                ms(h.max()),
+            ));
+        }
+        text.push_str(&format!(
+            "{head} load_msg_per_s={:.0} load_mb_per_s={:.1} client_lag_p99_ms={} client_lag_max_ms={} broker_rss_kib={rss_kib} connections_paused={} connections_current={}\n",
+            sh.messages as f64 / measure_secs,
+            sh.bytes as f64 / measure_secs / 1e6,
+            ms(lag.value_at_quantile(0.99)),
+            ms(lag.max()),
+            stat("connections_paused"),
+            stat("connections_current"),
+        ));
+        cli::out(text);
+        Ok(())
+    }
+
+    fn micros(d: Duration) -> u64 {
+        (d.as_micros() as u64).clamp(1, 600_000_000)
+    }
+
+    fn ms(us: u64) -> String {
+        format!("{:.2}", us as f64 / 1000.0)
+    }
+
+    fn push_fetch(out: &mut Vec<u8>, from: u64, max: u64, wait_ms: Option<u64>) {
+        out.extend_from_slice(b"FETCH ");
+        push_u64(out, from);
+        out.push(b' ');
+        push_u64(out, max);
+        if let Some(w) = wait_ms {
+            out.push(b' ');
+            push_u64(out, w);
+        }
+        out.push(b'\n');
+    }
+
+    fn push_produce(l: &mut LoaderState, payload: &[u8]) {
+        l.out.extend_from_slice(b"PRODUCE ");
+        l.out.extend_from_slice(payload);
+        l.out.push(b'\n');
+        l.in_flight.push_back(Instant::now());
+    }
+
+    fn flush(stream: &mut TcpStream, out: &mut Vec<u8>, sent: &mut usize) -> io::Result<()> {
+        while *sent < out.len() {
+            match stream.write(&out[*sent..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => *sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if *sent == out.len() {
+            out.clear();
+            *sent = 0;
+        }
+        Ok(())
+    }
+
+    /// A blocking connection made a probe: non-blocking, registered.
+    fn probe(
+        name: &'static str,
+        conn: Connection,
+        poll: &mut Poll,
+        token: Token,
+    ) -> Result<Probe, String> {
+        if !conn.reader.buffer().is_empty() {
+            return Err(format!("{name} probe: unexpected bytes after setup"));
+        }
+        let std_stream = conn.writer;
+        std_stream
+            .set_nonblocking(true)
+            .map_err(|e| e.to_string())?;
+        let mut stream = TcpStream::from_std(std_stream);
+        poll.registry()
+            .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
+            .map_err(|e| e.to_string())?;
+        Ok(Probe {
+            name,
+            stream,
+            out: Vec::new(),
+            sent: 0,
+            input: Vec::new(),
+            in_flight: VecDeque::new(),
+            count: 0,
+            first_due: Instant::now(),
+            next_offset: None,
+            hist: histogram()?,
+        })
+    }
+
+    /// Reads a probe's socket dry and times each reply.
+    fn read_probe(p: &mut Probe, scratch: &mut [u8], writable: bool) -> Result<(), String> {
+        if writable {
+            flush(&mut p.stream, &mut p.out, &mut p.sent)
+                .map_err(|e| format!("{} probe: {e}", p.name))?;
+        }
+        loop {
+            match p.stream.read(scratch) {
+                Ok(0) => return Err(format!("{} probe: closed by the broker", p.name)),
+                Ok(n) => p.input.extend_from_slice(&scratch[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("{} probe: {e}", p.name)),
+            }
+        }
+        let now = Instant::now();
+        let mut pos = 0;
+        while let Some(nl) = memchr::memchr(b'\n', &p.input[pos..]) {
+            let line = &p.input[pos..pos + nl];
+            pos += nl + 1;
+            let ok = match &mut p.next_offset {
+                None => line == b"PONG",
+                Some(next) => {
+                    let good = line
+                        .strip_prefix(b"ACK offset:")
+                        .and_then(parse_u64)
+                        .is_some_and(|o| o == *next);
+                    *next += 1;
+                    good
+                }
+            };
+            if !ok {
+                return Err(format!(
+                    "{} probe: unexpected reply {:?}{}",
+                    p.name,
+                    String::from_utf8_lossy(&line[..line.len().min(80)]),
+                    p.next_offset.map_or(String::new(), |n| format!(
+                        " (expected ACK offset:{})",
+                        n - 1
+                    ))
+                ));
+            }
+            let sent = p
+                .in_flight
+                .pop_front()
+                .ok_or_else(|| format!("{} probe: a reply nobody asked for", p.name))?;
+            let _ = p.hist.record(micros(now - sent));
+        }
+        p.input.drain(..pos);
+        Ok(())
+    }
+
+    /// One read from a loader; returns the bytes read and whether the
+    /// socket may hold more.
+    fn read_loader(
+        l: &mut Loader,
+        scratch: &mut [u8],
+        sh: &mut Shared,
+        payload: &[u8],
+        depth: usize,
+    ) -> Result<(usize, bool), String> {
+        let n = match l.stream.read(scratch) {
+            Ok(0) => return Err("closed by the broker".into()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok((0, false)),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok((0, true)),
+            Err(e) => return Err(e.to_string()),
+        };
+        feed(&mut l.st, &scratch[..n], sh, payload, depth)?;
+        Ok((n, n == scratch.len()))
+    }
+
+    /// Bytes a loader read: its lines are handled, a partial one kept.
+    fn feed(
+        l: &mut LoaderState,
+        data: &[u8],
+        sh: &mut Shared,
+        payload: &[u8],
+        depth: usize,
+    ) -> Result<(), String> {
+        if sh.measuring && l.role != Role::Producer {
+            sh.bytes += data.len() as u64;
+        }
+        let mut pos = 0;
+        if !l.partial.is_empty() {
+            match memchr::memchr(b'\n', data) {
+                Some(nl) => {
+                    let mut line = std::mem::take(&mut l.partial);
+                    line.extend_from_slice(&data[..nl]);
+                    on_line(l, &line, sh)?;
+                    line.clear();
+                    l.partial = line;
+                    pos = nl + 1;
+                }
+                None => {
+                    l.partial.extend_from_slice(data);
+                    return Ok(());
+                }
+            }
+        }
+        while let Some(nl) = memchr::memchr(b'\n', &data[pos..]) {
+            on_line(l, &data[pos..pos + nl], sh)?;
+            pos += nl + 1;
+        }
+        l.partial.extend_from_slice(&data[pos..]);
+        // Producers keep --depth in flight while sending.
+        if l.role == Role::Producer && sh.sending {
+            while l.in_flight.len() < depth {
+                push_produce(l, payload);
+            }
+        }
+        Ok(())
+    }
+
+    /// One line a loader received.
+    fn on_line(l: &mut LoaderState, line: &[u8], sh: &mut Shared) -> Result<(), String> {
+        let bad = |why: &str| {
+            let hint = if line.starts_with(b"TOO_MANY_CONNECTIONS") {
+                " (raise the broker's --max-connections)"
+            } else {
+                ""
+            };
+            format!(
+                "{why}: {:?}{hint}",
+                String::from_utf8_lossy(&line[..line.len().min(80)])
+            )
+        };
+        if !l.using {
+            if !line.starts_with(b"USING ") {
+                return Err(bad("expected USING"));
+            }
+            l.using = true;
+            if matches!(l.role, Role::Parked | Role::Producer | Role::Feeder) {
+                l.warmed = true;
+            }
+            return Ok(());
+        }
+        match l.role {
+            Role::Subscriber => {
+                if let Some((offset, _)) = parse_message(line) {
+                    if offset != l.next {
+                        return Err(format!("got offset {offset}, expected {}", l.next));
+                    }
+                    l.next += 1;
+                    l.warmed = true;
+                    if sh.measuring {
+                        sh.messages += 1;
+                    }
+                    if l.next >= sh.load_end && !l.resubscribing && sh.sending {
+                        l.out.extend_from_slice(b"UNSUBSCRIBE\nSUBSCRIBE 0\n");
+                        l.resubscribing = true;
+                    }
+                    return Ok(());
+                }
+                let end = parse_end(line).ok_or_else(|| bad("expected MESSAGE or END"))?;
+                if !l.resubscribing || end != l.next {
+                    return Err(format!(
+                        "END offset:{end} after offset {} (resubscribing: {})",
+                        l.next, l.resubscribing
+                    ));
+                }
+                l.resubscribing = false;
+                l.next = 0;
+            }
+            Role::Fetcher | Role::Parked => {
+                if let Some((offset, _)) = parse_message(line) {
+                    if offset != l.next {
+                        return Err(format!("got offset {offset}, expected {}", l.next));
+                    }
+                    l.next += 1;
+                    if sh.measuring {
+                        sh.messages += 1;
+                    }
+                    return Ok(());
+                }
+                let end = parse_end(line).ok_or_else(|| bad("expected MESSAGE or END"))?;
+                if end != l.next {
+                    return Err(format!("END offset:{end} after messages up to {}", l.next));
+                }
+                if l.role == Role::Fetcher {
+                    if end == l.from {
+                        return Err(format!("FETCH {} answered nothing", l.from));
+                    }
+                    l.warmed = true;
+                    if end >= sh.load_end {
+                        l.next = 0;
+                    }
+                    l.from = l.next;
+                    if sh.sending {
+                        push_fetch(&mut l.out, l.from, sh.batch, None);
+                    }
+                } else {
+                    // A wake-up (or the wait ran out): park again.
+                    l.from = l.next;
+                    if sh.sending {
+                        push_fetch(&mut l.out, l.from, PARKED_MAX, Some(PARKED_WAIT_MS));
+                    }
+                }
+            }
+            Role::Producer | Role::Feeder => {
+                let offset = line
+                    .strip_prefix(b"ACK offset:")
+                    .and_then(parse_u64)
+                    .ok_or_else(|| bad("expected ACK"))?;
+                if l.role == Role::Feeder {
+                    // The only writer of the loaded topic: exact offsets.
+                    if offset != l.next {
+                        return Err(format!("ACK offset:{offset}, expected {}", l.next));
+                    }
+                    l.next += 1;
+                } else if l.last_ack.is_some_and(|last| offset <= last) {
+                    return Err(format!("ACK offset:{offset} after {:?}", l.last_ack));
+                }
+                l.last_ack = Some(offset);
+                let sent = l.in_flight.pop_front().ok_or_else(|| bad("unasked ACK"))?;
+                if sh.measuring {
+                    let _ = sh.load_hist.record(micros(sent.elapsed()));
+                    if sh.kind == LoadKind::Producers {
+                        sh.messages += 1;
+                        sh.bytes += sh.size;
+                    }
+                }
+            }
+            Role::Stalled => {}
+        }
+        Ok(())
+    }
+
+    /// The `next:` offset `TOPICS` gives for `topic` (partition 0).
+    fn topic_next(admin: &mut Connection, topic: &str) -> Result<u64, String> {
+        admin.send(b"TOPICS\n").map_err(|e| e.to_string())?;
+        let mut line = Vec::new();
+        let mut next = None;
+        let partitioned = format!("TOPIC {topic}/0 ");
+        let single = format!("TOPIC {topic} ");
+        loop {
+            admin.read_line(&mut line).map_err(|e| e.to_string())?;
+            if line == b"END" {
+                break;
+            }
+            if line.starts_with(single.as_bytes()) || line.starts_with(partitioned.as_bytes()) {
+                next = line
+                    .split(|&b| b == b' ')
+                    .find_map(|f| f.strip_prefix(b"next:"))
+                    .and_then(parse_u64);
+            } else if !line.starts_with(b"TOPIC ") {
+                return Err(format!(
+                    "TOPICS answered {:?}",
+                    String::from_utf8_lossy(&line)
+                ));
+            }
+        }
+        next.ok_or_else(|| format!("TOPICS does not list {topic}"))
+    }
+
+    /// Produces `count` messages from offset `from` on, pipelined in
+    /// chunks; every ACK must be the next offset.
+    fn fill(admin: &mut Connection, payload: &[u8], from: u64, count: u64) -> Result<(), String> {
+        let mut request = Vec::new();
+        let mut line = Vec::new();
+        let mut next = from;
+        let mut left = count;
+        while left > 0 {
+            let n = left.min(PREFILL_CHUNK);
+            request.clear();
+            for _ in 0..n {
+                request.extend_from_slice(b"PRODUCE ");
+                request.extend_from_slice(payload);
+                request.push(b'\n');
+            }
+            admin.send(&request).map_err(|e| e.to_string())?;
+            for _ in 0..n {
+                admin.read_line(&mut line).map_err(|e| e.to_string())?;
+                if line.strip_prefix(b"ACK offset:").and_then(parse_u64) != Some(next) {
+                    return Err(format!(
+                        "prefill: expected ACK offset:{next}, got {:?} (another writer?)",
+                        String::from_utf8_lossy(&line)
+                    ));
+                }
+                next += 1;
+            }
+            left -= n;
+        }
+        Ok(())
+    }
+
+    /// `STATS` as (name, value) pairs.
+    fn stats(admin: &mut Connection) -> Result<Vec<(String, String)>, String> {
+        admin.send(b"STATS\n").map_err(|e| e.to_string())?;
+        let mut line = Vec::new();
+        let mut out = Vec::new();
+        loop {
+            admin.read_line(&mut line).map_err(|e| e.to_string())?;
+            if line == b"END" {
+                return Ok(out);
+            }
+            let text = String::from_utf8_lossy(&line);
+            let mut parts = text.splitn(3, ' ');
+            match (parts.next(), parts.next(), parts.next()) {
+                (Some("STAT"), Some(k), Some(v)) => out.push((k.to_string(), v.to_string())),
+                _ => return Err(format!("STATS answered {text:?}")),
+            }
+        }
+    }
+
+    /// Waits until `STATS` counts `n` parked fetches.
+    fn wait_parked(admin: &mut Connection, n: usize) -> Result<(), String> {
+        let deadline = Instant::now() + WARMUP_TIMEOUT;
+        loop {
+            let parked = stats(admin)?
+                .into_iter()
+                .find(|(k, _)| k == "fetches_parked")
+                .and_then(|(_, v)| v.parse::<usize>().ok())
+                .unwrap_or(0);
+            if parked >= n {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!("only {parked} of {n} fetches parked"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        fn shared(kind: LoadKind, load_end: u64) -> Shared {
+            Shared {
+                kind,
+                load_end,
+                batch: 10,
+                sending: true,
+                messages: 0,
+                bytes: 0,
+                load_hist: histogram().unwrap(),
+                measuring: true,
+                size: 1,
+            }
+        }
+
+        fn run(l: &mut LoaderState, sh: &mut Shared, chunks: &[&[u8]]) -> Result<(), String> {
+            for chunk in chunks {
+                feed(l, chunk, sh, b"x", 2)?;
+            }
+            Ok(())
+        }
+
+        #[test]
+        fn subscriber_follows_the_stream_across_reads_and_resubscribes_at_the_end() {
+            let mut sh = shared(LoadKind::Subscribers, 2);
+            let mut l = LoaderState::new(Role::Subscriber);
+            run(
+                &mut l,
+                &mut sh,
+                &[b"USING t\nMESSAGE offset:0 a\nMESS", b"AGE offset:1 b\n"],
+            )
+            .unwrap();
+            assert!(l.warmed);
+            assert_eq!(sh.messages, 2);
+            assert_eq!(l.out, b"UNSUBSCRIBE\nSUBSCRIBE 0\n");
+            run(&mut l, &mut sh, &[b"END offset:2\nMESSAGE offset:0 a\n"]).unwrap();
+            assert_eq!(l.next, 1);
+            let e = run(&mut l, &mut sh, &[b"MESSAGE offset:5 a\n"]).unwrap_err();
+            assert!(e.contains("expected 1"), "{e}");
+        }
+
+        #[test]
+        fn fetcher_checks_offsets_and_end_and_wraps() {
+            let mut sh = shared(LoadKind::Fetchers, 3);
+            let mut l = LoaderState::new(Role::Fetcher);
+            l.from = 1;
+            l.next = 1;
+            run(
+                &mut l,
+                &mut sh,
+                &[b"USING t\nMESSAGE offset:1 a\nMESSAGE offset:2 b\nEND offset:3\n"],
+            )
+            .unwrap();
+            assert!(l.warmed);
+            assert_eq!(l.out, b"FETCH 0 10\n");
+            let e = run(&mut l, &mut sh, &[b"MESSAGE offset:0 a\nEND offset:2\n"]).unwrap_err();
+            assert!(e.contains("END offset:2"), "{e}");
+            let mut l = LoaderState::new(Role::Fetcher);
+            let e = run(&mut l, &mut sh, &[b"USING t\nEND offset:0\n"]).unwrap_err();
+            assert!(e.contains("answered nothing"), "{e}");
+            let mut l = LoaderState::new(Role::Fetcher);
+            let e = run(&mut l, &mut sh, &[b"TOO_MANY_CONNECTIONS full\n"]).unwrap_err();
+            assert!(e.contains("--max-connections"), "{e}");
+        }
+
+        #[test]
+        fn parked_fetch_parks_again_after_a_wake_or_a_timeout() {
+            let mut sh = shared(LoadKind::Parked, 7);
+            let mut l = LoaderState::new(Role::Parked);
+            l.from = 7;
+            l.next = 7;
+            run(
+                &mut l,
+                &mut sh,
+                &[b"USING t\nMESSAGE offset:7 a\nEND offset:8\n"],
+            )
+            .unwrap();
+            assert_eq!(l.out, b"FETCH 8 1000 30000\n");
+            l.out.clear();
+            run(&mut l, &mut sh, &[b"END offset:8\n"]).unwrap();
+            assert_eq!(l.out, b"FETCH 8 1000 30000\n");
+        }
+
+        #[test]
+        fn producers_keep_depth_in_flight_and_acks_must_increase() {
+            let mut sh = shared(LoadKind::Producers, 0);
+            let mut l = LoaderState::new(Role::Producer);
+            push_produce(&mut l, b"x");
+            push_produce(&mut l, b"x");
+            l.out.clear();
+            run(&mut l, &mut sh, &[b"USING t\nACK offset:4\n"]).unwrap();
+            assert_eq!(l.out, b"PRODUCE x\n");
+            assert_eq!(sh.load_hist.len(), 1);
+            let e = run(&mut l, &mut sh, &[b"ACK offset:4\n"]).unwrap_err();
+            assert!(e.contains("after"), "{e}");
+            // The feeder is the topic's only writer: exact offsets.
+            let mut f = LoaderState::new(Role::Feeder);
+            f.next = 3;
+            push_produce(&mut f, b"x");
+            push_produce(&mut f, b"x");
+            run(&mut f, &mut sh, &[b"USING t\nACK offset:3\n"]).unwrap();
+            let e = run(&mut f, &mut sh, &[b"ACK offset:5\n"]).unwrap_err();
+            assert!(e.contains("expected 4"), "{e}");
         }
     }
 }
