@@ -725,3 +725,56 @@ fn after_a_half_close_nothing_waits() {
     p.expect_closed();
     assert!(started.elapsed() < Duration::from_secs(10));
 }
+
+/// Wake-ups are handed out a slice per loop turn (128), the rest in the
+/// turns after: every one of 1,000 parked `FETCH`es on a topic gets the
+/// message that woke them, exactly, and each may park again for the next
+/// one; a `PING` sent while they are woken is answered among them.
+#[test]
+fn a_thousand_parked_fetches_all_get_the_message_that_woke_them() {
+    // Both ends of 1,000 connections live in this process: make sure the
+    // descriptor limit has room (raising the soft limit toward the hard).
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid rlimit for this process.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        if limit.rlim_cur < 8192 {
+            limit.rlim_cur = limit.rlim_max.min(8192);
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
+        }
+    }
+    assert!(
+        limit.rlim_cur >= 4096,
+        "RLIMIT_NOFILE hard limit {} is too low for this test",
+        limit.rlim_max
+    );
+    let (_tmp, dir) = temp_data_dir();
+    let broker = InProcess::start(&dir, &[]);
+    let mut admin = broker.client();
+    let mut parked: Vec<Client> = (0..1000)
+        .map(|_| {
+            let mut c = broker.client();
+            c.send("FETCH 0 10 60000\n");
+            c
+        })
+        .collect();
+    wait_for_stat(&mut admin, "fetches_parked", 1000);
+    let mut probe = broker.client();
+    assert_eq!(admin.request("PRODUCE first"), "ACK offset:0");
+    assert_eq!(probe.request("PING"), "PONG");
+    for (i, c) in parked.iter_mut().enumerate() {
+        assert_eq!(c.line(), "MESSAGE offset:0 first", "fetch {i}");
+        assert_eq!(c.line(), "END offset:1", "fetch {i}");
+        c.send("FETCH 1 10 60000\n");
+    }
+    wait_for_stat(&mut admin, "fetches_parked", 1000);
+    assert_eq!(admin.request("PRODUCE second"), "ACK offset:1");
+    for (i, c) in parked.iter_mut().enumerate() {
+        assert_eq!(c.line(), "MESSAGE offset:1 second", "fetch {i}");
+        assert_eq!(c.line(), "END offset:2", "fetch {i}");
+    }
+    wait_for_stat(&mut admin, "fetches_parked", 0);
+}
