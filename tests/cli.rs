@@ -237,7 +237,7 @@ fn client_and_bench_errors_name_the_flag_and_value() {
     assert_usage_error(
         BENCH,
         &["fly"],
-        r#"unknown mode "fly": give produce, consume or idle"#,
+        r#"unknown mode "fly": give produce, consume, idle or latency"#,
     );
     assert_usage_error(
         BENCH,
