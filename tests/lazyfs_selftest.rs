@@ -460,3 +460,38 @@ fn a_mount_over_a_missing_backing_directory_fails_cleanly() {
         "{err:?}"
     );
 }
+
+/// `fail_next_syncs`: a sync fails with EIO as a failed writeback does on
+/// Linux. The writes it covered are still read back, the next sync
+/// succeeds, and yet after a power cut those writes are gone (the file
+/// keeps its synced size, their bytes read as zeros): a retried sync
+/// cannot vouch for them.
+#[test]
+fn a_failed_sync_loses_its_writes_and_a_retry_succeeds_without_them() {
+    let d = dirs();
+    let fs = mount!(
+        "a_failed_sync_loses_its_writes_and_a_retry_succeeds_without_them",
+        d
+    );
+    let path = d.mnt.join("log");
+    let mut f = append(&path);
+    f.write_all(b"one\n").unwrap();
+    f.sync_data().unwrap();
+    sync_dir(&d.mnt);
+    f.write_all(b"two\n").unwrap();
+    fs.fail_next_syncs(1);
+    let err = f.sync_data().unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    assert_eq!(fs::read(&path).unwrap(), b"one\ntwo\n", "still cached");
+    f.sync_data().expect("the retry succeeds");
+    f.write_all(b"three\n").unwrap();
+    f.sync_data().unwrap();
+    assert_eq!(fs::read(&path).unwrap(), b"one\ntwo\nthree\n");
+    drop(f);
+    fs.power_cut().unwrap();
+    assert_eq!(
+        fs::read(d.backing.join("log")).unwrap(),
+        b"one\n\0\0\0\0three\n",
+        "what the failed sync covered never reached the disk"
+    );
+}

@@ -1583,9 +1583,11 @@ impl Broker {
                 }
             },
             SyncResult::Unchanged => {}
-            SyncResult::Retry(err) => {
+            SyncResult::ReadOnly(err) => {
+                // Writes to this journal now fail with STORAGE_ERROR
+                // (KAFKA_STORAGE_ERROR); reads go on.
                 self.stats.fsync_errors += 1;
-                error!("{err}; will retry");
+                error!("{err}");
             }
             SyncResult::Cut(failed) => {
                 self.stats.fsync_errors += 1;

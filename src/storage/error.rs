@@ -35,6 +35,11 @@ pub enum StorageError {
     },
     /// The log reached the highest offset this broker gives out.
     OffsetLimit { path: PathBuf, limit: u64 },
+    /// A sync of the file failed earlier: what was written since the last
+    /// good sync may not be on disk, and Linux reports such a failure only
+    /// once, so a later sync cannot vouch for it. The file takes no more
+    /// writes until the broker restarts and recovers it.
+    ReadOnly { path: PathBuf, cause: String },
 }
 
 impl StorageError {
@@ -63,6 +68,10 @@ impl StorageError {
             }
             StorageError::OffsetLimit { limit, .. } => {
                 format!("the log reached the highest offset ({limit})")
+            }
+            StorageError::ReadOnly { .. } => {
+                "a sync of this log failed; it takes no writes until the broker restarts"
+                    .to_string()
             }
         }
     }
@@ -94,6 +103,12 @@ impl fmt::Display for StorageError {
             StorageError::OffsetLimit { path, limit } => write!(
                 f,
                 "{}: the log reached offset {limit}, the highest this broker gives out",
+                path.display()
+            ),
+            StorageError::ReadOnly { path, cause } => write!(
+                f,
+                "{}: takes no writes since a sync failed ({cause}); what was written after the \
+                 last good sync may not be on disk; restart the broker to recover the file",
                 path.display()
             ),
         }

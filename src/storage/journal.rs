@@ -52,8 +52,6 @@ pub enum SyncTarget {
 enum State {
     Running,
     Done,
-    /// Failed where failures do not cut the journal: run it again.
-    Retry,
 }
 
 #[derive(Debug)]
@@ -153,17 +151,14 @@ impl SyncTracker {
 
     /// Records the end of sync `id`. A success also settles every older
     /// sync of the same file (one `fdatasync` covers all that was written
-    /// before it). With `retry_failed`, a failure is kept to be run again
-    /// (see [`take_retries`](Self::take_retries)); otherwise the caller
-    /// must [`abandon`](Self::abandon) and cut.
-    pub fn complete(&mut self, id: u64, ok: bool, retry_failed: bool) -> Completion {
+    /// before it). A failure is never run again (Linux reports a failed
+    /// writeback once, so a second try could succeed over lost data): the
+    /// caller must [`abandon`](Self::abandon) and cut, or stop writing.
+    pub fn complete(&mut self, id: u64, ok: bool) -> Completion {
         let Some(i) = self.in_flight.iter().position(|f| f.id == id) else {
             return Completion::Stale;
         };
         if !ok {
-            if retry_failed {
-                self.in_flight[i].state = State::Retry;
-            }
             return Completion::Failed;
         }
         let target = self.in_flight[i].target;
@@ -200,19 +195,6 @@ impl SyncTracker {
         } else {
             Completion::Pending
         }
-    }
-
-    /// Syncs that failed and should run again: (id, target). They stay in
-    /// place (and keep `synced` from passing them) until they succeed.
-    pub fn take_retries(&mut self) -> Vec<(u64, SyncTarget)> {
-        let mut again = Vec::new();
-        for f in &mut self.in_flight {
-            if f.state == State::Retry {
-                f.state = State::Running;
-                again.push((f.id, f.target));
-            }
-        }
-        again
     }
 
     /// Forgets every sync under way (their completions become
@@ -261,11 +243,11 @@ mod tests {
         let dir = t.begin(SyncTarget::Dir, mark(5, 1));
         let b = t.begin(SyncTarget::File { file: 1, slot: 0 }, mark(9, 1));
         assert!(t.slot_busy(1, 0) && !t.slot_busy(1, 1));
-        assert_eq!(t.complete(b, true, false), Completion::Pending);
+        assert_eq!(t.complete(b, true), Completion::Pending);
         assert_eq!(t.synced(), mark(0, 0), "the old segment is not synced yet");
-        assert_eq!(t.complete(a, true, false), Completion::Advanced);
+        assert_eq!(t.complete(a, true), Completion::Advanced);
         assert_eq!(t.synced(), mark(5, 0), "the directory is not synced yet");
-        assert_eq!(t.complete(dir, true, false), Completion::Advanced);
+        assert_eq!(t.complete(dir, true), Completion::Advanced);
         assert_eq!(t.synced(), mark(9, 1));
         assert_eq!(t.in_flight(), 0);
     }
@@ -275,9 +257,9 @@ mod tests {
         let mut t = SyncTracker::new(mark(0, 0));
         let a = t.begin(SyncTarget::File { file: 0, slot: 0 }, mark(3, 0));
         let b = t.begin(SyncTarget::File { file: 0, slot: 1 }, mark(6, 0));
-        assert_eq!(t.complete(b, true, false), Completion::Advanced);
+        assert_eq!(t.complete(b, true), Completion::Advanced);
         assert_eq!(t.synced(), mark(6, 0));
-        assert_eq!(t.complete(a, true, false), Completion::Stale);
+        assert_eq!(t.complete(a, true), Completion::Stale);
     }
 
     #[test]
@@ -285,26 +267,20 @@ mod tests {
         let mut t = SyncTracker::new(mark(0, 0));
         let a = t.begin(SyncTarget::File { file: 0, slot: 0 }, mark(3, 0));
         let b = t.begin(SyncTarget::File { file: 0, slot: 1 }, mark(6, 0));
-        assert_eq!(t.complete(b, false, false), Completion::Failed);
+        assert_eq!(t.complete(b, false), Completion::Failed);
         t.abandon(mark(7, 0));
-        assert_eq!(t.complete(a, true, false), Completion::Stale);
+        assert_eq!(t.complete(a, true), Completion::Stale);
         assert_eq!(t.synced(), mark(7, 0));
         assert_eq!(t.begun(), mark(7, 0));
     }
 
     #[test]
-    fn failed_syncs_can_be_retried_and_hold_the_mark_meanwhile() {
+    fn a_failed_sync_holds_the_mark_whatever_succeeds_after_it() {
         let mut t = SyncTracker::new(mark(0, 0));
         let a = t.begin(SyncTarget::File { file: 0, slot: 0 }, mark(3, 0));
         let b = t.begin(SyncTarget::Dir, mark(3, 1));
-        assert_eq!(t.complete(a, false, true), Completion::Failed);
-        assert_eq!(t.complete(b, true, true), Completion::Pending);
-        assert_eq!(
-            t.take_retries(),
-            vec![(a, SyncTarget::File { file: 0, slot: 0 })]
-        );
-        assert!(t.take_retries().is_empty());
-        assert_eq!(t.complete(a, true, true), Completion::Advanced);
-        assert_eq!(t.synced(), mark(3, 1));
+        assert_eq!(t.complete(a, false), Completion::Failed);
+        assert_eq!(t.complete(b, true), Completion::Pending);
+        assert_eq!(t.synced(), mark(0, 0), "nothing vouches for a's writes");
     }
 }

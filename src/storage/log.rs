@@ -182,9 +182,11 @@ pub enum SyncResult {
     /// Nothing changed yet (an older sync is still running, or this one
     /// was abandoned).
     Unchanged,
-    /// It failed and will be run again (acknowledgements do not wait for
-    /// syncs, so nothing is cut).
-    Retry(StorageError),
+    /// It failed where acknowledgements did not wait for syncs: nothing
+    /// is cut (readers may have seen those records), and the file takes
+    /// no more writes, nor syncs, until the broker restarts (Linux reports
+    /// a failed writeback once, so a retry could succeed over lost data).
+    ReadOnly(StorageError),
     /// It failed: everything after the last good sync was cut off.
     Cut(Failed),
 }
@@ -260,13 +262,13 @@ pub struct Log {
     /// A failed append left bytes past the active length that could not
     /// be cut yet.
     dirty_tail: bool,
+    /// Why the log takes no more writes: a sync failed without
+    /// `durable_acks` (see [`SyncResult::ReadOnly`]).
+    read_only: Option<String>,
     /// Work for helper threads.
     jobs: Vec<FileJob>,
     /// Idempotent producers' batches found in the active segment at open.
     recovered_producers: Vec<ProducerBatch>,
-    /// What each sync under way syncs, to run it again after a failure
-    /// (by sync id).
-    syncing: Vec<(u64, FileJob)>,
     uses: u64,
     /// The latest log-append time given to an interval (ms): new writes
     /// get at least this, so times never go back within a log even if the
@@ -540,9 +542,9 @@ impl Log {
             roll_waiting: false,
             sealing: Vec::new(),
             dirty_tail: false,
+            read_only: None,
             jobs,
             recovered_producers: std::mem::take(&mut scan.producers),
-            syncing: Vec::new(),
             uses: 0,
             last_time,
         };
@@ -634,6 +636,7 @@ impl Log {
     /// the file until the flush succeeds. In a batch log it becomes a
     /// batch of one record (no key, the current time).
     pub fn append(&mut self, message: &[u8]) -> Result<Appended, StorageError> {
+        self.check_writable()?;
         self.check_room(1)?;
         let offset = self.next_offset;
         let before = self.staged.len();
@@ -664,7 +667,8 @@ impl Log {
             .ok()
             .filter(|&c| c > 0)
             .ok_or(AppendBatchError::Invalid("a batch without records".into()))?;
-        self.check_room(u64::from(count))
+        self.check_writable()
+            .and_then(|()| self.check_room(u64::from(count)))
             .map_err(AppendBatchError::Storage)?;
         let offset = self.next_offset;
         let before = self.staged.len();
@@ -718,6 +722,21 @@ impl Log {
         Ok(self.staged_entry(before, count))
     }
 
+    fn check_writable(&self) -> Result<(), StorageError> {
+        match &self.read_only {
+            Some(cause) => Err(StorageError::ReadOnly {
+                path: self.active.path.clone(),
+                cause: cause.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether a failed sync made the log read-only.
+    pub fn is_read_only(&self) -> bool {
+        self.read_only.is_some()
+    }
+
     fn check_room(&self, count: u64) -> Result<(), StorageError> {
         if self.next_offset.saturating_add(count) > MAX_OFFSET {
             return Err(StorageError::OffsetLimit {
@@ -750,7 +769,7 @@ impl Log {
         if self.staged_lens.is_empty() {
             return None;
         }
-        if let Err(error) = self.cut_dirty_tail() {
+        if let Err(error) = self.check_writable().and_then(|()| self.cut_dirty_tail()) {
             return Some(self.fail_staged(error));
         }
         let mut i = 0; // staged records done
@@ -985,7 +1004,7 @@ impl Log {
                 },
                 self.written,
             );
-            self.push_sync(FileJob::Sync {
+            self.jobs.push(FileJob::Sync {
                 sync_id: id,
                 file: sync_file,
             });
@@ -1128,28 +1147,7 @@ impl Log {
 
     fn begin_sync_of_dir(&mut self, dir: PathBuf) {
         let id = self.sync.begin(SyncTarget::Dir, self.written);
-        self.push_sync(FileJob::SyncDir { sync_id: id, dir });
-    }
-
-    /// Queues a sync job and remembers it, to run it again if it fails.
-    fn push_sync(&mut self, job: FileJob) {
-        let copy = match &job {
-            FileJob::Sync { sync_id, file } => FileJob::Sync {
-                sync_id: *sync_id,
-                file: file.clone(),
-            },
-            FileJob::SyncDir { sync_id, dir } => FileJob::SyncDir {
-                sync_id: *sync_id,
-                dir: dir.clone(),
-            },
-            _ => unreachable!("only syncs are tracked"),
-        };
-        let id = match &job {
-            FileJob::Sync { sync_id, .. } | FileJob::SyncDir { sync_id, .. } => *sync_id,
-            _ => unreachable!("only syncs are tracked"),
-        };
-        self.syncing.push((id, copy));
-        self.jobs.push(job);
+        self.jobs.push(FileJob::SyncDir { sync_id: id, dir });
     }
 
     /// Nothing in this log counts as durable before `dirs` are synced (the
@@ -1178,28 +1176,14 @@ impl Log {
 
     /// Whether something written is covered by no sync begun yet.
     pub fn sync_wanted(&self) -> bool {
-        self.sync.begun().seq < self.written.seq
+        self.read_only.is_none() && self.sync.begun().seq < self.written.seq
     }
 
     /// A sync of the active segment covering everything written, if one
-    /// is wanted and a sync slot is free; plus any failed syncs to run
-    /// again. Run each job, then report it with
+    /// is wanted and a sync slot is free. Run each job, then report it with
     /// [`sync_completed`](Self::sync_completed).
     pub fn begin_sync(&mut self) -> Vec<FileJob> {
         let mut jobs = Vec::new();
-        for (id, _) in self.sync.take_retries() {
-            match self.syncing.iter().find(|(i, _)| *i == id) {
-                Some((_, FileJob::Sync { sync_id, file })) => jobs.push(FileJob::Sync {
-                    sync_id: *sync_id,
-                    file: file.clone(),
-                }),
-                Some((_, FileJob::SyncDir { sync_id, dir })) => jobs.push(FileJob::SyncDir {
-                    sync_id: *sync_id,
-                    dir: dir.clone(),
-                }),
-                _ => {}
-            }
-        }
         if !self.sync_wanted() {
             return jobs;
         }
@@ -1222,13 +1206,6 @@ impl Log {
                 self.written,
             );
             let file = set[slot].clone();
-            self.syncing.push((
-                id,
-                FileJob::Sync {
-                    sync_id: id,
-                    file: file.clone(),
-                },
-            ));
             jobs.push(FileJob::Sync { sync_id: id, file });
         }
         jobs
@@ -1242,11 +1219,12 @@ impl Log {
     }
 
     fn record_sync(&mut self, sync_id: u64, result: io::Result<()>) -> SyncResult {
-        let retry = !self.options.durable_acks;
-        let completion = self.sync.complete(sync_id, result.is_ok(), retry);
-        if !(completion == Completion::Failed && retry) {
-            self.syncing.retain(|(id, _)| *id != sync_id);
+        if self.read_only.is_some() {
+            // Nothing vouches for this file any more: the synced mark
+            // (and so the recovery checkpoint) stays where it was.
+            return SyncResult::Unchanged;
         }
+        let completion = self.sync.complete(sync_id, result.is_ok());
         if result.is_ok()
             && let Some(i) = self.sealing.iter().position(|(id, _)| *id == sync_id)
         {
@@ -1257,10 +1235,16 @@ impl Log {
             (Completion::Advanced, _) => SyncResult::Advanced,
             (Completion::Failed, Err(e)) => {
                 let error = StorageError::io(&self.active.path, "fdatasync", e);
-                if retry {
-                    SyncResult::Retry(error)
-                } else {
+                if self.options.durable_acks {
                     SyncResult::Cut(self.cut_unsynced(error))
+                } else {
+                    let cause = error.client_reason();
+                    self.read_only = Some(cause.clone());
+                    self.sealing.clear();
+                    SyncResult::ReadOnly(StorageError::ReadOnly {
+                        path: self.active.path.clone(),
+                        cause,
+                    })
                 }
             }
             _ => SyncResult::Unchanged,
@@ -1321,7 +1305,6 @@ impl Log {
             file: self.active.generation,
             len: keep,
         };
-        self.syncing.clear();
         self.sync.abandon(Mark {
             file: synced.file,
             len: synced.len,

@@ -87,6 +87,9 @@ pub struct Offsets {
     compact_again: bool,
     next_job_id: u64,
     dirty_tail: bool,
+    /// Why the file takes no more commits: a sync failed without
+    /// `durable_acks` (see [`SyncResult::ReadOnly`]).
+    read_only: Option<String>,
     jobs: Vec<FileJob>,
 }
 
@@ -162,6 +165,7 @@ impl Offsets {
             compact_again: false,
             next_job_id: 0,
             dirty_tail: complete < content.len(),
+            read_only: None,
             jobs: Vec::new(),
         };
         if lines as usize > offsets.map.len() || offsets.dirty_tail {
@@ -334,11 +338,14 @@ impl Offsets {
         if self.staged_count == 0 || self.compacting.is_some() {
             return None;
         }
-        let result = self.cut_dirty_tail().and_then(|()| {
-            write_all(&self.file, &self.staged).map_err(|e| {
-                StorageError::io(&self.path, format!("append at byte {}", self.len), e)
-            })
-        });
+        let result = self
+            .check_writable()
+            .and_then(|()| self.cut_dirty_tail())
+            .and_then(|()| {
+                write_all(&self.file, &self.staged).map_err(|e| {
+                    StorageError::io(&self.path, format!("append at byte {}", self.len), e)
+                })
+            });
         let bytes = self.staged.len() as u64;
         let count = self.staged_count;
         self.staged.clear();
@@ -379,25 +386,24 @@ impl Offsets {
 
     /// Whether written commits wait for a sync.
     pub fn sync_wanted(&self) -> bool {
-        self.sync.begun().seq < self.written.seq && self.compacting.is_none()
+        self.read_only.is_none()
+            && self.sync.begun().seq < self.written.seq
+            && self.compacting.is_none()
     }
 
-    /// A sync covering everything written, if wanted and none is running;
-    /// plus failed syncs to run again.
+    fn check_writable(&self) -> Result<(), StorageError> {
+        match &self.read_only {
+            Some(cause) => Err(StorageError::ReadOnly {
+                path: self.path.clone(),
+                cause: cause.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// A sync covering everything written, if wanted and none is running.
     pub fn begin_sync(&mut self) -> Vec<FileJob> {
         let mut jobs = Vec::new();
-        for (id, target) in self.sync.take_retries() {
-            jobs.push(match target {
-                SyncTarget::Dir => FileJob::SyncDir {
-                    sync_id: id,
-                    dir: self.dir.clone(),
-                },
-                SyncTarget::File { .. } => FileJob::Sync {
-                    sync_id: id,
-                    file: self.file.clone(),
-                },
-            });
-        }
         if self.sync_wanted() && !self.sync.slot_busy(self.generation, 0) {
             let id = self.sync.begin(
                 SyncTarget::File {
@@ -416,8 +422,11 @@ impl Offsets {
 
     /// Records the end of a sync.
     pub fn sync_completed(&mut self, sync_id: u64, result: io::Result<()>) -> SyncResult {
-        let retry = !self.durable_acks;
-        let completion = self.sync.complete(sync_id, result.is_ok(), retry);
+        if self.read_only.is_some() {
+            // Nothing vouches for this file any more.
+            return SyncResult::Unchanged;
+        }
+        let completion = self.sync.complete(sync_id, result.is_ok());
         match (completion, result) {
             (Completion::Advanced, _) => {
                 self.trim_undo();
@@ -425,8 +434,15 @@ impl Offsets {
             }
             (Completion::Failed, Err(e)) => {
                 let error = StorageError::io(&self.path, "fdatasync", e);
-                if retry {
-                    return SyncResult::Retry(error);
+                if !self.durable_acks {
+                    // Commits were answered when written and may have
+                    // been read since: keep them, take no more.
+                    let cause = error.client_reason();
+                    self.read_only = Some(cause.clone());
+                    return SyncResult::ReadOnly(StorageError::ReadOnly {
+                        path: self.path.clone(),
+                        cause,
+                    });
                 }
                 // Cut back to what was synced; those commits never counted.
                 let synced = self.sync.synced();
@@ -820,6 +836,50 @@ mod tests {
             fs::read_to_string(dir.path().join(OFFSETS_FILE)).unwrap(),
             "t g 1\n"
         );
+    }
+
+    #[test]
+    fn failed_sync_without_durable_acks_keeps_the_commits_and_takes_no_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = Offsets::open(dir.path(), false).unwrap();
+        o.stage(b"t", 0, b"g", 1);
+        assert!(o.flush().is_none());
+        let jobs = o.begin_sync();
+        let FileJob::Sync { sync_id, .. } = &jobs[0] else {
+            panic!("{jobs:?}")
+        };
+        let r = o.sync_completed(*sync_id, Err(io::Error::other("injected")));
+        let SyncResult::ReadOnly(e) = r else {
+            panic!("{r:?}")
+        };
+        assert!(e.to_string().contains("injected"), "{e}");
+        // Answered when written (and maybe read since): kept.
+        assert_eq!(o.get(b"t", 0, b"g"), Some(1));
+        // No retry, and no further commit.
+        assert!(!o.sync_wanted());
+        assert!(o.begin_sync().is_empty());
+        o.stage(b"t", 0, b"g", 2);
+        let failed = o.flush().expect("a commit to a read-only file fails");
+        assert!(
+            matches!(failed.error, StorageError::ReadOnly { .. }),
+            "{}",
+            failed.error
+        );
+        assert_eq!(
+            o.get(b"t", 0, b"g"),
+            Some(1),
+            "the refused commit is undone"
+        );
+        assert_eq!(
+            fs::read_to_string(dir.path().join(OFFSETS_FILE)).unwrap(),
+            "t g 1\n"
+        );
+        // A restart recovers the file and takes commits again.
+        drop(o);
+        let mut o = Offsets::open(dir.path(), false).unwrap();
+        assert_eq!(o.get(b"t", 0, b"g"), Some(1));
+        o.stage(b"t", 0, b"g", 3);
+        assert!(o.flush().is_none());
     }
 
     #[test]

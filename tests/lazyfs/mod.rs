@@ -113,6 +113,8 @@ pub struct SyncCounts {
 
 #[derive(Default)]
 struct Counters {
+    /// File syncs still to fail (see [`LazyFs::fail_next_syncs`]).
+    fail_syncs: AtomicU64,
     fsync: AtomicU64,
     fdatasync: AtomicU64,
     dir_fsync: AtomicU64,
@@ -268,6 +270,14 @@ impl LazyFs {
         }
     }
 
+    /// Makes the next `n` syncs of files (`fsync`, `fdatasync`) fail with
+    /// `EIO` as a failed writeback does on Linux: the file's unsynced
+    /// writes are still read back but will never be durable, and the
+    /// error is reported once (a later sync of the file succeeds).
+    pub fn fail_next_syncs(&self, n: u64) {
+        self.shared.counters.fail_syncs.store(n, Ordering::SeqCst);
+    }
+
     /// Simulates a power cut: from now on every request fails with `EIO`,
     /// everything not synced is dropped, `backing` is left holding exactly
     /// the durable state, and the filesystem is unmounted. Whatever used
@@ -401,6 +411,11 @@ struct FileData {
     size: u64,
     /// Unsynced writes: disjoint ranges by start offset.
     extents: BTreeMap<u64, Vec<u8>>,
+    /// Writes a failed sync lost (see [`LazyFs::fail_next_syncs`]): still
+    /// read back, as Linux keeps the pages cached, but no later sync makes
+    /// them durable (their pages are clean). Oldest first, under
+    /// `extents`.
+    lost: Vec<(u64, Vec<u8>)>,
 }
 
 impl FileData {
@@ -411,6 +426,7 @@ impl FileData {
             base_len: len,
             size: len,
             extents: BTreeMap::new(),
+            lost: Vec::new(),
         }
     }
 
@@ -424,6 +440,14 @@ impl FileData {
             let durable_end = end.min(self.base_len);
             self.blob
                 .read_exact_at(&mut buf[..(durable_end - offset) as usize], offset)?;
+        }
+        for (start, data) in &self.lost {
+            let stop = start + data.len() as u64;
+            let (from, to) = ((*start).max(offset), stop.min(end));
+            if from < to {
+                buf[(from - offset) as usize..(to - offset) as usize]
+                    .copy_from_slice(&data[(from - start) as usize..(to - start) as usize]);
+            }
         }
         let first = self
             .extents
@@ -488,11 +512,22 @@ impl FileData {
                 data.truncate((len - start) as usize);
             }
             self.base_len = self.base_len.min(len);
+            self.lost.retain_mut(|(start, data)| {
+                data.truncate(len.saturating_sub(*start) as usize);
+                !data.is_empty()
+            });
         }
         self.size = len;
     }
 
-    /// Applies the overlay to the blob: it is now the durable content.
+    /// A failed writeback: the unsynced writes will never be durable,
+    /// though they are still read back until the next power cut.
+    fn lose_unsynced(&mut self) {
+        self.lost.extend(std::mem::take(&mut self.extents));
+    }
+
+    /// Applies the overlay to the blob: it is now the durable content
+    /// (writes a failed sync lost are not part of it).
     fn sync(&mut self) -> io::Result<()> {
         if self.base_len < self.durable_len {
             self.blob.set_len(self.base_len)?;
@@ -1233,7 +1268,18 @@ impl Filesystem for Fs {
             Ok(false) => {
                 let c = &self.0.counters;
                 self.count(if datasync { &c.fdatasync } else { &c.fsync });
-                self.with(|s| s.file_mut(ino.0)?.sync().map_err(Errno::from))
+                let fail = c
+                    .fail_syncs
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok();
+                if fail {
+                    self.with(|s| {
+                        s.file_mut(ino.0)?.lose_unsynced();
+                        Err(Errno::EIO)
+                    })
+                } else {
+                    self.with(|s| s.file_mut(ino.0)?.sync().map_err(Errno::from))
+                }
             }
             Err(e) => Err(e),
         };

@@ -835,6 +835,55 @@ fn failed_sync_with_durable_acks_cuts_and_late_syncs_are_stale() {
     assert_eq!(read_all(&mut log, 0, 10).len(), 2);
 }
 
+/// Without durable acks, a failed sync cuts nothing (those records were
+/// answered, and may have been read) and is not run again (Linux reports
+/// a failed writeback once: a retry could succeed over lost data): the
+/// log takes no more writes and its synced mark stays, until a restart.
+#[test]
+fn failed_sync_without_durable_acks_makes_the_log_read_only_until_reopened() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open_with(dir.path(), options(1 << 20, false));
+    log.append(b"a").unwrap();
+    assert!(log.flush().is_none());
+    assert!(matches!(log.sync_now(), SyncResult::Advanced));
+    log.append(b"b").unwrap();
+    assert!(log.flush().is_none());
+    let jobs = log.begin_sync();
+    let FileJob::Sync { sync_id, .. } = &jobs[0] else {
+        panic!("{jobs:?}")
+    };
+    let r = log.sync_completed(*sync_id, Err(io::Error::other("injected")));
+    let SyncResult::ReadOnly(e) = r else {
+        panic!("{r:?}")
+    };
+    assert!(e.to_string().contains("injected"), "{e}");
+    assert!(log.is_read_only());
+    assert_eq!(log.synced().seq, 1, "nothing vouches for b");
+    // b stays, readable; nothing new is taken or synced.
+    assert_eq!(
+        read_all(&mut log, 0, 10),
+        vec![(0, b"a".to_vec()), (1, b"b".to_vec())]
+    );
+    let refused = log.append(b"c").unwrap_err();
+    assert!(
+        matches!(refused, StorageError::ReadOnly { .. }),
+        "{refused}"
+    );
+    assert!(refused.to_string().contains("restart"), "{refused}");
+    assert_eq!(log.next_offset(), 2);
+    assert!(!log.sync_wanted());
+    assert!(log.begin_sync().is_empty());
+    assert!(matches!(log.sync_now(), SyncResult::Unchanged));
+    assert_eq!(log.synced().seq, 1);
+    // A restart recovers what is in the file and takes writes again.
+    drop(log);
+    let mut log = open_with(dir.path(), options(1 << 20, false));
+    assert_eq!(log.next_offset(), 2);
+    assert_eq!(append(&mut log, b"c"), 2);
+    assert!(log.flush().is_none());
+    assert!(matches!(log.sync_now(), SyncResult::Advanced));
+}
+
 #[test]
 fn a_cut_keeps_the_index_checksums_right() {
     let dir = tempfile::tempdir().unwrap();
