@@ -165,3 +165,59 @@ fn many_more_partitions_than_open_files_stay_within_the_limit() {
         assert!(broker.signal_and_wait("TERM").0.success());
     }
 }
+
+/// Found in review: a burst of writes to hundreds of new partitions at
+/// once, over the file budget, ran the process out of descriptors; a
+/// helper then could not open a directory to sync it, that was taken for
+/// a failed sync, and under `--fsync interval` the log stopped taking
+/// writes until a restart. A sync that could not open its directory did
+/// not run, and now runs again later: writes refused while descriptors
+/// are short (`STORAGE_ERROR ... Too many open files`) succeed once they
+/// are back, and no log becomes read-only.
+#[test]
+fn a_burst_over_the_budget_makes_no_log_read_only() {
+    let (_tmp, dir) = temp_data_dir();
+    let mut broker = start(&dir, "interval");
+    let mut c = broker.client();
+    let mut burst = String::new();
+    for t in 0..TOPICS {
+        burst.push_str(&format!("USE t{t}\nPRODUCE first\n"));
+    }
+    c.send(burst);
+    let mut refused = 0;
+    for t in 0..TOPICS {
+        assert_eq!(c.line(), format!("USING t{t}"));
+        let reply = c.line();
+        if reply != "ACK offset:0" {
+            assert!(
+                reply.starts_with("STORAGE_ERROR ") && reply.contains("Too many open files"),
+                "t{t}: {reply}"
+            );
+            refused += 1;
+        }
+    }
+    eprintln!("{refused} of {TOPICS} refused in the burst");
+    // Every partition takes writes again once the burst is over.
+    for t in 0..TOPICS {
+        assert_eq!(c.request(&format!("USE t{t}")), format!("USING t{t}"));
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let reply = c.request("PRODUCE second");
+            if reply.starts_with("ACK offset:") {
+                break;
+            }
+            assert!(
+                !reply.contains("a sync of this log failed") && Instant::now() < deadline,
+                "t{t}: {reply}"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+    drop(c);
+    assert!(broker.signal_and_wait("TERM").0.success());
+    let log = broker.stderr();
+    assert!(
+        !log.contains("takes no writes since a sync failed"),
+        "{log}"
+    );
+}

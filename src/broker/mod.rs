@@ -1402,6 +1402,11 @@ impl Broker {
                 // What the sync released closes if the budget is over.
                 self.files.trim();
             }
+            JobResult::NotRun(job) => {
+                if !matches!(journal, JournalId::Partition(p) if !self.live(p)) {
+                    self.jobs.push((journal, job));
+                }
+            }
             JobResult::Replaced { id, result } => {
                 if journal == JournalId::Offsets {
                     self.offsets.replaced(id, result);

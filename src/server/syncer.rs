@@ -37,6 +37,10 @@ type Done = (JournalId, JobResult);
 /// A result as a thread sends it: with how long the `fdatasync` took.
 type Timed = (JournalId, JobResult, Option<Duration>);
 
+/// How long a helper waits before handing back a job that could not run
+/// for want of a descriptor (it is then queued again).
+const NOT_RUN_BACKOFF: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// Handle to the helper threads. [`Helpers::finish`] lets them finish what
 /// was queued and stop.
 pub struct Helpers {
@@ -61,6 +65,11 @@ fn work(jobs: &Mutex<Receiver<Job>>, done: &Sender<Timed>, wake: &(dyn Fn() + Se
         let began = Instant::now();
         if let Some(result) = job.run() {
             let took = timed.then(|| began.elapsed());
+            if matches!(result, JobResult::NotRun(_)) {
+                // Out of descriptors: give the process a moment before
+                // the job is queued again (this is a helper thread).
+                std::thread::sleep(NOT_RUN_BACKOFF);
+            }
             if done.send((journal, result, took)).is_err() {
                 return;
             }

@@ -18,8 +18,7 @@
 //! descriptor of a file is closed the inode may leave the cache with the
 //! error (and on NFS `close` itself reports and consumes it; we would drop
 //! that report). So a parked file is closable only if
-//! - no one else holds it: no sync job (queued, running, or kept to run
-//!   again after a failure: the log keeps a copy of each), no read in
+//! - no one else holds it: no sync job (queued or running), no read in
 //!   progress ([`Arc::strong_count`] is 1), and
 //! - for the active segment's files ([`Slot::Append`], [`Slot::Sync`]):
 //!   nothing written to the segment is unsynced (the log says so with
@@ -40,8 +39,13 @@
 //! with unsynced writes at once, instead of at the next interval, and
 //! closes what they release as they finish ([`Files::trim`]). A dirty log
 //! holds one descriptor (its sync runs on its append descriptor; see
-//! `Log::sync_files`), so the excess is at most the partitions written
-//! within one sync's time; [`RESERVED_FDS`] leaves room for it.
+//! `Log::sync_files`), plus, under `interval`, a rolled segment's until
+//! the sync that seals it: the excess is the partitions written before
+//! their syncs finish. It comes out of [`RESERVED_FDS`] but is not
+//! bounded by it: a burst over hundreds of partitions can run the process
+//! out of descriptors, and then opens fail with `EMFILE` (an append gets
+//! `STORAGE_ERROR`; a directory sync is run again later, see
+//! `JobResult::NotRun`) until the syncs release theirs.
 //!
 //! # Bounds
 //! The table holds one entry per open file: at most [`Files::limit`] plus
@@ -315,8 +319,9 @@ impl Files {
     /// syncs released some).
     pub fn trim(&self) {
         if self.open_count() > self.limit {
+            // make_room(0) never notes a shortage, and one noted since
+            // the last take_short must stay noted.
             self.make_room(0);
-            self.short.store(false, Ordering::Relaxed);
         }
     }
 
@@ -367,8 +372,8 @@ pub fn split(limit: u64, connections: usize, files: usize) -> Plan {
 /// Raises the soft limit on open files towards what `connections` clients
 /// and `files` log files need besides [`RESERVED_FDS`] (within the hard
 /// limit), and splits what it gets (see [`split`]). Logs the split, and
-/// warns when the limit cuts either side short; refuses (an error naming
-/// the limit) only if the limit leaves no room for a working broker.
+/// warns when the limit cuts either side short (each side keeps its
+/// minimum: 1 client, [`MIN_OPEN_FILES`] files).
 pub fn plan_descriptors(connections: usize, files: usize) -> Plan {
     let wanted = (connections + files + RESERVED_FDS) as u64;
     let mut lim = libc::rlimit {

@@ -123,6 +123,14 @@ impl SyncTracker {
         self.in_flight.len()
     }
 
+    /// Whether a sync of file `file` (any slot) is running.
+    pub fn running_on(&self, file: u64) -> bool {
+        self.in_flight.iter().any(|f| {
+            f.state == State::Running
+                && matches!(f.target, SyncTarget::File { file: g, .. } if g == file)
+        })
+    }
+
     /// Whether sync slot `slot` of file `file` is in use.
     pub fn slot_busy(&self, file: u64, slot: usize) -> bool {
         self.in_flight

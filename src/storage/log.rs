@@ -64,7 +64,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use log::{error, info, warn};
+use log::{debug, error, info, warn};
 use memchr::memchr;
 
 use super::batch::{self, BatchBuilder, BatchHeader};
@@ -1096,10 +1096,13 @@ impl Log {
     /// (acknowledgements wait for syncs, and concurrent syncs batch them)
     /// if the budget has room, parked in it between syncs, and closed with
     /// the segment or, while none of them is syncing and everything
-    /// written is synced, when the budget needs room. A description opened
-    /// after an error was reported elsewhere does not see it: that report
-    /// failed a sync, which (with durable acks) abandons every sync in
-    /// flight and cuts the segment back.
+    /// written is synced, when the budget needs room. They are opened only
+    /// while no sync of the segment is running: a description opened
+    /// after a running sync has taken an error report would not see it,
+    /// and its success, settling the older sync, would vouch for the lost
+    /// writes. Opened with none running, they see every error from then
+    /// on, and one not yet reported to anyone. If they cannot be opened,
+    /// the syncs use the append descriptor alone.
     fn sync_files(&mut self) -> Result<Vec<Arc<LogFile>>, StorageError> {
         let mut set = vec![self.append_file()?];
         if !self.options.durable_acks {
@@ -1110,21 +1113,25 @@ impl Log {
             set.extend(extra);
             return Ok(set);
         }
-        let n = files.make_room(SYNC_SLOTS - 1);
-        if n == 0 {
+        if self.sync.running_on(self.active.generation) {
             return Ok(set);
         }
+        let n = files.make_room(SYNC_SLOTS - 1);
         let path = &self.active.path;
-        let extra = (0..n)
-            .map(|_| {
-                files
-                    .open(path, OpenOptions::new().read(true))
-                    .map(Arc::new)
-                    .map_err(|e| StorageError::io(path, "open", e))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        files.put(self.id, Slot::Sync, extra.clone());
-        set.extend(extra);
+        let mut extra = Vec::new();
+        for _ in 0..n {
+            match files.open(path, OpenOptions::new().read(true)) {
+                Ok(file) => extra.push(Arc::new(file)),
+                Err(e) => {
+                    debug!("{}: no extra sync descriptor ({e})", path.display());
+                    break;
+                }
+            }
+        }
+        if !extra.is_empty() {
+            files.put(self.id, Slot::Sync, extra.clone());
+            set.extend(extra);
+        }
         Ok(set)
     }
 
@@ -1333,11 +1340,16 @@ impl Log {
         self.jobs = other;
         let begun = self.begin_sync();
         for job in queued.into_iter().chain(begun) {
-            let Some(super::JobResult::Synced {
-                sync_id, result, ..
-            }) = job.run()
-            else {
-                continue;
+            let (sync_id, result) = match job.run() {
+                Some(super::JobResult::Synced {
+                    sync_id, result, ..
+                }) => (sync_id, result),
+                // Out of descriptors: a helper runs it later.
+                Some(super::JobResult::NotRun(job)) => {
+                    self.jobs.push(job);
+                    continue;
+                }
+                _ => continue,
             };
             match self.sync_completed(sync_id, result) {
                 SyncResult::Unchanged => {}

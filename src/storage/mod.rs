@@ -63,6 +63,10 @@ pub enum JobResult {
         id: u64,
         result: ReplaceResult,
     },
+    /// A directory sync that could not open its directory for want of a
+    /// descriptor: it did not run, so (unlike a failed `fsync`, which is
+    /// final) it is safe to run again. The job comes back to be queued.
+    NotRun(FileJob),
 }
 
 /// How a [`FileJob::Replace`] ended.
@@ -84,11 +88,17 @@ impl FileJob {
                 dir: false,
                 result: file.sync_data(),
             }),
-            FileJob::SyncDir { sync_id, dir } => Some(JobResult::Synced {
-                sync_id,
-                dir: true,
-                result: crate::util::fs::sync_dir(&dir),
-            }),
+            FileJob::SyncDir { sync_id, dir } => match File::open(&dir) {
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                    ::log::debug!("{}: cannot open to sync ({e}); again later", dir.display());
+                    Some(JobResult::NotRun(FileJob::SyncDir { sync_id, dir }))
+                }
+                opened => Some(JobResult::Synced {
+                    sync_id,
+                    dir: true,
+                    result: opened.and_then(|d| d.sync_all()),
+                }),
+            },
             FileJob::Replace {
                 path,
                 bytes,

@@ -537,15 +537,17 @@ impl Offsets {
     pub fn sync_now(&mut self) -> SyncResult {
         let mut last = SyncResult::Unchanged;
         for job in self.begin_sync() {
-            if let Some(super::JobResult::Synced {
-                sync_id, result, ..
-            }) = job.run()
-            {
-                match self.sync_completed(sync_id, result) {
+            match job.run() {
+                Some(super::JobResult::Synced {
+                    sync_id, result, ..
+                }) => match self.sync_completed(sync_id, result) {
                     SyncResult::Unchanged => {}
                     r @ SyncResult::Cut(_) => return r,
                     r => last = r,
-                }
+                },
+                // Out of descriptors: a helper runs it later.
+                Some(super::JobResult::NotRun(job)) => self.jobs.push(job),
+                _ => {}
             }
         }
         last
@@ -722,6 +724,7 @@ mod tests {
                 }) => {
                     o.sync_completed(sync_id, result);
                 }
+                Some(super::super::JobResult::NotRun(job)) => panic!("not run: {job:?}"),
                 None => {}
             }
         }

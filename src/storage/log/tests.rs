@@ -884,6 +884,50 @@ fn failed_sync_without_durable_acks_makes_the_log_read_only_until_reopened() {
     assert!(matches!(log.sync_now(), SyncResult::Advanced));
 }
 
+/// Found in review: the extra sync descriptors (`--fsync always`) were
+/// opened whenever the budget had room, also while a sync of the segment
+/// was running. Had that sync already taken an error report, the new
+/// descriptions would not see it, and a success on one of them, settling
+/// the older sync, would vouch for lost writes. They are opened only
+/// while no sync of the segment runs.
+#[test]
+fn extra_sync_descriptors_are_not_opened_while_a_sync_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open_with(dir.path(), options(1 << 20, true));
+    let open = |log: &Log| log.options.files.open_count();
+    log.append(b"a").unwrap();
+    assert!(log.flush().is_none());
+    let first = log.begin_sync();
+    assert_eq!(first.len(), 1);
+    // As when the budget had no room for the extra descriptors as the
+    // first sync began.
+    drop(log.options.files.take(log.id, Slot::Sync));
+    let before = open(&log);
+    log.append(b"b").unwrap();
+    assert!(log.flush().is_none());
+    assert!(
+        log.begin_sync().is_empty(),
+        "slot 0 is busy and no other descriptor may be opened now"
+    );
+    assert_eq!(open(&log), before);
+    let FileJob::Sync { sync_id, file } = first.into_iter().next().unwrap() else {
+        panic!("a data sync")
+    };
+    assert!(matches!(
+        log.sync_completed(sync_id, file.sync_data()),
+        SyncResult::Advanced
+    ));
+    drop(file);
+    // None running: the extra descriptors are opened, and the next sync
+    // takes a free slot while slot 0's runs.
+    let second = log.begin_sync();
+    assert_eq!(second.len(), 1);
+    assert_eq!(open(&log), before + SYNC_SLOTS - 1);
+    log.append(b"c").unwrap();
+    assert!(log.flush().is_none());
+    assert_eq!(log.begin_sync().len(), 1, "a second slot");
+}
+
 #[test]
 fn a_cut_keeps_the_index_checksums_right() {
     let dir = tempfile::tempdir().unwrap();
