@@ -123,6 +123,13 @@ impl SyncTracker {
         self.in_flight.len()
     }
 
+    /// Whether sync `id` (if still tracked) is of a directory.
+    pub fn is_dir_sync(&self, id: u64) -> bool {
+        self.in_flight
+            .iter()
+            .any(|f| f.id == id && f.target == SyncTarget::Dir)
+    }
+
     /// Whether a sync of file `file` (any slot) is running.
     pub fn running_on(&self, file: u64) -> bool {
         self.in_flight.iter().any(|f| {
@@ -290,5 +297,17 @@ mod tests {
         assert_eq!(t.complete(a, false), Completion::Failed);
         assert_eq!(t.complete(b, true), Completion::Pending);
         assert_eq!(t.synced(), mark(0, 0), "nothing vouches for a's writes");
+    }
+
+    #[test]
+    fn a_sync_says_whether_it_is_of_a_directory_while_tracked() {
+        let mut t = SyncTracker::new(mark(0, 0));
+        let a = t.begin(SyncTarget::File { file: 0, slot: 0 }, mark(1, 0));
+        let b = t.begin(SyncTarget::Dir, mark(1, 1));
+        assert!(!t.is_dir_sync(a));
+        assert!(t.is_dir_sync(b));
+        assert!(t.running_on(0) && !t.running_on(1));
+        assert_eq!(t.complete(a, true), Completion::Advanced);
+        assert!(!t.running_on(0));
     }
 }

@@ -1231,6 +1231,11 @@ impl Log {
             // (and so the recovery checkpoint) stays where it was.
             return SyncResult::Unchanged;
         }
+        let what = if self.sync.is_dir_sync(sync_id) {
+            "fsync of its directory"
+        } else {
+            "fdatasync"
+        };
         let completion = self.sync.complete(sync_id, result.is_ok());
         if result.is_ok()
             && let Some(i) = self.sealing.iter().position(|(id, _)| *id == sync_id)
@@ -1241,7 +1246,7 @@ impl Log {
         match (completion, result) {
             (Completion::Advanced, _) => SyncResult::Advanced,
             (Completion::Failed, Err(e)) => {
-                let error = StorageError::io(&self.active.path, "fdatasync", e);
+                let error = StorageError::io(&self.active.path, what, e);
                 if self.options.durable_acks {
                     SyncResult::Cut(self.cut_unsynced(error))
                 } else {

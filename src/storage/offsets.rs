@@ -426,6 +426,11 @@ impl Offsets {
             // Nothing vouches for this file any more.
             return SyncResult::Unchanged;
         }
+        let what = if self.sync.is_dir_sync(sync_id) {
+            "fsync of its directory"
+        } else {
+            "fdatasync"
+        };
         let completion = self.sync.complete(sync_id, result.is_ok());
         match (completion, result) {
             (Completion::Advanced, _) => {
@@ -433,7 +438,7 @@ impl Offsets {
                 SyncResult::Advanced
             }
             (Completion::Failed, Err(e)) => {
-                let error = StorageError::io(&self.path, "fdatasync", e);
+                let error = StorageError::io(&self.path, what, e);
                 if !self.durable_acks {
                     // Commits were answered when written and may have
                     // been read since: keep them, take no more.
