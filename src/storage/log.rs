@@ -1197,8 +1197,15 @@ impl Log {
         let set = match self.sync_files() {
             Ok(set) => set,
             Err(e) => {
-                // Tried again at the next sync.
-                error!("{e}; the sync waits");
+                // Tried again at the next sync (under `always`, the next
+                // turn): say so at most once a second, not every turn.
+                static LAST: std::sync::Mutex<Option<std::time::Instant>> =
+                    std::sync::Mutex::new(None);
+                let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
+                if last.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(1)) {
+                    *last = Some(std::time::Instant::now());
+                    error!("{e}; the sync waits");
+                }
                 return jobs;
             }
         };
