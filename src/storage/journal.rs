@@ -48,6 +48,17 @@ pub enum SyncTarget {
     Dir,
 }
 
+/// The slot of the sync that seals a rolled segment: it runs on the old
+/// segment's append descriptor, which slot 0's syncs use too.
+pub const SEAL_SLOT: usize = usize::MAX;
+
+/// Whether syncs on slots `a` and `b` of one file go through the same
+/// open file description (slot 0 and [`SEAL_SLOT`]; one slot never has
+/// two syncs running).
+fn shares_descriptor(a: usize, b: usize) -> bool {
+    a != b && a.min(b) == 0 && a.max(b) == SEAL_SLOT
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Running,
@@ -166,7 +177,11 @@ impl SyncTracker {
 
     /// Records the end of sync `id`. A success also settles every older
     /// sync of the same file (one `fdatasync` covers all that was written
-    /// before it). A failure is never run again (Linux reports a failed
+    /// before it) made through another descriptor: each open file
+    /// description reports a writeback error once, so an older sync on
+    /// the *same* description may have taken the report this one did not
+    /// see. Slot 0 and [`SEAL_SLOT`] share one (the append descriptor),
+    /// so neither settles the other. A failure is never run again (Linux reports a failed
     /// writeback once, so a second try could succeed over lost data): the
     /// caller must [`abandon`](Self::abandon) and cut, or stop writing.
     pub fn complete(&mut self, id: u64, ok: bool) -> Completion {
@@ -186,11 +201,12 @@ impl SyncTracker {
             }
         }
         for f in self.in_flight.iter_mut().take(i + 1) {
-            let same_file = matches!(
+            let vouches = matches!(
                 (f.target, target),
-                (SyncTarget::File { file: a, .. }, SyncTarget::File { file: b, .. }) if a == b
+                (SyncTarget::File { file: a, slot: sa }, SyncTarget::File { file: b, slot: sb })
+                    if a == b && !shares_descriptor(sa, sb)
             );
-            if f.id == id || (same_file && f.state == State::Running) {
+            if f.id == id || (vouches && f.state == State::Running) {
                 f.state = State::Done;
             }
         }
@@ -297,6 +313,34 @@ mod tests {
         assert_eq!(t.complete(a, false), Completion::Failed);
         assert_eq!(t.complete(b, true), Completion::Pending);
         assert_eq!(t.synced(), mark(0, 0), "nothing vouches for a's writes");
+    }
+
+    /// Found in review: the sync that seals a rolled segment runs on the
+    /// descriptor slot 0's syncs use. If a slot-0 sync took a writeback
+    /// error's one report, the seal's fdatasync succeeds, and its success
+    /// settled the failed sync, whose report then came back stale: the
+    /// lost writes counted as synced.
+    #[test]
+    fn a_seal_does_not_vouch_for_a_sync_on_the_same_descriptor() {
+        let mut t = SyncTracker::new(mark(0, 0));
+        let a = t.begin(SyncTarget::File { file: 0, slot: 0 }, mark(3, 0));
+        let seal = t.begin(
+            SyncTarget::File {
+                file: 0,
+                slot: SEAL_SLOT,
+            },
+            mark(5, 0),
+        );
+        assert_eq!(t.complete(seal, true), Completion::Pending);
+        assert_eq!(t.synced(), mark(0, 0));
+        assert_eq!(t.complete(a, false), Completion::Failed, "not stale");
+        // Another slot (its own description) does vouch.
+        let mut t = SyncTracker::new(mark(0, 0));
+        let a = t.begin(SyncTarget::File { file: 0, slot: 0 }, mark(3, 0));
+        let b = t.begin(SyncTarget::File { file: 0, slot: 1 }, mark(5, 0));
+        assert_eq!(t.complete(b, true), Completion::Advanced);
+        assert_eq!(t.synced(), mark(5, 0));
+        assert_eq!(t.complete(a, true), Completion::Stale);
     }
 
     #[test]

@@ -71,7 +71,7 @@ use super::batch::{self, BatchBuilder, BatchHeader};
 use super::files::{Files, LogFile, Slot};
 use super::format::{Format, Parsed};
 use super::index::{self, Entry, INDEX_INTERVAL, Index, MAX_SEGMENT_BYTES, Time};
-use super::journal::{Completion, Mark, SyncTarget, SyncTracker};
+use super::journal::{Completion, Mark, SEAL_SLOT, SyncTarget, SyncTracker};
 use super::text;
 use super::{FileJob, Location, StorageError, crc32c, crc32c_append};
 use crate::util::fs::write_all;
@@ -1000,7 +1000,7 @@ impl Log {
             let id = self.sync.begin(
                 SyncTarget::File {
                     file: old_generation,
-                    slot: SYNC_SLOTS,
+                    slot: SEAL_SLOT,
                 },
                 self.written,
             );
