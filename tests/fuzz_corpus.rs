@@ -11,30 +11,15 @@
 //! `FUZZ_CORPUS_OUT=$PWD/fuzz/corpus/storage_recovery cargo test --test
 //! fuzz_corpus broker_made` writes them again.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
+use common::fuzz_corpus as corpus;
 use kafka_like_broker::broker::{Broker, ConnId, PartitionId};
 use kafka_like_broker::config::{Config, FsyncPolicy};
 use kafka_like_broker::fuzzing::{self, Decoded};
 use kafka_like_broker::storage::Format;
-
-fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fuzz/corpus")
-        .join(target);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    files
-        .into_iter()
-        .map(|p| {
-            let name = p.file_name().unwrap().to_string_lossy().into_owned();
-            (name, std::fs::read(&p).unwrap())
-        })
-        .collect()
-}
 
 #[test]
 fn every_line_decoder_seed_runs() {

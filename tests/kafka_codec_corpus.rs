@@ -9,31 +9,14 @@
 //! a scratch endpoint built on these codecs; the first message carries a
 //! header `h=v`.
 
-use std::path::{Path, PathBuf};
+mod common;
 
+use common::fuzz_corpus as corpus;
 use kafka_like_broker::protocol::kafka::api::Request;
 use kafka_like_broker::protocol::kafka::batch::{self, Compression};
 use kafka_like_broker::protocol::kafka::{
     DecodeError, Frame, FrameDecoder, RequestHeader, fuzzing,
 };
-
-fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fuzz/corpus")
-        .join(target);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    files
-        .into_iter()
-        .map(|p| {
-            let name = p.file_name().unwrap().to_string_lossy().into_owned();
-            (name, std::fs::read(&p).unwrap())
-        })
-        .collect()
-}
 
 #[test]
 fn every_request_seed_runs() {
